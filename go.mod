@@ -1,0 +1,3 @@
+module github.com/arrowquant/arrowquant
+
+go 1.26.8
