@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/arrowquant/arrowquant/kernels"
+)
+
+const benchElems = 1 << 20 // one pipeline chunk
+
+func normalRow(mem memory.Allocator, n int) arrow.Array {
+	rng := rand.New(rand.NewPCG(42, 42))
+	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	defer b.Release()
+	vb := b.ValueBuilder().(*array.Float32Builder)
+	b.Append(true)
+	for i := 0; i < n; i++ {
+		vb.Append(float32(rng.NormFloat64()))
+	}
+	return b.NewArray()
+}
+
+func call(b *testing.B, ctx context.Context, name string, opts compute.FunctionOptions, args ...arrow.Array) arrow.Array {
+	datums := make([]compute.Datum, len(args))
+	for i, a := range args {
+		datums[i] = &compute.ArrayDatum{Value: a.Data()}
+	}
+	out, err := compute.CallFunction(ctx, name, opts, datums...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out.(*compute.ArrayDatum).MakeArray()
+}
+
+// BenchmarkQuantizePack: group params (minmax) + pack, GB/s of fp32 input.
+func BenchmarkQuantizePack(b *testing.B) {
+	ctx := kernels.NewContext(context.Background())
+	values := normalRow(memory.DefaultAllocator, benchElems)
+	defer values.Release()
+	for _, bits := range []int{2, 4, 8} {
+		for _, gs := range []int{64, 128, 256} {
+			b.Run(fmt.Sprintf("int%d/g%d", bits, gs), func(b *testing.B) {
+				opts := &kernels.QuantOptions{Bits: bits, GroupSize: gs}
+				b.SetBytes(4 * benchElems)
+				for b.Loop() {
+					params := call(b, ctx, "minmax_group_params", opts, values).(*array.Struct)
+					codes := call(b, ctx, kernels.FuncPack, opts, values, params.Field(0), params.Field(1))
+					codes.Release()
+					params.Release()
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkDequantize and BenchmarkCosine: GB/s of fp32 output / input.
+func BenchmarkDequantizeCosine(b *testing.B) {
+	ctx := kernels.NewContext(context.Background())
+	values := normalRow(memory.DefaultAllocator, benchElems)
+	defer values.Release()
+	nb := array.NewInt64Builder(memory.DefaultAllocator)
+	nb.Append(benchElems)
+	counts := nb.NewArray()
+	for _, bits := range []int{2, 4, 8} {
+		opts := &kernels.QuantOptions{Bits: bits, GroupSize: 128}
+		params := call(b, ctx, "minmax_group_params", opts, values).(*array.Struct)
+		codes := call(b, ctx, kernels.FuncPack, opts, values, params.Field(0), params.Field(1))
+		b.Run(fmt.Sprintf("dequantize/int%d/g128", bits), func(b *testing.B) {
+			b.SetBytes(4 * benchElems)
+			for b.Loop() {
+				call(b, ctx, kernels.FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts).Release()
+			}
+		})
+		if bits == 4 {
+			recon := call(b, ctx, kernels.FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts)
+			b.Run("cosine", func(b *testing.B) {
+				b.SetBytes(4 * benchElems)
+				for b.Loop() {
+					call(b, ctx, kernels.FuncCosine, nil, values, recon).Release()
+				}
+			})
+			recon.Release()
+		}
+		codes.Release()
+		params.Release()
+	}
+}
+
+// BenchmarkFusedQuantize: the pipeline's hot path (params, pack, dequantize
+// and similarity in one pass), GB/s of fp32 input.
+func BenchmarkFusedQuantize(b *testing.B) {
+	ctx := kernels.NewContext(context.Background())
+	values := normalRow(memory.DefaultAllocator, benchElems)
+	defer values.Release()
+	for _, bits := range []int{2, 4, 8} {
+		for _, gs := range []int{64, 128, 256} {
+			b.Run(fmt.Sprintf("int%d/g%d", bits, gs), func(b *testing.B) {
+				opts := &kernels.QuantOptions{Bits: bits, GroupSize: gs}
+				b.SetBytes(4 * benchElems)
+				for b.Loop() {
+					call(b, ctx, "minmax_quantize", opts, values).Release()
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,559 @@
+package kernels
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/compute/exec"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/arrowquant/arrowquant/internal/fp"
+)
+
+// Arrow types of the functions' inputs and outputs.
+var (
+	ListF32  = arrow.ListOf(arrow.PrimitiveTypes.Float32)
+	ListF16  = arrow.ListOf(arrow.FixedWidthTypes.Float16)
+	ListBF16 = arrow.ListOf(arrow.PrimitiveTypes.Uint16) // bfloat16 bits: Arrow has no bfloat16 type
+
+	MinMaxType = arrow.StructOf(
+		arrow.Field{Name: "mins", Type: ListF32},
+		arrow.Field{Name: "maxs", Type: ListF32},
+	)
+	ParamsType = arrow.StructOf(
+		arrow.Field{Name: "scales", Type: ListF16},
+		arrow.Field{Name: "mins", Type: ListF16},
+	)
+	QuantizedType = arrow.StructOf(
+		arrow.Field{Name: "codes", Type: arrow.BinaryTypes.Binary},
+		arrow.Field{Name: "scales", Type: ListF16},
+		arrow.Field{Name: "mins", Type: ListF16},
+		arrow.Field{Name: "similarity", Type: CosineType},
+	)
+	CosineType = arrow.StructOf(
+		arrow.Field{Name: "cosine", Type: arrow.PrimitiveTypes.Float64},
+		arrow.Field{Name: "rel_mse", Type: arrow.PrimitiveTypes.Float64},
+		arrow.Field{Name: "dot", Type: arrow.PrimitiveTypes.Float64},
+		arrow.Field{Name: "norm_a2", Type: arrow.PrimitiveTypes.Float64},
+		arrow.Field{Name: "norm_b2", Type: arrow.PrimitiveTypes.Float64},
+		arrow.Field{Name: "err2", Type: arrow.PrimitiveTypes.Float64},
+		arrow.Field{Name: "n", Type: arrow.PrimitiveTypes.Int64},
+	)
+)
+
+// valueTypes are the element types every value-taking kernel accepts.
+var valueTypes = []arrow.Type{arrow.FLOAT32, arrow.FLOAT16, arrow.UINT16}
+
+// listOfMatcher matches list<T> by T's type id, whatever the item field is called.
+type listOfMatcher struct{ elem arrow.Type }
+
+func (m listOfMatcher) Matches(t arrow.DataType) bool {
+	l, ok := t.(*arrow.ListType)
+	return ok && l.Elem().ID() == m.elem
+}
+func (m listOfMatcher) Equals(o exec.TypeMatcher) bool {
+	x, ok := o.(listOfMatcher)
+	return ok && x == m
+}
+func (m listOfMatcher) String() string { return "list<" + m.elem.String() + ">" }
+
+func listOf(id arrow.Type) exec.InputType { return exec.NewMatchedInput(listOfMatcher{id}) }
+
+// rows gives row-wise access to a list<float32|float16|uint16(bf16)> span.
+type rows struct {
+	offsets []int32
+	elem    arrow.Type
+	f32     []float32
+	u16     []uint16
+}
+
+func listRows(sp *exec.ArraySpan, what string) (rows, error) {
+	if sp.Nulls > 0 {
+		return rows{}, fmt.Errorf("kernels: %s has %d null rows; every row must hold a chunk", what, sp.Nulls)
+	}
+	child := &sp.Children[0]
+	if child.Nulls > 0 {
+		return rows{}, fmt.Errorf("kernels: %s has %d null values", what, child.Nulls)
+	}
+	r := rows{elem: child.Type.ID()}
+	if sp.Len > 0 {
+		r.offsets = exec.GetSpanOffsets[int32](sp, 1)[:sp.Len+1]
+	}
+	switch r.elem {
+	case arrow.FLOAT32:
+		r.f32 = exec.GetSpanValues[float32](child, 1)
+	case arrow.FLOAT16, arrow.UINT16:
+		r.u16 = exec.GetSpanValues[uint16](child, 1)
+	default:
+		return rows{}, fmt.Errorf("kernels: %s: unsupported element type %s", what, child.Type)
+	}
+	return r, nil
+}
+
+func (r rows) len(i int) int { return int(r.offsets[i+1] - r.offsets[i]) }
+
+// float32s returns row i as float32, decoding float16/bf16 into scratch.
+func (r rows) float32s(i int, scratch *[]float32) []float32 {
+	lo, hi := r.offsets[i], r.offsets[i+1]
+	switch r.elem {
+	case arrow.FLOAT32:
+		return r.f32[lo:hi]
+	}
+	n := int(hi - lo)
+	if cap(*scratch) < n {
+		*scratch = make([]float32, n)
+	}
+	dst := (*scratch)[:n]
+	src := r.u16[lo:hi]
+	if r.elem == arrow.FLOAT16 {
+		for j, h := range src {
+			dst[j] = fp.HalfToFloat32(h)
+		}
+	} else {
+		for j, b := range src {
+			dst[j] = fp.BF16ToFloat32(b)
+		}
+	}
+	return dst
+}
+
+// uint16s returns row i of a list<float16> span as raw bits.
+func (r rows) uint16s(i int) []uint16 { return r.u16[r.offsets[i]:r.offsets[i+1]] }
+
+var scratchPool = sync.Pool{New: func() any { s := make([]float32, 0, 1<<16); return &s }}
+
+// listBuilder allocates a list array whose row lengths are known up front.
+type listBuilder struct {
+	offsets *memory.Buffer
+	values  *memory.Buffer
+	typ     *arrow.ListType
+	n       int
+	total   int
+}
+
+func newListBuilder(mem memory.Allocator, typ *arrow.ListType, lens func(i int) int, n int) *listBuilder {
+	b := &listBuilder{typ: typ, n: n}
+	b.offsets = memory.NewResizableBuffer(mem)
+	b.offsets.Resize(4 * (n + 1))
+	offs := arrow.Int32Traits.CastFromBytes(b.offsets.Bytes())
+	for i := 0; i < n; i++ {
+		offs[i+1] = offs[i] + int32(lens(i))
+	}
+	b.total = int(offs[n])
+	width := typ.Elem().(arrow.FixedWidthDataType).BitWidth() / 8
+	b.values = memory.NewResizableBuffer(mem)
+	b.values.Resize(width * b.total)
+	return b
+}
+
+func (b *listBuilder) offs() []int32 { return arrow.Int32Traits.CastFromBytes(b.offsets.Bytes()) }
+
+func (b *listBuilder) float32s(i int) []float32 {
+	o := b.offs()
+	return arrow.Float32Traits.CastFromBytes(b.values.Bytes())[o[i]:o[i+1]]
+}
+
+func (b *listBuilder) uint16s(i int) []uint16 {
+	o := b.offs()
+	return arrow.Uint16Traits.CastFromBytes(b.values.Bytes())[o[i]:o[i+1]]
+}
+
+// finish returns the list data; the builder's buffers move into it.
+func (b *listBuilder) finish() arrow.ArrayData {
+	child := array.NewData(b.typ.Elem(), b.total, []*memory.Buffer{nil, b.values}, nil, 0, 0)
+	defer child.Release()
+	d := array.NewData(b.typ, b.n, []*memory.Buffer{nil, b.offsets}, []arrow.ArrayData{child}, 0, 0)
+	b.offsets.Release()
+	b.values.Release()
+	return d
+}
+
+func structData(typ arrow.DataType, n int, children ...arrow.ArrayData) arrow.ArrayData {
+	d := array.NewData(typ, n, []*memory.Buffer{nil}, children, 0, 0)
+	for _, c := range children {
+		c.Release()
+	}
+	return d
+}
+
+// setOutput moves d into the kernel result.
+func setOutput(out *exec.ExecResult, d arrow.ArrayData) {
+	out.TakeOwnership(d)
+	d.Release()
+}
+
+func newKernel(in []exec.InputType, out arrow.DataType, fn exec.ArrayKernelExec) exec.ScalarKernel {
+	k := exec.NewScalarKernel(in, exec.NewOutputType(out), fn, exec.OptionsInit[QuantOptions])
+	k.CanWriteIntoSlices = false
+	k.NullHandling = exec.NullComputedNoPrealloc
+	k.MemAlloc = exec.MemNoPrealloc
+	return k
+}
+
+func options(ctx *exec.KernelCtx, needBits bool) (QuantOptions, error) {
+	o, ok := ctx.State.(QuantOptions)
+	if !ok {
+		return o, fmt.Errorf("kernels: missing QuantOptions")
+	}
+	return o, o.Validate(needBits)
+}
+
+func newFunction(name string, arity compute.Arity, summary string, args ...string) *compute.ScalarFunction {
+	fn := compute.NewScalarFunction(name, arity, compute.FunctionDoc{
+		Summary: summary, ArgNames: args, OptionsType: "QuantOptions", OptionsRequired: true,
+	})
+	return fn
+}
+
+// ---- aq_group_minmax(values) -> struct<mins, maxs>
+
+func newMinMaxFunction() compute.Function {
+	fn := newFunction(FuncGroupMinMax, compute.Unary(), "Per-group min and max of each row", "values")
+	for _, t := range valueTypes {
+		if err := fn.AddKernel(newKernel([]exec.InputType{listOf(t)}, MinMaxType, execMinMax)); err != nil {
+			panic(err)
+		}
+	}
+	return fn
+}
+
+func execMinMax(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+	o, err := options(ctx, false)
+	if err != nil {
+		return err
+	}
+	in, err := listRows(&batch.Values[0].Array, "values")
+	if err != nil {
+		return err
+	}
+	mem := exec.GetAllocator(ctx.Ctx)
+	n := int(batch.Len)
+	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
+	mins := newListBuilder(mem, ListF32, groups, n)
+	maxs := newListBuilder(mem, ListF32, groups, n)
+	scratch := scratchPool.Get().(*[]float32)
+	defer scratchPool.Put(scratch)
+	for i := 0; i < n; i++ {
+		if err := GroupMinMax(in.float32s(i, scratch), o.GroupSize, mins.float32s(i), maxs.float32s(i), 0); err != nil {
+			mins.finish().Release()
+			maxs.finish().Release()
+			return fmt.Errorf("row %d: %w", i, err)
+		}
+	}
+	setOutput(out, structData(MinMaxType, n, mins.finish(), maxs.finish()))
+	return nil
+}
+
+// ---- <method>_group_params(values) -> struct<scales, mins>
+
+func newParamsFunction(m Method) compute.Function {
+	fn := newFunction(m.ParamsFunc(), compute.Unary(), "Per-group fp16 scale and min: "+m.Description, "values")
+	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+		return execParams(m.GroupParams, ctx, batch, out)
+	}
+	for _, t := range valueTypes {
+		if err := fn.AddKernel(newKernel([]exec.InputType{listOf(t)}, ParamsType, run)); err != nil {
+			panic(err)
+		}
+	}
+	return fn
+}
+
+func execParams(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+	o, err := options(ctx, true)
+	if err != nil {
+		return err
+	}
+	in, err := listRows(&batch.Values[0].Array, "values")
+	if err != nil {
+		return err
+	}
+	mem := exec.GetAllocator(ctx.Ctx)
+	n := int(batch.Len)
+	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
+	scales := newListBuilder(mem, ListF16, groups, n)
+	mins := newListBuilder(mem, ListF16, groups, n)
+	scratch := scratchPool.Get().(*[]float32)
+	defer scratchPool.Put(scratch)
+	for i := 0; i < n; i++ {
+		if err := params(in.float32s(i, scratch), o.Bits, o.GroupSize, scales.uint16s(i), mins.uint16s(i), 0); err != nil {
+			scales.finish().Release()
+			mins.finish().Release()
+			return fmt.Errorf("row %d: %w", i, err)
+		}
+	}
+	setOutput(out, structData(ParamsType, n, scales.finish(), mins.finish()))
+	return nil
+}
+
+// ---- aq_pack(values, scales, mins) -> binary
+
+func newPackFunction() compute.Function {
+	fn := newFunction(FuncPack, compute.Ternary(), "Quantize and pack each row to INT2/INT4/INT8 codes", "values", "scales", "mins")
+	for _, t := range valueTypes {
+		in := []exec.InputType{listOf(t), listOf(arrow.FLOAT16), listOf(arrow.FLOAT16)}
+		if err := fn.AddKernel(newKernel(in, arrow.BinaryTypes.Binary, execPack)); err != nil {
+			panic(err)
+		}
+	}
+	return fn
+}
+
+func paramRows(batch *exec.ExecSpan, first int) (scales, mins rows, err error) {
+	if scales, err = listRows(&batch.Values[first].Array, "scales"); err != nil {
+		return
+	}
+	mins, err = listRows(&batch.Values[first+1].Array, "mins")
+	return
+}
+
+func checkGroups(i, n, have, groupSize int) error {
+	if want := int(NumGroups(int64(n), groupSize)); have != want {
+		return fmt.Errorf("kernels: row %d: %d elements need %d groups of %d, params have %d", i, n, want, groupSize, have)
+	}
+	return nil
+}
+
+func execPack(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+	o, err := options(ctx, true)
+	if err != nil {
+		return err
+	}
+	in, err := listRows(&batch.Values[0].Array, "values")
+	if err != nil {
+		return err
+	}
+	scales, mins, err := paramRows(batch, 1)
+	if err != nil {
+		return err
+	}
+	n := int(batch.Len)
+	for i := 0; i < n; i++ {
+		if err := checkGroups(i, in.len(i), scales.len(i), o.GroupSize); err != nil {
+			return err
+		}
+		if err := checkGroups(i, in.len(i), mins.len(i), o.GroupSize); err != nil {
+			return err
+		}
+	}
+	mem := exec.GetAllocator(ctx.Ctx)
+	offsets := memory.NewResizableBuffer(mem)
+	offsets.Resize(4 * (n + 1))
+	offs := arrow.Int32Traits.CastFromBytes(offsets.Bytes())
+	for i := 0; i < n; i++ {
+		offs[i+1] = offs[i] + int32(PackedLen(int64(in.len(i)), o.Bits))
+	}
+	data := memory.NewResizableBuffer(mem)
+	data.Resize(int(offs[n]))
+	buf := data.Bytes()
+	scratch := scratchPool.Get().(*[]float32)
+	defer scratchPool.Put(scratch)
+	for i := 0; i < n; i++ {
+		PackGroups(buf[offs[i]:offs[i+1]], in.float32s(i, scratch), scales.uint16s(i), mins.uint16s(i), o.Bits, o.GroupSize)
+	}
+	d := array.NewData(arrow.BinaryTypes.Binary, n, []*memory.Buffer{nil, offsets, data}, nil, 0, 0)
+	offsets.Release()
+	data.Release()
+	setOutput(out, d)
+	return nil
+}
+
+// ---- aq_dequantize(codes, scales, mins, n) -> list<float32>
+
+func newDequantizeFunction() compute.Function {
+	fn := newFunction(FuncDequantize, compute.Arity{NArgs: 4}, "Unpack and dequantize each row to float32", "codes", "scales", "mins", "n")
+	in := []exec.InputType{exec.NewExactInput(arrow.BinaryTypes.Binary), listOf(arrow.FLOAT16), listOf(arrow.FLOAT16), exec.NewExactInput(arrow.PrimitiveTypes.Int64)}
+	if err := fn.AddKernel(newKernel(in, ListF32, execDequantize)); err != nil {
+		panic(err)
+	}
+	return fn
+}
+
+func execDequantize(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+	o, err := options(ctx, true)
+	if err != nil {
+		return err
+	}
+	codesSpan := &batch.Values[0].Array
+	scales, mins, err := paramRows(batch, 1)
+	if err != nil {
+		return err
+	}
+	countSpan := &batch.Values[3].Array
+	if codesSpan.Nulls > 0 || countSpan.Nulls > 0 {
+		return fmt.Errorf("kernels: dequantize: codes and n must not be null")
+	}
+	codeOffs := exec.GetSpanOffsets[int32](codesSpan, 1)
+	codeData := codesSpan.Buffers[2].Buf
+	counts := exec.GetSpanValues[int64](countSpan, 1)
+	n := int(batch.Len)
+	for i := 0; i < n; i++ {
+		c := int(counts[i])
+		if c < 0 {
+			return fmt.Errorf("kernels: dequantize: row %d: negative element count %d", i, c)
+		}
+		if got, want := int64(codeOffs[i+1]-codeOffs[i]), PackedLen(int64(c), o.Bits); got != want {
+			return fmt.Errorf("kernels: dequantize: row %d: %d elements at %d bits need %d code bytes, have %d", i, c, o.Bits, want, got)
+		}
+		if err := checkGroups(i, c, scales.len(i), o.GroupSize); err != nil {
+			return err
+		}
+		if err := checkGroups(i, c, mins.len(i), o.GroupSize); err != nil {
+			return err
+		}
+	}
+	res := newListBuilder(exec.GetAllocator(ctx.Ctx), ListF32, func(i int) int { return int(counts[i]) }, n)
+	for i := 0; i < n; i++ {
+		DequantizeGroups(res.float32s(i), codeData[codeOffs[i]:codeOffs[i+1]], scales.uint16s(i), mins.uint16s(i), o.Bits, o.GroupSize)
+	}
+	setOutput(out, res.finish())
+	return nil
+}
+
+// ---- aq_cosine(original, reconstruction) -> struct<cosine, rel_mse, sums...>
+
+func newCosineFunction() compute.Function {
+	fn := compute.NewScalarFunction(FuncCosine, compute.Binary(), compute.FunctionDoc{
+		Summary:  "Cosine similarity and relative MSE of each row against its reconstruction",
+		ArgNames: []string{"original", "reconstruction"},
+	})
+	for _, t := range valueTypes {
+		k := newKernel([]exec.InputType{listOf(t), listOf(arrow.FLOAT32)}, CosineType, execCosine)
+		k.Init = nil
+		if err := fn.AddKernel(k); err != nil {
+			panic(err)
+		}
+	}
+	return fn
+}
+
+func execCosine(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+	a, err := listRows(&batch.Values[0].Array, "original")
+	if err != nil {
+		return err
+	}
+	b, err := listRows(&batch.Values[1].Array, "reconstruction")
+	if err != nil {
+		return err
+	}
+	sims := make([]Similarity, batch.Len)
+	scratch := scratchPool.Get().(*[]float32)
+	defer scratchPool.Put(scratch)
+	for i := range sims {
+		if a.len(i) != b.len(i) {
+			return fmt.Errorf("kernels: cosine: row %d: lengths differ (%d vs %d)", i, a.len(i), b.len(i))
+		}
+		sims[i] = SimilarityOf(a.float32s(i, scratch), b.f32[b.offsets[i]:b.offsets[i+1]])
+	}
+	setOutput(out, similarityData(exec.GetAllocator(ctx.Ctx), sims))
+	return nil
+}
+
+// ---- <method>_quantize(values) -> struct<codes, scales, mins, similarity>
+//
+// The fused fast path: per cache-sized block, group params, pack, then
+// dequantize and accumulate the similarity sums while the block is hot.
+// Its output equals <method>_group_params + aq_pack + aq_dequantize +
+// aq_cosine, which the tests check.
+
+// fusedBlock is the number of elements processed per cache-resident block;
+// a multiple of every group size.
+const fusedBlock = 4096
+
+func newQuantizeFunction(m Method) compute.Function {
+	fn := newFunction(m.QuantizeFunc(), compute.Unary(), "Fused params, pack and similarity: "+m.Description, "values")
+	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+		return execQuantize(m.GroupParams, ctx, batch, out)
+	}
+	for _, t := range valueTypes {
+		if err := fn.AddKernel(newKernel([]exec.InputType{listOf(t)}, QuantizedType, run)); err != nil {
+			panic(err)
+		}
+	}
+	return fn
+}
+
+func execQuantize(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+	o, err := options(ctx, true)
+	if err != nil {
+		return err
+	}
+	if fusedBlock%o.GroupSize != 0 {
+		return fmt.Errorf("kernels: group size %d must divide %d for the fused kernel", o.GroupSize, fusedBlock)
+	}
+	in, err := listRows(&batch.Values[0].Array, "values")
+	if err != nil {
+		return err
+	}
+	mem := exec.GetAllocator(ctx.Ctx)
+	n := int(batch.Len)
+	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
+	scales := newListBuilder(mem, ListF16, groups, n)
+	mins := newListBuilder(mem, ListF16, groups, n)
+	codeOffsets := memory.NewResizableBuffer(mem)
+	codeOffsets.Resize(4 * (n + 1))
+	offs := arrow.Int32Traits.CastFromBytes(codeOffsets.Bytes())
+	for i := 0; i < n; i++ {
+		offs[i+1] = offs[i] + int32(PackedLen(int64(in.len(i)), o.Bits))
+	}
+	codeData := memory.NewResizableBuffer(mem)
+	codeData.Resize(int(offs[n]))
+	sims := make([]Similarity, n)
+	scratch := scratchPool.Get().(*[]float32)
+	defer scratchPool.Put(scratch)
+	var recon [fusedBlock]float32
+	codes := codeData.Bytes()
+	for i := 0; i < n; i++ {
+		x := in.float32s(i, scratch)
+		rowCodes := codes[offs[i]:offs[i+1]]
+		sc, mn := scales.uint16s(i), mins.uint16s(i)
+		for start := 0; start < len(x); start += fusedBlock {
+			blk := x[start:min(len(x), start+fusedBlock)]
+			g0 := start / o.GroupSize
+			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
+			if err := params(blk, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
+				scales.finish().Release()
+				mins.finish().Release()
+				codeOffsets.Release()
+				codeData.Release()
+				return fmt.Errorf("row %d: %w", i, err)
+			}
+			c0, c1 := start*o.Bits/8, int(int64(start)*int64(o.Bits)/8+PackedLen(int64(len(blk)), o.Bits))
+			PackGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize)
+			DequantizeGroups(recon[:len(blk)], rowCodes[c0:c1], sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize)
+			sims[i].Add(SimilarityOf(blk, recon[:len(blk)]))
+		}
+	}
+	codesData := array.NewData(arrow.BinaryTypes.Binary, n, []*memory.Buffer{nil, codeOffsets, codeData}, nil, 0, 0)
+	codeOffsets.Release()
+	codeData.Release()
+	setOutput(out, structData(QuantizedType, n, codesData, scales.finish(), mins.finish(), similarityData(mem, sims)))
+	return nil
+}
+
+// similarityData builds a CosineType array from per-row sums.
+func similarityData(mem memory.Allocator, sims []Similarity) arrow.ArrayData {
+	n := len(sims)
+	children := make([]arrow.ArrayData, 7)
+	for j := range children {
+		buf := memory.NewResizableBuffer(mem)
+		buf.Resize(8 * n)
+		if j == 6 {
+			col := arrow.Int64Traits.CastFromBytes(buf.Bytes())
+			for i, s := range sims {
+				col[i] = s.N
+			}
+		} else {
+			col := arrow.Float64Traits.CastFromBytes(buf.Bytes())
+			for i, s := range sims {
+				col[i] = [6]float64{s.Cosine(), s.RelMSE(), s.Dot, s.AA, s.BB, s.Err2}[j]
+			}
+		}
+		children[j] = array.NewData(CosineType.Field(j).Type, n, []*memory.Buffer{nil, buf}, nil, 0, 0)
+		buf.Release()
+	}
+	return structData(CosineType, n, children...)
+}
