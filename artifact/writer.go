@@ -101,6 +101,9 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 	if err := rewrite(w.tmp, final, meta, w.mem); err != nil {
 		return fmt.Errorf("artifact: write %s: %w", w.path, err)
 	}
+	if err := final.Chmod(0o644); err != nil {
+		return fmt.Errorf("artifact: chmod %s: %w", w.path, err)
+	}
 	if err := final.Sync(); err != nil {
 		return fmt.Errorf("artifact: fsync %s: %w", w.path, err)
 	}

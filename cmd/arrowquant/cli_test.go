@@ -1,0 +1,360 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/modelio"
+	"github.com/arrowquant/arrowquant/quant"
+)
+
+// cli runs the command in-process and returns stdout, the error and the exit code.
+func cli(t *testing.T, env map[string]string, args ...string) (string, error, int) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err, exitCode(err)
+}
+
+var tinyDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("ARROWQUANT_CLI_CHILD") != "" { // re-exec'd child: run the CLI for real
+		os.Args = append([]string{"arrowquant"}, strings.Fields(os.Getenv("ARROWQUANT_CLI_CHILD"))...)
+		main()
+		return
+	}
+	dir, err := os.MkdirTemp("", "aq-cli-")
+	if err != nil {
+		panic(err)
+	}
+	tinyDir = filepath.Join(dir, "tiny")
+	if err := modelio.Generate(context.Background(), modelio.GenOptions{Preset: "tiny", Out: tinyDir, Seed: 7}); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func readResult(t *testing.T, s string) quant.Result {
+	t.Helper()
+	var r quant.Result
+	if err := json.Unmarshal([]byte(s), &r); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, s)
+	}
+	return r
+}
+
+func TestQuantizeJSONAndOutputLayout(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "q")
+	stdout, err, code := cli(t, nil, "quantize", "--model", tinyDir, "--output", out, "--profile", "local", "--json")
+	if err != nil || code != 0 {
+		t.Fatalf("exit %d: %v", code, err)
+	}
+	r := readResult(t, stdout)
+	var raw map[string]any
+	json.Unmarshal([]byte(stdout), &raw)
+	for _, k := range []string{"model_size_mb", "cosine_similarity", "min_cosine_similarity", "compression_ratio", "fallback_occurred",
+		"actual_bit_width", "fallback_reason", "quantized_path", "modality", "bit_width", "quantization_time_s", "layers"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("result lacks %q", k)
+		}
+	}
+	st, err := os.Stat(filepath.Join(out, artifact.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(r.ModelSizeMB-float64(st.Size())/(1<<20)) > 1e-9 || r.QuantizedPath != filepath.Join(out, artifact.FileName) {
+		t.Errorf("size %v MB path %s vs file %d bytes", r.ModelSizeMB, r.QuantizedPath, st.Size())
+	}
+	if r.Modality != "text" || r.BitWidth != 4 || r.NumTensors != 27 || len(r.Layers) != 27 {
+		t.Errorf("modality %s bits %d tensors %d", r.Modality, r.BitWidth, r.NumTensors)
+	}
+	if r.CompressionRatio < 3 || r.CompressionRatio > 4 { // BF16 -> ~4.25 bits/weight
+		t.Errorf("compression ratio %v outside [3,4] for INT4 g128 from BF16", r.CompressionRatio)
+	}
+	for _, f := range []string{"config.json", "tokenizer_config.json", "generation_config.json", artifact.ReportName} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("output lacks %s", f)
+		}
+	}
+	rep, _ := os.ReadFile(filepath.Join(out, artifact.ReportName))
+	if readResult(t, string(rep)).CosineSimilarity != r.CosineSimilarity {
+		t.Error("report.json differs from --json output")
+	}
+	// Refused without --overwrite (exit 2), replaced with it.
+	if _, err, code := cli(t, nil, "quantize", "--model", tinyDir, "--output", out); code != 2 || !strings.Contains(err.Error(), "--overwrite") {
+		t.Errorf("non-empty output: exit %d, %v", code, err)
+	}
+	if _, err, code := cli(t, nil, "quantize", "--model", tinyDir, "--output", out, "--overwrite", "--bit-width", "8"); code != 0 {
+		t.Fatalf("overwrite: %v", err)
+	}
+	rep, _ = os.ReadFile(filepath.Join(out, artifact.ReportName))
+	if readResult(t, string(rep)).BitWidth != 8 {
+		t.Error("--overwrite did not replace the output")
+	}
+}
+
+// Dequantized values reproduce the report's per-tensor cosine.
+func TestDequantizeRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	q, d := filepath.Join(dir, "q"), filepath.Join(dir, "d")
+	stdout, err, _ := cli(t, nil, "quantize", "--model", tinyDir, "--output", q, "--bit-width", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := readResult(t, stdout)
+	if _, err, code := cli(t, nil, "dequantize", "--input", q, "--output", d); code != 0 {
+		t.Fatal(err)
+	}
+	src, err := modelio.Open(tinyDir, modelio.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	out, err := modelio.Open(d, modelio.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if len(out.Tensors) != len(src.Tensors) {
+		t.Fatalf("%d tensors, want %d", len(out.Tensors), len(src.Tensors))
+	}
+	for i, l := range res.Layers {
+		ti, ok := out.Lookup(l.Name)
+		si := src.Tensors[i]
+		if !ok || ti.DType != modelio.F32 || !equalShape(ti.Shape, si.Shape) {
+			t.Fatalf("%s: missing or wrong shape/dtype in dequantized model", l.Name)
+		}
+		n := si.NumElements()
+		a, b := make([]float32, n), make([]float32, n)
+		if err := src.ReadFloat32(si, 0, n, a, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.ReadFloat32(ti, 0, n, b, nil); err != nil {
+			t.Fatal(err)
+		}
+		var dot, aa, bb float64
+		for j := range a {
+			dot += float64(a[j]) * float64(b[j])
+			aa += float64(a[j]) * float64(a[j])
+			bb += float64(b[j]) * float64(b[j])
+		}
+		if cos := dot / math.Sqrt(aa*bb); math.Abs(cos-l.CosineSimilarity) > 1e-6 {
+			t.Errorf("%s: dequantized cosine %v, report says %v", l.Name, cos, l.CosineSimilarity)
+		}
+	}
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestConfigErrorsExitTwo(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "q")
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"bit width", nil, []string{"--bit-width", "3"}, "InvalidBitWidth(3)"},
+		{"group size", nil, []string{"--group-size", "100"}, "InvalidGroupSize(100)"},
+		{"time groups", nil, []string{"--num-time-groups", "150"}, "InvalidTimeGroups(150)"},
+		{"accuracy", nil, []string{"--min-accuracy", "1.5"}, "InvalidAccuracy(1.5)"},
+		{"profile", nil, []string{"--profile", "mobile"}, "InvalidProfile"},
+		{"modality", nil, []string{"--modality", "video"}, "InvalidModality"},
+		{"env", map[string]string{"ARROW_QUANT_BIT_WIDTH": "abc"}, nil, "ARROW_QUANT_BIT_WIDTH"},
+		{"unknown flag", nil, []string{"--bits", "4"}, "unknown flag"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"quantize", "--model", tinyDir, "--output", out}, c.args...)
+			_, err, code := cli(t, c.env, args...)
+			if code != 2 || err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("exit %d, %v; want exit 2 naming %s", code, err, c.want)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatal("a failed run created the output directory")
+			}
+		})
+	}
+}
+
+func TestPrecedenceFlagsOverEnvOverYAML(t *testing.T) {
+	dir := t.TempDir()
+	yml := filepath.Join(dir, "c.yaml")
+	os.WriteFile(yml, []byte("deployment_profile: edge\nbit_width: 8\nmin_accuracy: 0.5\n"), 0o644)
+	stdout, err, _ := cli(t, map[string]string{"ARROW_QUANT_BIT_WIDTH": "4"}, "quantize", "--model", tinyDir,
+		"--output", filepath.Join(dir, "q"), "--config", yml, "--group-size", "64", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := readResult(t, stdout).Config
+	if c.BitWidth != 4 || c.GroupSize != 64 || c.MinAccuracy != 0.5 || !c.EnableStreaming || c.NumTimeGroups != 5 {
+		t.Fatalf("effective config %+v", c)
+	}
+}
+
+// writeST writes a one-tensor safetensors file with a raw header.
+func writeST(t *testing.T, dir, header string, data []byte) string {
+	t.Helper()
+	os.MkdirAll(dir, 0o755)
+	var b bytes.Buffer
+	binary.Write(&b, binary.LittleEndian, uint64(len(header)))
+	b.WriteString(header)
+	b.Write(data)
+	p := filepath.Join(dir, "model.safetensors")
+	os.WriteFile(p, b.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"model_type":"llama"}`), 0o644)
+	return p
+}
+
+func f32bytes(v ...float32) []byte {
+	b := make([]byte, 4*len(v))
+	fp.EncodeF32(b, v)
+	return b
+}
+
+func TestBadInputsFailCleanly(t *testing.T) {
+	good := f32bytes(make([]float32, 64)...)
+	nan := f32bytes(make([]float32, 64)...)
+	copy(nan[4*37:], f32bytes(float32(math.NaN())))
+	cases := []struct {
+		name  string
+		setup func(dir string) string // returns the model dir
+		want  []string
+	}{
+		{"missing dir", func(dir string) string { return filepath.Join(dir, "nope") }, []string{"nope"}},
+		{"no safetensors", func(dir string) string {
+			m := filepath.Join(dir, "m")
+			os.MkdirAll(m, 0o755)
+			os.WriteFile(filepath.Join(m, "config.json"), []byte("{}"), 0o644)
+			return m
+		}, []string{"safetensors"}},
+		{"truncated", func(dir string) string {
+			p := writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[8,8],"data_offsets":[0,256]}}`, good)
+			os.Truncate(p, 100)
+			return filepath.Dir(p)
+		}, []string{"model.safetensors"}},
+		{"header beyond file", func(dir string) string {
+			m := filepath.Join(dir, "m")
+			os.MkdirAll(m, 0o755)
+			var b bytes.Buffer
+			binary.Write(&b, binary.LittleEndian, uint64(1<<20))
+			b.WriteString(`{"w":`)
+			os.WriteFile(filepath.Join(m, "model.safetensors"), b.Bytes(), 0o644)
+			return m
+		}, []string{"model.safetensors", "header"}},
+		{"offsets out of range", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[8,8],"data_offsets":[0,512]}}`, good))
+		}, []string{"model.safetensors", `"w"`}},
+		{"overlapping offsets", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"a":{"dtype":"F32","shape":[8,4],"data_offsets":[0,128]},"b":{"dtype":"F32","shape":[8,4],"data_offsets":[64,192]}}`, good))
+		}, []string{"model.safetensors", "overlap"}},
+		{"unsupported dtype", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"I64","shape":[8,4],"data_offsets":[0,256]}}`, good))
+		}, []string{"model.safetensors", `"w"`, "I64"}},
+		{"shape mismatch", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[8,9],"data_offsets":[0,256]}}`, good))
+		}, []string{"model.safetensors", `"w"`}},
+		{"nan", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[8,8],"data_offsets":[0,256]}}`, nan))
+		}, []string{`"w"`, "NaN", "element 37", "[4 5]"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			model := c.setup(dir)
+			out := filepath.Join(dir, "out")
+			_, err, code := cli(t, nil, "quantize", "--model", model, "--output", out)
+			if err == nil || code != 1 {
+				t.Fatalf("exit %d, err %v", code, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				if e.Name() == "out" || strings.HasPrefix(e.Name(), ".out") {
+					t.Errorf("failed run left %s behind", e.Name())
+				}
+			}
+		})
+	}
+}
+
+// A write error mid-way (file size limit standing in for a full disk)
+// leaves no output directory and no temporary files.
+func TestWriteErrorLeavesNoArtifact(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash not available")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	cmd := exec.Command("bash", "-c", "ulimit -f 300; exec \"$0\"", os.Args[0])
+	cmd.Env = append(os.Environ(), "ARROWQUANT_CLI_CHILD=quantize --model "+tinyDir+" --output "+out+" --bit-width 8")
+	b, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("want exit 1, got %v: %s", err, b)
+	}
+	if !strings.Contains(string(b), "file too large") {
+		t.Errorf("error does not report the write failure: %s", b)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 0 {
+		t.Errorf("failed write left %v behind", ents)
+	}
+}
+
+func TestValidateConfigAndProfiles(t *testing.T) {
+	dir := t.TempDir()
+	good, bad, unknown := filepath.Join(dir, "g.yaml"), filepath.Join(dir, "b.yaml"), filepath.Join(dir, "u.yaml")
+	os.WriteFile(good, []byte("deployment_profile: cloud\nmin_accuracy: 0.9\n"), 0o644)
+	os.WriteFile(bad, []byte("bit_width: 3\n"), 0o644)
+	os.WriteFile(unknown, []byte("bitwidth: 4\n"), 0o644)
+	stdout, err, code := cli(t, nil, "validate-config", good)
+	if code != 0 || !strings.Contains(stdout, `"bit_width": 8`) || !strings.Contains(stdout, `"min_accuracy": 0.9`) {
+		t.Fatalf("exit %d %v: %s", code, err, stdout)
+	}
+	if _, err, code := cli(t, nil, "validate-config", bad); code != 2 || !strings.Contains(err.Error(), "InvalidBitWidth(3)") {
+		t.Errorf("bad: exit %d %v", code, err)
+	}
+	if _, err, code := cli(t, nil, "validate-config", unknown); code != 2 || !strings.Contains(err.Error(), `"bitwidth"`) {
+		t.Errorf("unknown key: exit %d %v", code, err)
+	}
+	stdout, _, _ = cli(t, nil, "profiles")
+	for _, w := range []string{"edge", "local", "cloud", "bit_width", "enable_streaming"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("profiles output lacks %s", w)
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/local"
+	"github.com/arrowquant/arrowquant/quant"
+)
+
+// configFlags are the configuration flags shared by quantize and push.
+type configFlags struct {
+	file, profile string
+	// flag name -> config key; a flag overrides only when set explicitly.
+	keys map[string]string
+}
+
+func addConfigFlags(fs *pflag.FlagSet) *configFlags {
+	c := &configFlags{keys: map[string]string{
+		"bit-width": "bit_width", "group-size": "group_size", "num-time-groups": "num_time_groups",
+		"min-accuracy": "min_accuracy", "modality": "modality", "calibration-samples": "calibration_samples",
+		"fail-fast": "fail_fast", "threads": "num_threads", "streaming": "enable_streaming",
+		"time-aware": "enable_time_aware", "spatial": "enable_spatial",
+	}}
+	fs.StringVar(&c.file, "config", "", "YAML configuration file (see config.example.yaml)")
+	fs.StringVar(&c.profile, "profile", "", "deployment profile giving the base presets: edge, local or cloud")
+	fs.Int("bit-width", 4, "target bit width: 2, 4 or 8")
+	fs.Int("group-size", 128, "elements per quantization group: 32, 64, 128 or 256")
+	fs.Int("num-time-groups", 10, "time groups for time-aware quantization (1-100)")
+	fs.Float64("min-accuracy", 0.85, "minimum cosine similarity per tensor before falling back to more bits")
+	fs.String("modality", "", "text, code, image or audio (default: detect from model metadata)")
+	fs.Int("calibration-samples", 128, "calibration samples per layer")
+	fs.Bool("fail-fast", false, "stop at the first tensor below min-accuracy instead of falling back")
+	fs.Int("threads", 0, "worker threads (0 = all cores)")
+	fs.Bool("streaming", false, "one tensor in flight at a time (bounded memory)")
+	fs.Bool("time-aware", true, "time-aware quantization (reported as not applied until implemented)")
+	fs.Bool("spatial", true, "spatial quantization (reported as not applied until implemented)")
+	return c
+}
+
+// resolve applies presets < YAML < ARROW_QUANT_* env < explicit flags.
+func (c *configFlags) resolve(fs *pflag.FlagSet) (config.DiffusionQuantConfig, error) {
+	over := map[string]string{}
+	fs.Visit(func(f *pflag.Flag) {
+		if key, ok := c.keys[f.Name]; ok {
+			over[key] = f.Value.String()
+		}
+	})
+	return config.Resolve(config.Options{Profile: c.profile, YAMLPath: c.file, Lookup: os.LookupEnv, Overrides: over})
+}
+
+func newQuantizeCmd() *cobra.Command {
+	var (
+		model, output, calibration, method string
+		asJSON, overwrite                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "quantize --model DIR --output DIR [flags]",
+		Short: "Quantize a Hugging Face model directory (safetensors) into an ArrowQuant artifact",
+		Args:  exactArgs(0),
+	}
+	cf := addConfigFlags(cmd.Flags())
+	cmd.Flags().StringVar(&model, "model", "", "model directory (model.safetensors or a sharded index)")
+	cmd.Flags().StringVar(&output, "output", "", "output directory (created; must be empty unless --overwrite)")
+	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations file (accepted, reported as unused until time-aware quantization lands)")
+	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, "quantization method (kernel set)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		out := cmd.OutOrStdout()
+		if model == "" || output == "" {
+			return usagef("quantize needs --model and --output")
+		}
+		cfg, err := cf.resolve(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		bar := newProgress(0, "quantizing", true)
+		res, err := local.Quantize(cmd.Context(), local.QuantizeOptions{
+			ModelDir: model, OutputDir: output, Config: cfg, Method: method,
+			Calibration: calibration, Overwrite: overwrite, Logger: newLogger(),
+			Progress: func(p quant.Progress, tensors int, total int64) {
+				if bar.bar != nil && bar.bar.GetMax64() != total {
+					bar.bar.ChangeMax64(total)
+				}
+				bar.set(p.BytesDone, fmt.Sprintf("%d/%d tensors", p.TensorsDone, tensors))
+			},
+		})
+		bar.finish()
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			fmt.Fprintln(out, string(res.JSON()))
+			return nil
+		}
+		printSummary(out, res)
+		return nil
+	}
+	return cmd
+}
+
+func printSummary(out io.Writer, r *quant.Result) {
+	fmt.Fprintf(out, "quantized %d tensors (%s params) in %.1fs -> %s\n", r.NumTensors, humanCount(r.NumParams), r.QuantizationTimeS, r.QuantizedPath)
+	fmt.Fprintf(out, "  size            %.1f MB (%.2f bits/weight), %.2fx smaller than the source\n", r.ModelSizeMB, r.BitsPerWeight, r.CompressionRatio)
+	fmt.Fprintf(out, "  cosine          %.4f mean, %.4f min (modality %s)\n", r.CosineSimilarity, r.MinCosineSimilarity, r.Modality)
+	fmt.Fprintf(out, "  bit width       INT%d requested, widest used %d\n", r.BitWidth, r.ActualBitWidth)
+	if r.FallbackReason != nil {
+		fmt.Fprintf(out, "  fallback        %s\n", *r.FallbackReason)
+	}
+	for _, f := range []struct {
+		name string
+		s    quant.FeatureStatus
+	}{{"time-aware", r.TimeAware}, {"spatial", r.Spatial}} {
+		if f.s.Requested && !f.s.Applied {
+			fmt.Fprintf(out, "  %-15s not applied: %s\n", f.name, f.s.Reason)
+		}
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(out, "  warning         %s\n", w)
+	}
+}
+
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return strconv.FormatFloat(float64(n)/1e9, 'f', 2, 64) + "B"
+	case n >= 1e6:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', 2, 64) + "M"
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -1,0 +1,618 @@
+package quant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/rs/zerolog"
+
+	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/schema"
+)
+
+// DefaultMethod is the quantization method used when none is named.
+const DefaultMethod = "minmax"
+
+// Options configure one pipeline run.
+type Options struct {
+	Config         config.DiffusionQuantConfig // validated, effective configuration
+	Modality       string                      // resolved modality (text, code, image, audio)
+	ModalitySource string                      // how it was resolved ("config", "config.json model_type ...")
+	Method         string                      // kernel set; DefaultMethod when empty
+	Mem            memory.Allocator            // nil = memory.DefaultAllocator
+	Logger         zerolog.Logger
+	// Progress, when set, is called after every chunk of a first attempt
+	// and after every finished tensor (from several goroutines, serialized).
+	Progress func(Progress)
+	// Calibration is the path of calibration data, if the user gave one.
+	Calibration string
+}
+
+// Progress is a snapshot of a run.
+type Progress struct {
+	TensorsDone int
+	BytesDone   int64 // source bytes read by first attempts
+	Last        string
+}
+
+// Stats of a run besides the Result.
+type Stats struct {
+	Index []schema.TensorEntry // where each tensor's batches are, for the artifact metadata
+}
+
+// Run quantizes every tensor of src into sink and returns the result
+// (without the on-disk keys, which the caller fills after committing).
+func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if o.Method == "" {
+		o.Method = DefaultMethod
+	}
+	method, err := kernels.LookupMethod(o.Method)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Mem == nil {
+		o.Mem = memory.DefaultAllocator
+	}
+	threads := o.Config.NumThreads
+	if threads == 0 {
+		threads = runtime.NumCPU()
+	}
+	inflight := threads // tensors quantized at once
+	if o.Config.EnableStreaming {
+		inflight = 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &pipeline{
+		o: o, method: method, threads: threads,
+		chunkSlots: make(chan struct{}, threads),
+		ctx:        compute.WithAllocator(kernels.NewContext(ctx), o.Mem),
+	}
+	start := time.Now()
+	res := &Result{
+		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: o.Method,
+		Modality: o.Modality, ModalitySource: o.ModalitySource, Config: o.Config,
+		Layers: []Layer{}, Warnings: []string{},
+	}
+	res.TimeAware, res.Spatial, res.Streaming = p.featureStatus()
+	if o.Calibration != "" {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: no implemented feature consumes calibration activations yet", o.Calibration))
+	}
+
+	// Tensors are processed concurrently (up to inflight) and written in
+	// source order by this goroutine's loop below.
+	jobs := make(chan *tensorJob, inflight)
+	slots := make(chan struct{}, inflight) // held from a tensor's start until it is written
+	var readErr error
+	go func() {
+		defer close(jobs)
+		for {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			t, err := src.Next(ctx)
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				readErr = err
+				cancel()
+				return
+			}
+			job := &tensorJob{t: t, done: make(chan struct{})}
+			select {
+			case jobs <- job:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				defer close(job.done)
+				job.out, job.err = p.processTensor(p.ctx, t)
+				if job.err != nil {
+					cancel()
+				}
+			}()
+		}
+	}()
+
+	stats := &Stats{}
+	var firstErr error
+	batch := 0
+	for job := range jobs {
+		<-job.done
+		if firstErr == nil && job.err != nil {
+			firstErr = job.err
+		}
+		if job.out == nil {
+			<-slots
+			continue
+		}
+		if firstErr == nil {
+			entry := job.out.entry
+			entry.FirstBatch = batch
+			for _, rec := range job.out.records {
+				if err := sink.Write(rec); err != nil {
+					firstErr = fmt.Errorf("write tensor %q: %w", entry.Name, err)
+					cancel()
+					break
+				}
+				batch++
+			}
+			stats.Index = append(stats.Index, entry)
+			res.Layers = append(res.Layers, job.out.layer)
+			res.SourceBytes += job.out.sourceBytes
+			res.ArtifactBytes += job.out.layer.Bytes
+			p.progress(0, job.out.layer.Name, true)
+		}
+		job.out.release()
+		<-slots
+	}
+	if firstErr == nil && readErr != nil {
+		firstErr = readErr
+	}
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return nil, nil, firstErr
+	}
+	res.summarize()
+	res.QuantizationTimeS = time.Since(start).Seconds()
+	if res.NumParams > 0 {
+		res.BitsPerWeight = float64(res.ArtifactBytes) * 8 / float64(res.NumParams)
+	}
+	return res, stats, nil
+}
+
+type pipeline struct {
+	o          Options
+	method     kernels.Method
+	threads    int
+	chunkSlots chan struct{}
+	ctx        context.Context
+
+	progMu      sync.Mutex
+	tensorsDone int
+	bytesDone   atomic.Int64
+}
+
+func (p *pipeline) progress(bytes int64, name string, tensorDone bool) {
+	done := p.bytesDone.Add(bytes)
+	if p.o.Progress == nil {
+		return
+	}
+	p.progMu.Lock()
+	defer p.progMu.Unlock()
+	if tensorDone {
+		p.tensorsDone++
+	}
+	p.o.Progress(Progress{TensorsDone: p.tensorsDone, BytesDone: done, Last: name})
+}
+
+func (p *pipeline) featureStatus() (timeAware, spatial, streaming FeatureStatus) {
+	c := p.o.Config
+	timeAware = FeatureStatus{Requested: c.EnableTimeAware}
+	if c.EnableTimeAware {
+		timeAware.Reason = fmt.Sprintf("not implemented yet: weights are quantized time-agnostically; num_time_groups=%d and calibration_samples=%d had no effect", c.NumTimeGroups, c.CalibrationSamples)
+	}
+	spatial = FeatureStatus{Requested: c.EnableSpatial}
+	if c.EnableSpatial {
+		spatial.Reason = "not implemented yet: no channel equalization or activation smoothing was applied"
+	}
+	streaming = FeatureStatus{Requested: c.EnableStreaming, Applied: c.EnableStreaming}
+	if c.EnableStreaming {
+		streaming.Reason = "one tensor in flight at a time, read in chunks of " + fmt.Sprint(schema.ChunkElems) + " elements"
+	} else {
+		streaming.Reason = fmt.Sprintf("up to %d tensors in flight", p.threads)
+	}
+	return
+}
+
+type tensorJob struct {
+	t    Tensor
+	done chan struct{}
+	out  *tensorOutput
+	err  error
+}
+
+// tensorOutput is a finished tensor: its batches, layer entry and index entry.
+type tensorOutput struct {
+	records     []arrow.RecordBatch
+	layer       Layer
+	entry       schema.TensorEntry
+	sourceBytes int64
+	layerBytes  int64
+}
+
+func (t *tensorOutput) release() {
+	for _, r := range t.records {
+		r.Release()
+	}
+	t.records = nil
+}
+
+// chunk is one row's payload before the tensor-level columns are known.
+type chunk struct {
+	off, n              int64
+	codes, scales, mins arrow.Array
+}
+
+func (c *chunk) release() {
+	for _, a := range []arrow.Array{c.codes, c.scales, c.mins} {
+		if a != nil {
+			a.Release()
+		}
+	}
+}
+
+func releaseChunks(cs []chunk) {
+	for i := range cs {
+		cs[i].release()
+	}
+}
+
+func dtypeSize(dtype string) int64 {
+	switch dtype {
+	case schema.DTypeF32:
+		return 4
+	case schema.DTypeF64:
+		return 8
+	}
+	return 2
+}
+
+// processTensor plans and runs one tensor: policy, ladder, fallback.
+func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, error) {
+	meta := t.Meta()
+	if _, err := schema.ValueType(meta.DType); err != nil {
+		return nil, &TensorError{Tensor: meta.Name, Err: err}
+	}
+	cfg := p.o.Config
+	n := meta.NumElements()
+	layer := Layer{
+		Name: meta.Name, Shape: meta.Shape, DType: meta.DType, Params: n,
+		RequestedBitWidth: cfg.BitWidth,
+	}
+	log := p.o.Logger.With().Str("tensor", meta.Name).Logger()
+	firstPass := true
+	if len(meta.Shape) < 2 {
+		layer.Policy = "1-D tensor (norm or bias) kept at 16 bits by policy"
+		return p.keepRaw(ctx, t, layer, firstPass)
+	}
+	var reasons []string
+	for bits := cfg.BitWidth; bits <= 8; bits *= 2 {
+		chunks, sim, err := p.quantize(ctx, t, bits, firstPass)
+		firstPass = false
+		var pr *kernels.ParamRangeError
+		if errors.As(err, &pr) {
+			releaseChunks(chunks)
+			reasons = append(reasons, fmt.Sprintf("values exceed the fp16 range of group parameters (%v)", pr))
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		cos := sim.Cosine()
+		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
+		if cos >= cfg.MinAccuracy {
+			layer.BitWidth, layer.GroupSize, layer.Method = bits, cfg.GroupSize, p.method.Name
+			layer.CosineSimilarity, layer.RelMSE = cos, sim.RelMSE()
+			if len(reasons) > 0 {
+				r := strings.Join(reasons, "; ")
+				layer.FallbackReason = &r
+			}
+			return p.assemble(meta, layer, chunks), nil
+		}
+		releaseChunks(chunks)
+		if cfg.FailFast {
+			return nil, &AccuracyError{Tensor: meta.Name, BitWidth: bits, Cosine: cos, Threshold: cfg.MinAccuracy}
+		}
+		reasons = append(reasons, fmt.Sprintf("INT%d cosine %.4f < min_accuracy %g", bits, cos, cfg.MinAccuracy))
+	}
+	r := strings.Join(reasons, "; ") + "; kept unquantized at 16 bits"
+	layer.FallbackReason = &r
+	return p.keepRaw(ctx, t, layer, firstPass)
+}
+
+// forEachChunk runs fn on every chunk of t in parallel (bounded by the
+// pipeline's chunk slots) and returns the per-chunk results in order.
+func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, fn func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error)) ([]chunk, kernels.Similarity, error) {
+	meta := t.Meta()
+	n := meta.NumElements()
+	nc := schema.NumChunks(n)
+	chunks := make([]chunk, nc)
+	sims := make([]kernels.Similarity, nc)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	size := dtypeSize(meta.DType)
+	for i := int64(0); i < nc; i++ {
+		select {
+		case p.chunkSlots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(i int64) {
+			defer wg.Done()
+			defer func() { <-p.chunkSlots }()
+			c := &chunks[i]
+			c.off = i * schema.ChunkElems
+			c.n = min(schema.ChunkElems, n-c.off)
+			rec, err := t.ReadChunk(ctx, p.o.Mem, c.off, c.n)
+			if err != nil {
+				fail(&TensorError{Tensor: meta.Name, Err: err})
+				return
+			}
+			defer rec.Release()
+			sim, err := fn(rec, c)
+			if err != nil {
+				fail(err)
+				return
+			}
+			sims[i] = sim
+			if countBytes {
+				p.progress(c.n*size, meta.Name, false)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		releaseChunks(chunks)
+		return nil, kernels.Similarity{}, firstErr
+	}
+	var total kernels.Similarity
+	for _, s := range sims { // in chunk order: the sum is deterministic
+		total.Add(s)
+	}
+	return chunks, total, nil
+}
+
+// quantize runs the method's fused kernel on every chunk at bits.
+func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool) ([]chunk, kernels.Similarity, error) {
+	meta := t.Meta()
+	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
+	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
+		values := compute.NewDatum(rec.Column(4))
+		defer values.Release()
+		out, err := compute.CallFunction(p.ctx, p.method.QuantizeFunc(), opts, values)
+		if err != nil {
+			return kernels.Similarity{}, tensorErr(meta, c.off, err)
+		}
+		defer out.Release()
+		res := out.(*compute.ArrayDatum).MakeArray().(*array.Struct)
+		defer res.Release()
+		c.codes, c.scales, c.mins = res.Field(0), res.Field(1), res.Field(2)
+		for _, a := range []arrow.Array{c.codes, c.scales, c.mins} {
+			a.Retain()
+		}
+		s := res.Field(3).(*array.Struct)
+		f := func(i int) float64 { return s.Field(i).(*array.Float64).Value(0) }
+		return kernels.Similarity{Dot: f(2), AA: f(3), BB: f(4), Err2: f(5), N: s.Field(6).(*array.Int64).Value(0)}, nil
+	})
+}
+
+// tensorErr turns a kernel error into one naming the tensor and, for
+// NaN/Inf, the element's index and coordinates.
+func tensorErr(meta TensorMeta, off int64, err error) error {
+	var nf *kernels.NonFiniteError
+	if errors.As(err, &nf) {
+		idx := off + nf.Index
+		return &TensorError{Tensor: meta.Name, Err: fmt.Errorf("%w %v at element %d (index %v of shape %v)", ErrNonFinite, nf.Value, idx, coords(idx, meta.Shape), meta.Shape)}
+	}
+	var pr *kernels.ParamRangeError
+	if errors.As(err, &pr) {
+		return err
+	}
+	return &TensorError{Tensor: meta.Name, Err: err}
+}
+
+func coords(idx int64, shape []int64) []int64 {
+	c := make([]int64, len(shape))
+	for i := len(shape) - 1; i >= 0; i-- {
+		if shape[i] > 0 {
+			c[i] = idx % shape[i]
+			idx /= shape[i]
+		}
+	}
+	return c
+}
+
+// keepRaw stores the tensor unquantized at 16 bits: F16 and BF16 sources
+// bit-exact, F32/F64 as fp16 (bf16 if a value exceeds fp16's range).
+func (p *pipeline) keepRaw(ctx context.Context, t Tensor, layer Layer, countBytes bool) (*tensorOutput, error) {
+	meta := t.Meta()
+	method := schema.MethodRawF16
+	if meta.DType == schema.DTypeBF16 {
+		method = schema.MethodRawBF16
+	}
+	if meta.DType == schema.DTypeF32 || meta.DType == schema.DTypeF64 {
+		fits, err := p.fitsHalf(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		if !fits {
+			method = schema.MethodRawBF16
+		}
+	}
+	chunks, sim, err := p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
+		return rawChunk(p.o.Mem, meta, rec, c, method)
+	})
+	if err != nil {
+		return nil, err
+	}
+	layer.BitWidth, layer.GroupSize, layer.Method = 16, 0, method
+	layer.CosineSimilarity, layer.RelMSE = sim.Cosine(), sim.RelMSE()
+	return p.assemble(meta, layer, chunks), nil
+}
+
+func (p *pipeline) fitsHalf(ctx context.Context, t Tensor) (bool, error) {
+	var over atomic.Bool
+	chunks, _, err := p.forEachChunk(ctx, t, false, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
+		for _, v := range rec.Column(4).(*array.List).ListValues().(*array.Float32).Float32Values() {
+			if v > 65504 || v < -65504 {
+				over.Store(true)
+				break
+			}
+		}
+		return kernels.Similarity{}, nil
+	})
+	releaseChunks(chunks)
+	return !over.Load(), err
+}
+
+func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {
+	values := rec.Column(4).(*array.List).ListValues()
+	orig := make([]float32, c.n)
+	switch v := values.(type) {
+	case *array.Float32:
+		copy(orig, v.Float32Values())
+	case *array.Float16:
+		for i, h := range v.Values() {
+			orig[i] = fp.HalfToFloat32(h.Uint16())
+		}
+	case *array.Uint16:
+		for i, b := range v.Uint16Values() {
+			orig[i] = fp.BF16ToFloat32(b)
+		}
+	}
+	for i, v := range orig {
+		if v-v != 0 {
+			return kernels.Similarity{}, tensorErr(meta, c.off, &kernels.NonFiniteError{Index: int64(i), Value: v})
+		}
+	}
+	raw := make([]byte, 2*c.n)
+	if method == schema.MethodRawF16 {
+		fp.EncodeHalf(raw, orig)
+	} else {
+		fp.EncodeBF16(raw, orig)
+	}
+	back := make([]float32, c.n)
+	if method == schema.MethodRawF16 {
+		fp.DecodeHalf(back, raw)
+	} else {
+		fp.DecodeBF16(back, raw)
+	}
+	bb := array.NewBinaryBuilder(mem, arrow.BinaryTypes.Binary)
+	bb.Append(raw)
+	c.codes = bb.NewArray()
+	bb.Release()
+	c.scales, c.mins = emptyF16List(mem), emptyF16List(mem)
+	return kernels.SimilarityOf(orig, back), nil
+}
+
+func emptyF16List(mem memory.Allocator) arrow.Array {
+	b := array.NewListBuilder(mem, arrow.FixedWidthTypes.Float16)
+	defer b.Release()
+	b.Append(true)
+	return b.NewArray()
+}
+
+// assemble turns chunks into output batches now that the tensor-level
+// columns (cosine, final bits, fallback) are known.
+func (p *pipeline) assemble(meta TensorMeta, layer Layer, chunks []chunk) *tensorOutput {
+	mem := p.o.Mem
+	out := &tensorOutput{layer: layer, sourceBytes: meta.NumElements() * dtypeSize(meta.DType)}
+	out.entry = schema.TensorEntry{
+		Name: meta.Name, Shape: meta.Shape, DType: meta.DType, Method: layer.Method,
+		BitWidth: layer.BitWidth, GroupSize: layer.GroupSize, NumBatches: len(chunks),
+	}
+	sch := schema.Quantized(nil)
+	name, shape, dtype := stringArray(mem, meta.Name), shapeArray(mem, meta.Shape), stringArray(mem, meta.DType)
+	method := stringArray(mem, layer.Method)
+	defer releaseAll(name, shape, dtype, method)
+	for i := range chunks {
+		c := &chunks[i]
+		out.out(c)
+		cols := []arrow.Array{
+			name, shape, dtype, int64Array(mem, c.off), int64Array(mem, c.n), method,
+			int8Array(mem, int8(layer.BitWidth)), int32Array(mem, int32(layer.GroupSize)),
+			c.codes, c.scales, c.mins,
+			float64Array(mem, layer.CosineSimilarity), int8Array(mem, int8(layer.RequestedBitWidth)),
+			nullableString(mem, layer.FallbackReason),
+		}
+		out.records = append(out.records, array.NewRecordBatch(sch, cols, 1))
+		releaseAll(cols[3], cols[4], cols[6], cols[7], cols[11], cols[12], cols[13])
+		c.release()
+	}
+	out.layer.Bytes = out.layerBytes
+	return out
+}
+
+// out accounts a chunk's stored bytes (codes and fp16 group params).
+func (t *tensorOutput) out(c *chunk) {
+	t.layerBytes += int64(c.codes.(*array.Binary).ValueLen(0))
+	t.layerBytes += 2 * int64(c.scales.(*array.List).ListValues().Len()+c.mins.(*array.List).ListValues().Len())
+}
+
+func releaseAll(as ...arrow.Array) {
+	for _, a := range as {
+		a.Release()
+	}
+}
+
+func int8Array(mem memory.Allocator, v int8) arrow.Array {
+	b := array.NewInt8Builder(mem)
+	defer b.Release()
+	b.Append(v)
+	return b.NewArray()
+}
+
+func int32Array(mem memory.Allocator, v int32) arrow.Array {
+	b := array.NewInt32Builder(mem)
+	defer b.Release()
+	b.Append(v)
+	return b.NewArray()
+}
+
+func float64Array(mem memory.Allocator, v float64) arrow.Array {
+	b := array.NewFloat64Builder(mem)
+	defer b.Release()
+	if math.IsNaN(v) {
+		v = 0
+	}
+	b.Append(v)
+	return b.NewArray()
+}
+
+func nullableString(mem memory.Allocator, v *string) arrow.Array {
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	if v == nil {
+		b.AppendNull()
+	} else {
+		b.Append(*v)
+	}
+	return b.NewArray()
+}

@@ -1,0 +1,255 @@
+package quant
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/schema"
+)
+
+// memTensor is an in-memory tensor holding float32 values, served in the
+// requested dtype's wire type.
+type memTensor struct {
+	meta   TensorMeta
+	values []float32
+}
+
+func (t *memTensor) Meta() TensorMeta { return t.meta }
+
+func (t *memTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error) {
+	vt, err := schema.ValueType(t.meta.DType)
+	if err != nil {
+		return nil, err
+	}
+	src := t.values[off : off+n]
+	buf := memory.NewResizableBuffer(mem)
+	defer buf.Release()
+	switch t.meta.DType {
+	case schema.DTypeF32, schema.DTypeF64:
+		buf.Resize(4 * int(n))
+		fp.EncodeF32(buf.Bytes(), src)
+	case schema.DTypeF16:
+		buf.Resize(2 * int(n))
+		fp.EncodeHalf(buf.Bytes(), src)
+	case schema.DTypeBF16:
+		buf.Resize(2 * int(n))
+		fp.EncodeBF16(buf.Bytes(), src)
+	}
+	return InputRecord(mem, t.meta, off, vt, buf), nil
+}
+
+type memSource struct {
+	tensors []Tensor
+	i       int
+}
+
+func (s *memSource) Next(ctx context.Context) (Tensor, error) {
+	if s.i == len(s.tensors) {
+		return nil, io.EOF
+	}
+	s.i++
+	return s.tensors[s.i-1], nil
+}
+
+type collectSink struct{ recs []arrow.RecordBatch }
+
+func (s *collectSink) Write(rec arrow.RecordBatch) error {
+	rec.Retain()
+	s.recs = append(s.recs, rec)
+	return nil
+}
+
+func (s *collectSink) release() {
+	for _, r := range s.recs {
+		r.Release()
+	}
+}
+
+func normal(seed uint64, n int, sigma float64) []float32 {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * sigma)
+	}
+	return x
+}
+
+func run(t *testing.T, cfg config.DiffusionQuantConfig, tensors ...Tensor) (*Result, *Stats, *collectSink, error) {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	sink := &collectSink{}
+	res, stats, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Mem: mem}, &memSource{tensors: tensors}, sink)
+	t.Cleanup(func() {
+		sink.release()
+		mem.AssertSize(t, 0)
+	})
+	return res, stats, sink, err
+}
+
+func TestLadderPolicyAndResult(t *testing.T) {
+	cfg := config.FromProfile(config.Edge) // INT2, g256, min_accuracy 0.65
+	cfg.MinAccuracy = 0.99                 // INT2 (~0.88) and ... INT4 g256 (~0.994) passes
+	w := &memTensor{TensorMeta{"layers.0.w", []int64{300, 1000}, schema.DTypeBF16}, normal(1, 300_000, 0.02)}
+	big := &memTensor{TensorMeta{"layers.0.big", []int64{3, 1 << 20}, schema.DTypeF32}, normal(2, 3<<20, 1)}
+	norm := &memTensor{TensorMeta{"layers.0.norm", []int64{1000}, schema.DTypeBF16}, normal(3, 1000, 1)}
+	res, stats, sink, err := run(t, cfg, w, norm, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Layers) != 3 || res.Layers[0].Name != "layers.0.w" || res.Layers[1].Name != "layers.0.norm" {
+		t.Fatalf("layers out of source order: %+v", res.Layers)
+	}
+	lw, ln, lb := res.Layers[0], res.Layers[1], res.Layers[2]
+	if lw.BitWidth != 4 || lw.RequestedBitWidth != 2 || lw.FallbackReason == nil || !strings.Contains(*lw.FallbackReason, "INT2 cosine") {
+		t.Errorf("weight: %+v", lw)
+	}
+	if lw.CosineSimilarity < 0.99 || lw.CosineSimilarity > 0.999 {
+		t.Errorf("INT4 g256 cosine %v out of the expected band", lw.CosineSimilarity)
+	}
+	if ln.BitWidth != 16 || ln.Method != schema.MethodRawBF16 || ln.Policy == "" || ln.CosineSimilarity != 1 || ln.FallbackReason != nil {
+		t.Errorf("norm must be kept bit-exact as bf16 by policy: %+v", ln)
+	}
+	if lb.BitWidth != 4 || len(stats.Index) != 3 || stats.Index[2].NumBatches != 3 || stats.Index[2].FirstBatch != 2 {
+		t.Errorf("big tensor: %+v index %+v", lb, stats.Index)
+	}
+	if !res.FallbackOccurred || res.ActualBitWidth != 4 || res.FallbackReason == nil {
+		t.Errorf("summary: fallback %v actual %d reason %v", res.FallbackOccurred, res.ActualBitWidth, res.FallbackReason)
+	}
+	wantCos := (lw.CosineSimilarity*float64(lw.Params) + lb.CosineSimilarity*float64(lb.Params)) / float64(lw.Params+lb.Params)
+	if math.Abs(res.CosineSimilarity-wantCos) > 1e-12 || res.MinCosineSimilarity != min(lw.CosineSimilarity, lb.CosineSimilarity) {
+		t.Errorf("cosine %v (want %v), min %v", res.CosineSimilarity, wantCos, res.MinCosineSimilarity)
+	}
+	if len(sink.recs) != 1+1+3 {
+		t.Fatalf("%d batches, want 5", len(sink.recs))
+	}
+	// Every row's packed codes have the size the bit width implies.
+	for _, rec := range sink.recs {
+		n := rec.Column(schema.IdxChunkElems).(*array.Int64).Value(0)
+		bits := int(rec.Column(schema.IdxBitWidth).(*array.Int8).Value(0))
+		if got, want := rec.Column(schema.IdxCodes).(*array.Binary).ValueLen(0), int((n*int64(bits)+7)/8); got != want {
+			t.Errorf("row of %d elements at %d bits holds %d code bytes, want %d", n, bits, got, want)
+		}
+	}
+	wantBytes := int64(300_000/2 + 4*((300_000+255)/256) + 2*1000 + 3<<20/2 + 4*(3<<20)/256)
+	if res.ArtifactBytes != wantBytes {
+		t.Errorf("artifact bytes %d, want %d", res.ArtifactBytes, wantBytes)
+	}
+}
+
+func TestFailFastNamesTensor(t *testing.T) {
+	cfg := config.FromProfile(config.Edge)
+	cfg.MinAccuracy, cfg.FailFast = 0.95, true
+	w := &memTensor{TensorMeta{"blk.attn", []int64{64, 512}, schema.DTypeF32}, normal(4, 64*512, 1)}
+	_, _, _, err := run(t, cfg, w)
+	var ae *AccuracyError
+	if !errors.As(err, &ae) || ae.Tensor != "blk.attn" || ae.BitWidth != 2 || ae.Threshold != 0.95 || ae.Cosine > 0.95 {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestAllFallbacksEndUnquantized(t *testing.T) {
+	cfg := config.Default()
+	cfg.MinAccuracy = 1 // nothing but exact storage passes
+	w := &memTensor{TensorMeta{"w", []int64{8, 64}, schema.DTypeF16}, normal(5, 512, 1)}
+	res, _, sink, err := run(t, cfg, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Layers[0]
+	if l.BitWidth != 16 || l.Method != schema.MethodRawF16 || l.CosineSimilarity != 1 || !strings.Contains(*l.FallbackReason, "INT8 cosine") {
+		t.Fatalf("%+v", l)
+	}
+	if res.ActualBitWidth != 16 || !res.FallbackOccurred {
+		t.Fatalf("actual %d fallback %v", res.ActualBitWidth, res.FallbackOccurred)
+	}
+	// The raw row decodes to the original half values exactly.
+	raw := sink.recs[0].Column(schema.IdxCodes).(*array.Binary).Value(0)
+	got := make([]float32, 512)
+	fp.DecodeHalf(got, raw)
+	for i, v := range w.values {
+		if want := fp.HalfToFloat32(fp.Float32ToHalf(v)); got[i] != want {
+			t.Fatalf("element %d: %v, want %v", i, got[i], want)
+		}
+	}
+}
+
+func TestNonFiniteNamesTensorAndCoordinates(t *testing.T) {
+	for _, shape := range [][]int64{{4, 1 << 19}, {7}} {
+		n := schema.NumElements(shape)
+		x := normal(6, int(n), 1)
+		bad := n - 3
+		x[bad] = float32(math.Inf(-1))
+		w := &memTensor{TensorMeta{"model.x", shape, schema.DTypeF32}, x}
+		_, _, _, err := run(t, config.Default(), w)
+		if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), `"model.x"`) {
+			t.Fatalf("shape %v: got %v", shape, err)
+		}
+		if !strings.Contains(err.Error(), "element "+strconv.FormatInt(bad, 10)) {
+			t.Errorf("shape %v: %v does not name element %d", shape, err, bad)
+		}
+	}
+}
+
+// The same input and config give identical batches whatever the thread
+// count and streaming mode: tensors are written in source order.
+func TestDeterministicAcrossThreadsAndStreaming(t *testing.T) {
+	var tensors []Tensor
+	for i := 0; i < 6; i++ {
+		tensors = append(tensors, &memTensor{TensorMeta{"t" + strconv.Itoa(i), []int64{int64(100 + i), 3000}, schema.DTypeBF16}, normal(uint64(10+i), (100+i)*3000, 0.05)})
+	}
+	var ref [][]byte
+	for _, mode := range []struct {
+		threads   int
+		streaming bool
+	}{{1, true}, {4, false}, {0, false}, {3, true}} {
+		cfg := config.Default()
+		cfg.NumThreads, cfg.EnableStreaming = mode.threads, mode.streaming
+		_, _, sink, err := run(t, cfg, tensors...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [][]byte
+		for _, r := range sink.recs {
+			got = append(got, append([]byte(r.Column(schema.IdxName).(*array.String).Value(0)), r.Column(schema.IdxCodes).(*array.Binary).Value(0)...))
+		}
+		if ref == nil {
+			ref = got
+			continue
+		}
+		if len(got) != len(ref) {
+			t.Fatalf("%+v: %d batches, want %d", mode, len(got), len(ref))
+		}
+		for i := range got {
+			if string(got[i]) != string(ref[i]) {
+				t.Fatalf("%+v: batch %d differs", mode, i)
+			}
+		}
+	}
+}
+
+func TestHonestFeatureStatus(t *testing.T) {
+	cfg := config.Default()
+	w := &memTensor{TensorMeta{"w", []int64{4, 64}, schema.DTypeF32}, normal(7, 256, 1)}
+	res, _, _, err := run(t, cfg, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimeAware.Requested || res.TimeAware.Applied || res.TimeAware.Reason == "" {
+		t.Errorf("time_aware: %+v", res.TimeAware)
+	}
+	if !res.Spatial.Requested || res.Spatial.Applied || res.Spatial.Reason == "" {
+		t.Errorf("spatial: %+v", res.Spatial)
+	}
+}
