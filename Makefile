@@ -5,18 +5,22 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest lint vet bench bench-e2e run demo clean
+.PHONY: all build test gotest pytest lint vet bench bench-e2e run clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/arrowquant
 
-# go vet, gofmt check and the race-enabled Go suite.
-test: lint vet gotest
+# gofmt check, go vet, the race-enabled Go suite, and the Python suite
+# (pyarrow against the real binary; needs: pip install pyarrow numpy pyyaml pytest).
+test: lint vet gotest pytest
 
 gotest:
 	$(GO) test -race -count=1 ./...
+
+pytest: build
+	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q python/tests
 
 vet:
 	$(GO) vet ./...

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# End-to-end benchmark on the real Dream 7B layout (339 tensors, 7.6B params,
+# 15.2 GB of BF16): generate the model, quantize it with a profile, and report
+# wall time and peak RSS from /usr/bin/time -v. Needs ~20 GB of free disk.
+#   bash bench/e2e.sh [profile] [workdir]      (defaults: edge, a temp dir)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:-edge}
+work=${2:-$(mktemp -d -p "${TMPDIR:-/tmp}" aq-e2e-XXXX)}
+bin=./bin/arrowquant
+[ -x "$bin" ] || go build -o "$bin" ./cmd/arrowquant
+if ! command -v /usr/bin/time >/dev/null; then
+  echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1
+fi
+export ARROW_QUANT_NO_PROGRESS=1
+if [ ! -f "$work/dream-7b/model.safetensors.index.json" ]; then
+  echo "== gen-model --preset dream-7b (bf16) into $work/dream-7b"
+  /usr/bin/time -f "gen-model: wall %e s, peak RSS %M KB" "$bin" gen-model --preset dream-7b --dtype bf16 --out "$work/dream-7b" --seed 1
+fi
+echo "== quantize --profile $profile"
+/usr/bin/time -v "$bin" quantize --model "$work/dream-7b" --output "$work/q-$profile" --profile "$profile" --overwrite --json \
+  >"$work/result-$profile.json" 2>"$work/time-$profile.txt" || { cat "$work/time-$profile.txt"; exit 1; }
+grep -E "Elapsed \(wall|Maximum resident" "$work/time-$profile.txt"
+python3 - "$work/result-$profile.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"tensors {r['num_tensors']}, params {r['num_params']:,}, source {r['source_bytes']/1e9:.2f} GB")
+print(f"artifact {r['model_size_mb']:.1f} MB, {r['bits_per_weight']:.3f} bits/weight, compression {r['compression_ratio']:.2f}x ({r['compression_basis']})")
+print(f"cosine mean {r['cosine_similarity']:.4f} min {r['min_cosine_similarity']:.4f}; fallback: {r['fallback_reason']}")
+print(f"quantization_time_s {r['quantization_time_s']:.1f}")
+PY
+echo "(work dir: $work; remove it when done)"
