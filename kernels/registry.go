@@ -54,8 +54,11 @@ func (o QuantOptions) Validate(needBits bool) error {
 type GroupParamsFunc func(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error
 
 // Method is a quantization method: a named kernel set. Its group-parameter
-// kernel is registered as "<Name>_group_params"; packing, dequantization
-// and similarity are shared, so every method's output has one format.
+// kernel is registered as "<Name>_group_params" and its fused kernel as
+// "<Name>_quantize"; packing, dequantization and similarity are shared, so
+// every method's output has one format. To add a method, write a package
+// whose init calls RegisterMethod, and import it for its side effect from
+// the binary (see method_test.go for a complete example).
 type Method struct {
 	Name        string
 	Description string

@@ -1,0 +1,62 @@
+package kernels
+
+import (
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/arrowquant/arrowquant/internal/fp"
+)
+
+// A method is one GroupParams function plus one RegisterMethod call; this
+// test-only method (symmetric absmax: min = -max|x|) proves that the
+// registry builds its Arrow functions and that the shared pack/dequantize
+// kernels serve it unchanged.
+func init() {
+	RegisterMethod(Method{Name: "testabsmax", Description: "symmetric absmax (test only)", GroupParams: absmaxParams})
+}
+
+func absmaxParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
+	for g := 0; g*groupSize < len(x); g++ {
+		grp := x[g*groupSize : min(len(x), (g+1)*groupSize)]
+		lo, hi := groupMinMax(grp)
+		if lo-lo != 0 || hi-hi != 0 {
+			return checkFinite(grp, base+int64(g*groupSize))
+		}
+		a := max(-lo, hi)
+		s, m, ok := MinMaxParams(-a, a, bits)
+		if !ok {
+			return &ParamRangeError{Group: int64(g), Min: lo, Max: hi}
+		}
+		scales[g], mins[g] = s, m
+	}
+	return nil
+}
+
+func TestPluggableMethod(t *testing.T) {
+	e := newEnv(t)
+	if _, ok := Registry().GetFunction("testabsmax_quantize"); !ok {
+		t.Fatal("registering a method must add its fused kernel")
+	}
+	values := e.listF32([]float32{-1, 0.5, 0.25, 1, -3, 3, 0, 1.5})
+	defer values.Release()
+	q := e.roundTrip("testabsmax", values, 2, 4)[0]
+	for g := range q.scales {
+		s, m := fp.HalfToFloat32(q.scales[g]), fp.HalfToFloat32(q.mins[g])
+		if m > 0 || m+3*s < -m { // symmetric range covers [-a, a]
+			t.Errorf("group %d: min %v scale %v not symmetric", g, m, s)
+		}
+	}
+	res := e.mustCall("testabsmax_quantize", &QuantOptions{Bits: 2, GroupSize: 4}, values).(*array.Struct)
+	defer res.Release()
+	if string(res.Field(0).(*array.Binary).Value(0)) != string(q.codes) {
+		t.Error("fused and composed kernels disagree for the plugged-in method")
+	}
+	found := false
+	for _, m := range Methods() {
+		found = found || m == "testabsmax"
+	}
+	if !found {
+		t.Error("Methods() does not list the registered method")
+	}
+}
