@@ -201,23 +201,26 @@ func options(ctx *exec.KernelCtx, needBits bool) (QuantOptions, error) {
 	return o, o.Validate(needBits)
 }
 
-func newFunction(name string, arity compute.Arity, summary string, args ...string) *compute.ScalarFunction {
-	fn := compute.NewScalarFunction(name, arity, compute.FunctionDoc{
+// newValuesFunction builds a function whose first argument is a list of
+// values, with one kernel per value type; extra are the fixed types of
+// the remaining arguments.
+func newValuesFunction(name, summary string, args []string, out arrow.DataType, extra []exec.InputType, run exec.ArrayKernelExec) compute.Function {
+	fn := compute.NewScalarFunction(name, compute.Arity{NArgs: len(args)}, compute.FunctionDoc{
 		Summary: summary, ArgNames: args, OptionsType: "QuantOptions", OptionsRequired: true,
 	})
+	for _, t := range valueTypes {
+		in := append([]exec.InputType{listOf(t)}, extra...)
+		if err := fn.AddKernel(newKernel(in, out, run)); err != nil {
+			panic(err)
+		}
+	}
 	return fn
 }
 
 // ---- aq_group_minmax(values) -> struct<mins, maxs>
 
 func newMinMaxFunction() compute.Function {
-	fn := newFunction(FuncGroupMinMax, compute.Unary(), "Per-group min and max of each row", "values")
-	for _, t := range valueTypes {
-		if err := fn.AddKernel(newKernel([]exec.InputType{listOf(t)}, MinMaxType, execMinMax)); err != nil {
-			panic(err)
-		}
-	}
-	return fn
+	return newValuesFunction(FuncGroupMinMax, "Per-group min and max of each row", []string{"values"}, MinMaxType, nil, execMinMax)
 }
 
 func execMinMax(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
@@ -250,16 +253,10 @@ func execMinMax(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult)
 // ---- <method>_group_params(values) -> struct<scales, mins>
 
 func newParamsFunction(m Method) compute.Function {
-	fn := newFunction(m.ParamsFunc(), compute.Unary(), "Per-group fp16 scale and min: "+m.Description, "values")
 	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
 		return execParams(m.GroupParams, ctx, batch, out)
 	}
-	for _, t := range valueTypes {
-		if err := fn.AddKernel(newKernel([]exec.InputType{listOf(t)}, ParamsType, run)); err != nil {
-			panic(err)
-		}
-	}
-	return fn
+	return newValuesFunction(m.ParamsFunc(), "Per-group fp16 scale and min: "+m.Description, []string{"values"}, ParamsType, nil, run)
 }
 
 func execParams(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
@@ -292,14 +289,8 @@ func execParams(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpa
 // ---- aq_pack(values, scales, mins) -> binary
 
 func newPackFunction() compute.Function {
-	fn := newFunction(FuncPack, compute.Ternary(), "Quantize and pack each row to INT2/INT4/INT8 codes", "values", "scales", "mins")
-	for _, t := range valueTypes {
-		in := []exec.InputType{listOf(t), listOf(arrow.FLOAT16), listOf(arrow.FLOAT16)}
-		if err := fn.AddKernel(newKernel(in, arrow.BinaryTypes.Binary, execPack)); err != nil {
-			panic(err)
-		}
-	}
-	return fn
+	return newValuesFunction(FuncPack, "Quantize and pack each row to INT2/INT4/INT8 codes", []string{"values", "scales", "mins"},
+		arrow.BinaryTypes.Binary, []exec.InputType{listOf(arrow.FLOAT16), listOf(arrow.FLOAT16)}, execPack)
 }
 
 func paramRows(batch *exec.ExecSpan, first int) (scales, mins rows, err error) {
@@ -364,7 +355,10 @@ func execPack(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) e
 // ---- aq_dequantize(codes, scales, mins, n) -> list<float32>
 
 func newDequantizeFunction() compute.Function {
-	fn := newFunction(FuncDequantize, compute.Arity{NArgs: 4}, "Unpack and dequantize each row to float32", "codes", "scales", "mins", "n")
+	fn := compute.NewScalarFunction(FuncDequantize, compute.Arity{NArgs: 4}, compute.FunctionDoc{
+		Summary:  "Unpack and dequantize each row to float32",
+		ArgNames: []string{"codes", "scales", "mins", "n"}, OptionsType: "QuantOptions", OptionsRequired: true,
+	})
 	in := []exec.InputType{exec.NewExactInput(arrow.BinaryTypes.Binary), listOf(arrow.FLOAT16), listOf(arrow.FLOAT16), exec.NewExactInput(arrow.PrimitiveTypes.Int64)}
 	if err := fn.AddKernel(newKernel(in, ListF32, execDequantize)); err != nil {
 		panic(err)
@@ -464,16 +458,10 @@ func execCosine(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult)
 const fusedBlock = 4096
 
 func newQuantizeFunction(m Method) compute.Function {
-	fn := newFunction(m.QuantizeFunc(), compute.Unary(), "Fused params, pack and similarity: "+m.Description, "values")
 	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
 		return execQuantize(m.GroupParams, ctx, batch, out)
 	}
-	for _, t := range valueTypes {
-		if err := fn.AddKernel(newKernel([]exec.InputType{listOf(t)}, QuantizedType, run)); err != nil {
-			panic(err)
-		}
-	}
-	return fn
+	return newValuesFunction(m.QuantizeFunc(), "Fused params, pack and similarity: "+m.Description, []string{"values"}, QuantizedType, nil, run)
 }
 
 func execQuantize(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {

@@ -98,18 +98,26 @@ func InputRecord(mem memory.Allocator, meta TensorMeta, off int64, vt arrow.Data
 	return array.NewRecordBatch(schema.Input(vt), cols, 1)
 }
 
-func stringArray(mem memory.Allocator, v string) arrow.Array {
-	b := array.NewStringBuilder(mem)
+// appender is an Arrow builder of T values.
+type appender[T any] interface {
+	Append(T)
+	NewArray() arrow.Array
+	Release()
+}
+
+// single builds a one-element array with b.
+func single[T any](b appender[T], v T) arrow.Array {
 	defer b.Release()
 	b.Append(v)
 	return b.NewArray()
 }
 
+func stringArray(mem memory.Allocator, v string) arrow.Array {
+	return single[string](array.NewStringBuilder(mem), v)
+}
+
 func int64Array(mem memory.Allocator, v int64) arrow.Array {
-	b := array.NewInt64Builder(mem)
-	defer b.Release()
-	b.Append(v)
-	return b.NewArray()
+	return single[int64](array.NewInt64Builder(mem), v)
 }
 
 func shapeArray(mem memory.Allocator, shape []int64) arrow.Array {

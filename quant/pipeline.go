@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -212,11 +211,11 @@ func (p *pipeline) featureStatus() (timeAware, spatial, streaming FeatureStatus)
 	c := p.o.Config
 	timeAware = FeatureStatus{Requested: c.EnableTimeAware}
 	if c.EnableTimeAware {
-		timeAware.Reason = fmt.Sprintf("not implemented yet: weights are quantized time-agnostically; num_time_groups=%d and calibration_samples=%d had no effect", c.NumTimeGroups, c.CalibrationSamples)
+		timeAware.Reason = fmt.Sprintf("time-aware quantization is not implemented yet: weights were quantized time-agnostically; num_time_groups=%d and calibration_samples=%d had no effect", c.NumTimeGroups, c.CalibrationSamples)
 	}
 	spatial = FeatureStatus{Requested: c.EnableSpatial}
 	if c.EnableSpatial {
-		spatial.Reason = "not implemented yet: no channel equalization or activation smoothing was applied"
+		spatial.Reason = "spatial quantization is not implemented yet: no channel equalization or activation smoothing was applied"
 	}
 	streaming = FeatureStatus{Requested: c.EnableStreaming, Applied: c.EnableStreaming}
 	if c.EnableStreaming {
@@ -583,27 +582,15 @@ func releaseAll(as ...arrow.Array) {
 }
 
 func int8Array(mem memory.Allocator, v int8) arrow.Array {
-	b := array.NewInt8Builder(mem)
-	defer b.Release()
-	b.Append(v)
-	return b.NewArray()
+	return single[int8](array.NewInt8Builder(mem), v)
 }
 
 func int32Array(mem memory.Allocator, v int32) arrow.Array {
-	b := array.NewInt32Builder(mem)
-	defer b.Release()
-	b.Append(v)
-	return b.NewArray()
+	return single[int32](array.NewInt32Builder(mem), v)
 }
 
 func float64Array(mem memory.Allocator, v float64) arrow.Array {
-	b := array.NewFloat64Builder(mem)
-	defer b.Release()
-	if math.IsNaN(v) {
-		v = 0
-	}
-	b.Append(v)
-	return b.NewArray()
+	return single[float64](array.NewFloat64Builder(mem), v)
 }
 
 func nullableString(mem memory.Allocator, v *string) arrow.Array {
