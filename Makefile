@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest lint vet bench bench-e2e run clean
+.PHONY: all build test gotest pytest lint vet bench bench-e2e bench-flight run clean
 
 all: build
 
@@ -37,12 +37,14 @@ bench:
 bench-e2e: build
 	bash bench/e2e.sh
 
-# Until the Flight server lands, `make run` generates a tiny demo model and
-# quantizes it locally into $(DATA)/.
+# The Flight server on localhost with the embedded local store in $(DATA)/.
+ADDR ?= 127.0.0.1:8815
+# Flight on the Dream 7B layout: push/pull throughput and the server's peak RSS.
+bench-flight: build
+	bash bench/flight_e2e.sh
+
 run: build
-	@mkdir -p $(DATA)
-	@[ -d $(DATA)/demo-model ] || ./$(BIN) gen-model --preset tiny --out $(DATA)/demo-model
-	./$(BIN) quantize --model $(DATA)/demo-model --output $(DATA)/demo-quantized --profile local --overwrite
+	./$(BIN) serve --addr $(ADDR) --data $(DATA) --log-level info
 
 clean:
 	rm -rf bin

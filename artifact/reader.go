@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -20,9 +21,15 @@ import (
 // Reader reads a committed artifact file.
 type Reader struct {
 	path  string
-	f     *os.File
+	f     io.Closer
 	fr    *ipc.FileReader
 	index []schema.TensorEntry
+}
+
+// ReadAtSeeker is what an artifact is read from (an *os.File, a store file).
+type ReadAtSeeker interface {
+	io.ReaderAt
+	io.ReadSeeker
 }
 
 // Open opens and checks an artifact file.
@@ -31,12 +38,19 @@ func Open(path string, mem memory.Allocator) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("artifact: %w", err)
 	}
+	return NewReader(f, f, path, mem)
+}
+
+// NewReader reads an artifact from f (closed by Close through c; name is
+// for messages).
+func NewReader(f ReadAtSeeker, c io.Closer, name string, mem memory.Allocator) (*Reader, error) {
+	path := name
 	fr, err := ipc.NewFileReader(f, ipc.WithAllocator(mem))
 	if err != nil {
-		f.Close()
+		c.Close()
 		return nil, fmt.Errorf("artifact: %s is not an Arrow IPC file: %w", path, err)
 	}
-	r := &Reader{path: path, f: f, fr: fr}
+	r := &Reader{path: path, f: c, fr: fr}
 	if err := schema.CheckQuantized(fr.Schema()); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("artifact: %s: %w", path, err)

@@ -239,6 +239,21 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
+// WriteDir builds the output directory dir through fill, which writes into
+// a temporary sibling that is renamed into place only if fill succeeds.
+// A non-empty dir is refused (ErrOutputNotEmpty) unless overwrite.
+func WriteDir(dir string, overwrite bool, fill func(tmp string) error) error {
+	out, err := prepareOutput(dir, overwrite)
+	if err != nil {
+		return err
+	}
+	defer out.cleanup()
+	if err := fill(out.tmp); err != nil {
+		return err
+	}
+	return out.commit()
+}
+
 // outputDir is an output directory under construction.
 type outputDir struct {
 	final, tmp string

@@ -45,6 +45,17 @@ func (e *ModalityError) Error() string {
 // code model (coder, starcoder, codegen, codellama, ...) is "code".
 // evidence is a short human-readable note of what decided.
 func DetectModality(m *Model) (modality string, evidence string, err error) {
+	return detectModality(m)
+}
+
+// DetectModalityFromConfig applies DetectModality's rules to a config.json
+// received without its directory (a Flight upload); name stands in for the
+// directory name and no model_index.json is consulted.
+func DetectModalityFromConfig(cfg map[string]any, name string) (string, string, error) {
+	return detectModality(&Model{Dir: name, Config: cfg, Metadata: map[string]string{}, remote: true})
+}
+
+func detectModality(m *Model) (modality string, evidence string, err error) {
 	if v, ok := m.Metadata["modality"]; ok {
 		v2 := strings.ToLower(strings.TrimSpace(v))
 		if !ValidModality(v2) {
@@ -63,10 +74,13 @@ func DetectModality(m *Model) (modality string, evidence string, err error) {
 	// Pipeline index first: it tells an AudioLDM UNet from an image UNet.
 	// The parent's index counts only for a diffusers component folder (its
 	// config.json has _class_name / _diffusers_version) or a bare folder.
-	indexes := []string{filepath.Join(m.Dir, "model_index.json")}
+	var indexes []string
+	if !m.remote {
+		indexes = append(indexes, filepath.Join(m.Dir, "model_index.json"))
+	}
 	_, isComponent := m.Config["_class_name"]
 	_, hasDiffusersVersion := m.Config["_diffusers_version"]
-	if m.Config == nil || isComponent || hasDiffusersVersion {
+	if !m.remote && (m.Config == nil || isComponent || hasDiffusersVersion) {
 		indexes = append(indexes, filepath.Join(filepath.Dir(m.Dir), "model_index.json"))
 	}
 	for _, p := range indexes {

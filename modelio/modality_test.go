@@ -1,6 +1,7 @@
 package modelio
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -134,5 +135,25 @@ func TestDetectModalityUndetectable(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestDetectModalityFromConfig(t *testing.T) {
+	for cfg, want := range map[string]string{
+		`{"model_type": "Dream", "architectures": ["DreamModel"]}`: ModalityText,
+		`{"_class_name": "UNet2DConditionModel"}`:                  ModalityImage,
+		`{"model_type": "llama", "_name_or_path": "codellama/x"}`:  ModalityCode,
+	} {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(cfg), &m); err != nil {
+			t.Fatal(err)
+		}
+		got, ev, err := DetectModalityFromConfig(m, "upload")
+		if err != nil || got != want || ev == "" {
+			t.Errorf("%s: %q %q %v, want %s", cfg, got, ev, err, want)
+		}
+	}
+	if _, _, err := DetectModalityFromConfig(map[string]any{"model_type": "frobnicator"}, "upload"); err == nil {
+		t.Error("an unrecognised config must be an error")
 	}
 }

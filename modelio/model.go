@@ -38,6 +38,7 @@ type Model struct {
 	all    []TensorInfo        // Tensors and Skipped
 	mu     sync.Mutex
 	closed bool
+	remote bool // config received without a directory: no files to consult
 }
 
 // OpenOptions controls Open.

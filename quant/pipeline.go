@@ -142,6 +142,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 			firstErr = job.err
 		}
 		if job.out == nil {
+			releaseTensor(job.t)
 			<-slots
 			continue
 		}
@@ -163,6 +164,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 			p.progress(0, job.out.layer.Name, true)
 		}
 		job.out.release()
+		releaseTensor(job.t)
 		<-slots
 	}
 	if firstErr == nil && readErr != nil {
@@ -180,6 +182,16 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		res.BitsPerWeight = float64(res.ArtifactBytes) * 8 / float64(res.NumParams)
 	}
 	return res, stats, nil
+}
+
+// Releaser is implemented by tensors holding resources (a spool file)
+// that can go once the tensor is written or abandoned.
+type Releaser interface{ Release() }
+
+func releaseTensor(t Tensor) {
+	if r, ok := t.(Releaser); ok {
+		r.Release()
+	}
 }
 
 type pipeline struct {

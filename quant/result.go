@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,15 @@ type FeatureStatus struct {
 	Reason    string `json:"reason,omitempty"`
 }
 
+// Fallback is one tensor that did not stay at the requested bit width.
+type Fallback struct {
+	Tensor        string  `json:"tensor"`
+	RequestedBits int     `json:"requested_bits"`
+	FinalBits     int     `json:"final_bits"`
+	Cosine        float64 `json:"cosine"`
+	Reason        string  `json:"reason"`
+}
+
 // Result is the outcome of quantizing a model: the guide's keys plus the
 // per-tensor layers. Printed by `quantize --json`, written to report.json.
 type Result struct {
@@ -65,6 +75,9 @@ type Result struct {
 	QuantizedParams int64   `json:"quantized_params"`
 	BitsPerWeight   float64 `json:"bits_per_weight"` // over all params, every stored byte of codes and params
 
+	// Fallbacks lists every quantized tensor that ended at another bit width.
+	Fallbacks []Fallback `json:"fallbacks"`
+
 	TimeAware FeatureStatus `json:"time_aware"`
 	Spatial   FeatureStatus `json:"spatial"`
 	Streaming FeatureStatus `json:"streaming"`
@@ -74,18 +87,22 @@ type Result struct {
 	Layers []Layer                     `json:"layers"`
 }
 
-// JSON renders the result as indented JSON.
+// JSON renders the result as indented JSON (with "<" and ">" as is).
 func (r *Result) JSON() []byte {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil { // only NaN/Inf could do this; summarize guards against them
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil { // only NaN/Inf could do this; summarize guards against them
 		panic(err)
 	}
-	return b
+	return bytes.TrimRight(buf.Bytes(), "\n")
 }
 
 // summarize fills the model-level keys from the layers.
 func (r *Result) summarize() {
 	r.NumTensors = len(r.Layers)
+	r.Fallbacks = []Fallback{}
 	var weighted, weight float64
 	r.MinCosineSimilarity = 1
 	r.ActualBitWidth = 0
@@ -104,6 +121,10 @@ func (r *Result) summarize() {
 		if l.BitWidth != l.RequestedBitWidth {
 			counts[l.BitWidth]++
 			fell = append(fell, l)
+			r.Fallbacks = append(r.Fallbacks, Fallback{
+				Tensor: l.Name, RequestedBits: l.RequestedBitWidth, FinalBits: l.BitWidth,
+				Cosine: l.CosineSimilarity, Reason: deref(l.FallbackReason),
+			})
 		}
 	}
 	r.CosineSimilarity = 1

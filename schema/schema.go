@@ -50,9 +50,11 @@ const (
 	ColValues      = "values"
 )
 
-// ValueType is the Arrow element type carrying a source dtype over the
-// wire: float32, float16, or uint16 holding bfloat16 bits (Arrow has no
-// bfloat16 type). F64 sources are sent as float32.
+// ValueType is the native Arrow element type carrying a source dtype over
+// the wire: float32, float16, or uint16 holding bfloat16 bits (Arrow has no
+// bfloat16 type). F64 sources are sent as float32. Any dtype may also be
+// sent widened to float32 (a stream has one schema, so a model mixing
+// dtypes travels as float32); the dtype column keeps the source dtype.
 func ValueType(dtype string) (arrow.DataType, error) {
 	switch dtype {
 	case DTypeF32, DTypeF64:

@@ -66,7 +66,8 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd())
+	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
+		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd())
 	return root
 }
 

@@ -1,0 +1,450 @@
+// Package client is the Go client of the ArrowQuant Flight service, used
+// by `arrowquant push`, `pull`, `ls` and `info`.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/flightsrv"
+	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/local"
+	"github.com/arrowquant/arrowquant/modelio"
+	"github.com/arrowquant/arrowquant/quant"
+	"github.com/arrowquant/arrowquant/schema"
+)
+
+// DefaultMaxMessageBytes matches the server's default message limit.
+const DefaultMaxMessageBytes = 256 << 20
+
+// Options say how to reach and authenticate to a server.
+type Options struct {
+	Server          string // grpc://HOST:PORT, grpc+tls://HOST:PORT or HOST:PORT
+	Token           string // bearer token (server --auth-token)
+	User, Password  string // basic auth (server --auth-basic)
+	TLSCAFile       string // CA for grpc+tls (default: system roots)
+	MaxMessageBytes int    // 0 = DefaultMaxMessageBytes
+	Mem             memory.Allocator
+}
+
+// Client talks to one server.
+type Client struct {
+	fc   flight.Client
+	auth context.Context // carries the authorization header
+	mem  memory.Allocator
+}
+
+// Dial connects (and authenticates with basic auth when a user is given).
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	addr, useTLS, err := parseServer(o.Server)
+	if err != nil {
+		return nil, err
+	}
+	max := o.MaxMessageBytes
+	if max == 0 {
+		max = DefaultMaxMessageBytes
+	}
+	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max), grpc.MaxCallSendMsgSize(max))}
+	if useTLS {
+		creds := credentials.NewTLS(nil)
+		if o.TLSCAFile != "" {
+			if creds, err = credentials.NewClientTLSFromFile(o.TLSCAFile, ""); err != nil {
+				return nil, fmt.Errorf("client: TLS CA %s: %w", o.TLSCAFile, err)
+			}
+		}
+		opts = append(opts, grpc.WithTransportCredentials(creds))
+	} else {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	fc, err := flight.NewClientWithMiddlewareCtx(ctx, addr, nil, nil, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: connect %s: %w", o.Server, err)
+	}
+	c := &Client{fc: fc, auth: context.Background(), mem: o.Mem}
+	if c.mem == nil {
+		c.mem = memory.DefaultAllocator
+	}
+	switch {
+	case o.Token != "":
+		c.auth = metadata.AppendToOutgoingContext(c.auth, "authorization", "Bearer "+o.Token)
+	case o.User != "":
+		actx, err := fc.AuthenticateBasicToken(ctx, o.User, o.Password)
+		if err != nil {
+			fc.Close()
+			return nil, fmt.Errorf("client: authenticate %s: %w", o.User, err)
+		}
+		md, _ := metadata.FromOutgoingContext(actx)
+		c.auth = metadata.NewOutgoingContext(context.Background(), md)
+	}
+	return c, nil
+}
+
+func parseServer(s string) (addr string, useTLS bool, err error) {
+	if s == "" {
+		return "", false, errors.New("client: no server address (--server grpc://HOST:PORT)")
+	}
+	if !strings.Contains(s, "://") {
+		return s, false, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", false, fmt.Errorf("client: server %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "grpc", "grpc+tcp":
+		return u.Host, false, nil
+	case "grpc+tls":
+		return u.Host, true, nil
+	}
+	return "", false, fmt.Errorf("client: server %q: scheme must be grpc:// or grpc+tls://", s)
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.fc.Close() }
+
+// withAuth merges the authorization metadata into ctx.
+func (c *Client) withAuth(ctx context.Context) context.Context {
+	md, ok := metadata.FromOutgoingContext(c.auth)
+	if !ok {
+		return ctx
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// PushOptions configure a push.
+type PushOptions struct {
+	Name       string
+	Profile    string
+	Config     map[string]any // overrides (snake_case keys)
+	Overwrite  bool
+	ChunkElems int64 // elements per row; default schema.ChunkElems
+	// Progress receives source bytes sent and the total.
+	Progress func(sent, total int64)
+}
+
+// Push uploads the model in dir and returns the server's result.
+func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Result, error) {
+	m, err := modelio.Open(dir, modelio.OpenOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	if o.Name == "" {
+		o.Name = filepath.Base(filepath.Clean(dir))
+	}
+	if o.ChunkElems <= 0 {
+		o.ChunkElems = schema.ChunkElems
+	}
+	cmd := flightsrv.PutCommand{Model: o.Name, Profile: o.Profile, Config: o.Config, Overwrite: o.Overwrite, Files: map[string][]byte{}}
+	aux, err := m.AuxFiles()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range aux {
+		if name != filepath.Base(name) || strings.HasPrefix(name, ".") || name == artifact.ReportName || name == artifact.FileName {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(m.Dir, name))
+		if err != nil {
+			return nil, err
+		}
+		cmd.Files[name] = b
+	}
+	body, _ := json.Marshal(cmd)
+
+	wire := wireType(m)
+	stream, err := c.fc.DoPut(c.withAuth(ctx))
+	if err != nil {
+		return nil, err
+	}
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema.Input(wire)), ipc.WithAllocator(c.mem))
+	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: body})
+
+	// Read acknowledgements concurrently; the last message is the result.
+	type outcome struct {
+		last []byte
+		err  error
+	}
+	results := make(chan outcome, 1)
+	go func() {
+		var last []byte
+		for {
+			pr, err := stream.Recv()
+			if err == io.EOF {
+				results <- outcome{last: last}
+				return
+			}
+			if err != nil {
+				results <- outcome{err: err}
+				return
+			}
+			last = pr.GetAppMetadata()
+		}
+	}()
+	sendErr := c.sendTensors(ctx, m, w, wire, o)
+	w.Close()
+	if sendErr == nil {
+		sendErr = stream.CloseSend()
+	}
+	out := <-results
+	if out.err != nil {
+		return nil, out.err // the server's status explains a failed upload best
+	}
+	if sendErr != nil {
+		return nil, sendErr
+	}
+	var res quant.Result
+	if err := json.Unmarshal(out.last, &res); err != nil || res.Layers == nil {
+		return nil, fmt.Errorf("client: the server's last message is not a result: %s", truncate(out.last))
+	}
+	return &res, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
+}
+
+// wireType is the stream's value type: the model's one 16-bit type, or
+// float32 when it has F32/F64 tensors or mixes F16 and BF16.
+func wireType(m *modelio.Model) arrow.DataType {
+	seen := map[modelio.DType]bool{}
+	for _, t := range m.Tensors {
+		seen[t.DType] = true
+	}
+	if len(seen) == 1 {
+		for d := range seen {
+			if vt, err := schema.ValueType(string(d)); err == nil {
+				return vt
+			}
+		}
+	}
+	return arrow.PrimitiveTypes.Float32
+}
+
+func (c *Client) sendTensors(ctx context.Context, m *modelio.Model, w *flight.Writer, wire arrow.DataType, o PushOptions) error {
+	total, sent := m.SourceBytes(), int64(0)
+	raw := []byte{}
+	for _, t := range m.Tensors {
+		n := t.NumElements()
+		for off := int64(0); off < n || (n == 0 && off == 0); off += o.ChunkElems {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			cnt := min(o.ChunkElems, n-off)
+			rec, err := c.readChunk(m, t, off, cnt, wire, &raw)
+			if err != nil {
+				return err
+			}
+			err = w.Write(rec)
+			rec.Release()
+			if err != nil {
+				return fmt.Errorf("client: send %q: %w", t.Name, err)
+			}
+			sent += cnt * int64(t.DType.Size())
+			if o.Progress != nil {
+				o.Progress(sent, total)
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// readChunk reads a chunk in the wire type, widening to float32 if needed.
+func (c *Client) readChunk(m *modelio.Model, t modelio.TensorInfo, off, n int64, wire arrow.DataType, raw *[]byte) (arrow.RecordBatch, error) {
+	meta := quant.TensorMeta{Name: t.Name, Shape: t.Shape, DType: string(t.DType)}
+	width := int64(wire.(arrow.FixedWidthDataType).BitWidth() / 8)
+	buf := memory.NewResizableBuffer(c.mem)
+	defer buf.Release()
+	buf.Resize(int(n * width))
+	native, _ := schema.ValueType(string(t.DType))
+	if native.ID() == wire.ID() && t.DType != modelio.F64 {
+		if err := m.ReadRaw(t, off, n, buf.Bytes()); err != nil {
+			return nil, err
+		}
+	} else {
+		size := int64(t.DType.Size())
+		if int64(cap(*raw)) < n*size {
+			*raw = make([]byte, n*size)
+		}
+		r := (*raw)[:n*size]
+		if err := m.ReadRaw(t, off, n, r); err != nil {
+			return nil, err
+		}
+		dst := arrow.Float32Traits.CastFromBytes(buf.Bytes())
+		switch t.DType {
+		case modelio.F16:
+			fp.DecodeHalf(dst, r)
+		case modelio.BF16:
+			fp.DecodeBF16(dst, r)
+		case modelio.F32:
+			fp.DecodeF32(dst, r)
+		case modelio.F64:
+			fp.DecodeF64(dst, r)
+		}
+	}
+	return quant.InputRecord(c.mem, meta, off, wire, buf), nil
+}
+
+// Info returns a stored model's FlightInfo and its decoded app_metadata.
+func (c *Client) Info(ctx context.Context, name string) (*flight.FlightInfo, map[string]any, error) {
+	info, err := c.fc.GetFlightInfo(c.withAuth(ctx), &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}})
+	if err != nil {
+		return nil, nil, err
+	}
+	var md map[string]any
+	if err := json.Unmarshal(info.GetAppMetadata(), &md); err != nil {
+		return nil, nil, fmt.Errorf("client: app_metadata of %q: %w", name, err)
+	}
+	return info, md, nil
+}
+
+// List returns the stored models whose name starts with prefix.
+func (c *Client) List(ctx context.Context, prefix string) ([]*flight.FlightInfo, error) {
+	stream, err := c.fc.ListFlights(c.withAuth(ctx), &flight.Criteria{Expression: []byte(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	var out []*flight.FlightInfo
+	for {
+		info, err := stream.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+}
+
+// Action runs a DoAction and decodes its JSON result into v (may be nil).
+func (c *Client) Action(ctx context.Context, typ string, body any, v any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	if body == nil {
+		b = nil
+	}
+	stream, err := c.fc.DoAction(c.withAuth(ctx), &flight.Action{Type: typ, Body: b})
+	if err != nil {
+		return err
+	}
+	res, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	for { // drain
+		if _, err := stream.Recv(); err != nil {
+			break
+		}
+	}
+	if v == nil {
+		return nil
+	}
+	return json.Unmarshal(res.GetBody(), v)
+}
+
+// Get streams a ticket's batches to fn (the reader's schema first).
+func (c *Client) Get(ctx context.Context, t flightsrv.Ticket, fn func(s *arrow.Schema, rec arrow.RecordBatch) error) error {
+	b, _ := json.Marshal(t)
+	stream, err := c.fc.DoGet(c.withAuth(ctx), &flight.Ticket{Ticket: b})
+	if err != nil {
+		return err
+	}
+	rdr, err := flight.NewRecordReader(stream, ipc.WithAllocator(c.mem))
+	if err != nil {
+		return err
+	}
+	defer rdr.Release()
+	for rdr.Next() {
+		if err := fn(rdr.Schema(), rdr.RecordBatch()); err != nil {
+			return err
+		}
+	}
+	if err := rdr.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// Pull writes a stored model into dir with the layout of `arrowquant
+// quantize`: model.arrow, report.json and the model's other files. The
+// directory is built in a temporary sibling and renamed into place.
+func (c *Client) Pull(ctx context.Context, name, dir string, overwrite bool, progress func(done, total int64)) error {
+	info, md, err := c.Info(ctx, name)
+	if err != nil {
+		return err
+	}
+	return local.WriteDir(dir, overwrite, func(tmp string) error {
+		f, err := os.Create(filepath.Join(tmp, artifact.FileName))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var fw *ipc.FileWriter
+		var done int64
+		err = c.Get(ctx, flightsrv.Ticket{Model: name}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
+			if fw == nil {
+				if fw, err = ipc.NewFileWriter(f, ipc.WithSchema(s), ipc.WithAllocator(c.mem)); err != nil {
+					return err
+				}
+			}
+			done++
+			if progress != nil {
+				progress(done, info.GetTotalRecords())
+			}
+			return fw.Write(rec)
+		})
+		if err != nil {
+			return err
+		}
+		if fw == nil {
+			return fmt.Errorf("client: model %q streamed no batches", name)
+		}
+		if err := fw.Close(); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		files, _ := md["files"].([]any)
+		for _, fn := range files {
+			fname, _ := fn.(string)
+			if fname == "" || fname != filepath.Base(fname) {
+				continue
+			}
+			if err := c.Get(ctx, flightsrv.Ticket{Model: name, File: fname}, func(_ *arrow.Schema, rec arrow.RecordBatch) error {
+				data := rec.Column(1).(*array.Binary).Value(0)
+				return os.WriteFile(filepath.Join(tmp, fname), data, 0o644)
+			}); err != nil {
+				return fmt.Errorf("client: fetch %s: %w", fname, err)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/arrowquant/arrowquant/client"
+	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/flightsrv"
+	"github.com/arrowquant/arrowquant/flightsrv/middleware"
+)
+
+func newServeCmd() *cobra.Command {
+	var (
+		c            flightsrv.ServerConfig
+		configFile   string
+		maxMessageMB int
+		maxUploadGB  float64
+		shutdown     time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve [--addr 127.0.0.1:8815] [--data ./data] [flags]",
+		Short: "Run the Arrow Flight server (DoPut FP weights, DoGet quantized batches) with a local store",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			defaults, err := config.Resolve(config.Options{YAMLPath: configFile, Lookup: os.LookupEnv})
+			if err != nil {
+				return err
+			}
+			if maxMessageMB <= 0 {
+				return usagef("--max-message-mb must be positive")
+			}
+			c.Defaults = defaults
+			c.MaxMessageBytes = maxMessageMB << 20
+			c.MaxUploadBytes = int64(maxUploadGB * (1 << 30))
+			c.ShutdownTimeout = shutdown
+			c.Logger = newLogger()
+			c.Ready = func(a net.Addr) {
+				fmt.Fprintf(cmd.OutOrStdout(), "arrowquant: serving Arrow Flight on grpc://%s (data %s)\n", a, c.DataDir)
+			}
+			return flightsrv.Serve(cmd.Context(), c)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Addr, "addr", "127.0.0.1:8815", "listen address")
+	f.StringVar(&c.DataDir, "data", "./data", "directory of the embedded local store")
+	f.StringVar(&configFile, "config", "", "YAML with the server's default configuration (requests override it)")
+	f.BoolVar(&c.KeepSource, "keep-source", false, "keep every upload's FP source so the quantize action can re-quantize it")
+	f.StringVar(&c.AuthBasicFile, "auth-basic", "", "users file (user:bcrypt-hash per line, see `arrowquant users add`) enabling basic auth")
+	f.StringVar(&c.AuthToken, "auth-token", "", "static bearer token every call must carry")
+	f.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate (PEM)")
+	f.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key (PEM)")
+	f.IntVar(&maxMessageMB, "max-message-mb", 256, "largest gRPC message accepted or sent, in MiB")
+	f.Float64Var(&maxUploadGB, "max-upload-gb", 0, "largest DoPut upload in GiB of values (0 = unlimited)")
+	f.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)")
+	f.DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long running calls may finish after SIGINT/SIGTERM")
+	return cmd
+}
+
+// clientFlags are the connection flags of push, pull, ls and info.
+type clientFlags struct{ o client.Options }
+
+func addClientFlags(f *pflag.FlagSet) *clientFlags {
+	c := &clientFlags{}
+	f.StringVar(&c.o.Server, "server", envOr("ARROW_QUANT_SERVER", "grpc://127.0.0.1:8815"), "server URL: grpc://HOST:PORT or grpc+tls://HOST:PORT (env ARROW_QUANT_SERVER)")
+	f.StringVar(&c.o.Token, "token", os.Getenv("ARROW_QUANT_TOKEN"), "bearer token (env ARROW_QUANT_TOKEN)")
+	f.StringVar(&c.o.User, "user", "", "user for basic auth (password from ARROW_QUANT_PASSWORD)")
+	f.StringVar(&c.o.TLSCAFile, "tls-ca", "", "CA certificate for grpc+tls")
+	return c
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
+	o := c.o
+	if o.User != "" {
+		o.Password = os.Getenv("ARROW_QUANT_PASSWORD")
+	}
+	return client.Dial(ctx, o)
+}
+
+func newPushCmd() *cobra.Command {
+	var model, name string
+	var asJSON, overwrite bool
+	cmd := &cobra.Command{
+		Use:   "push --server URL --model DIR --name NAME [config flags] [--json]",
+		Short: "Upload a model to the server, which quantizes it as it arrives and stores the result",
+		Args:  exactArgs(0),
+	}
+	cf := addConfigFlags(cmd.Flags())
+	cl := addClientFlags(cmd.Flags())
+	cmd.Flags().StringVar(&model, "model", "", "model directory")
+	cmd.Flags().StringVar(&name, "name", "", "name on the server (default: the directory name)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a stored model of that name")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		out := cmd.OutOrStdout()
+		if model == "" {
+			return usagef("push needs --model")
+		}
+		overrides, err := cf.requestConfig(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		c, err := cl.dial(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		bar := newProgress(0, "pushing", true)
+		res, err := c.Push(cmd.Context(), model, client.PushOptions{
+			Name: name, Config: overrides, Overwrite: overwrite,
+			Progress: func(sent, total int64) {
+				if bar.bar != nil && bar.bar.GetMax64() != total {
+					bar.bar.ChangeMax64(total)
+				}
+				bar.set(sent, "")
+			},
+		})
+		bar.finish()
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			fmt.Fprintln(out, string(res.JSON()))
+			return nil
+		}
+		printSummary(out, res)
+		return nil
+	}
+	return cmd
+}
+
+// requestConfig resolves the configuration exactly as quantize does
+// (presets < YAML < ARROW_QUANT_* environment < flags) and sends it whole,
+// so a push quantizes like a local run with the same flags.
+func (c *configFlags) requestConfig(fs *pflag.FlagSet) (map[string]any, error) {
+	cfg, err := c.resolve(fs)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(cfg)
+	var m map[string]any
+	return m, json.Unmarshal(b, &m)
+}
+
+func newPullCmd() *cobra.Command {
+	var name, output string
+	var overwrite bool
+	cmd := &cobra.Command{
+		Use:   "pull --server URL --name NAME --output DIR",
+		Short: "Download a stored model into DIR (the same layout as quantize)",
+		Args:  exactArgs(0),
+	}
+	cl := addClientFlags(cmd.Flags())
+	cmd.Flags().StringVar(&name, "name", "", "model name")
+	cmd.Flags().StringVar(&output, "output", "", "output directory")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if name == "" || output == "" {
+			return usagef("pull needs --name and --output")
+		}
+		c, err := cl.dial(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		bar := newProgress(0, "pulling "+name, false)
+		err = c.Pull(cmd.Context(), name, output, overwrite, func(done, total int64) {
+			if bar.bar != nil && bar.bar.GetMax64() != total {
+				bar.bar.ChangeMax64(total)
+			}
+			bar.set(done, "")
+		})
+		bar.finish()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "pulled %s into %s\n", name, output)
+		return nil
+	}
+	return cmd
+}
+
+func newLsCmd() *cobra.Command {
+	var prefix string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls --server URL [--prefix P]",
+		Short: "List stored models",
+		Args:  exactArgs(0),
+	}
+	cl := addClientFlags(cmd.Flags())
+	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := cl.dial(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		infos, err := c.List(cmd.Context(), prefix)
+		if err != nil {
+			return err
+		}
+		rows := []map[string]any{}
+		for _, info := range infos {
+			var md map[string]any
+			json.Unmarshal(info.GetAppMetadata(), &md)
+			rows = append(rows, map[string]any{
+				"name": md["model"], "bytes": info.GetTotalBytes(), "batches": info.GetTotalRecords(),
+				"bit_width": md["bit_width"], "cosine_similarity": md["cosine_similarity"], "modality": md["modality"],
+			})
+		}
+		out := cmd.OutOrStdout()
+		if asJSON {
+			b, _ := json.MarshalIndent(rows, "", "  ")
+			fmt.Fprintln(out, string(b))
+			return nil
+		}
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSIZE MB\tBITS\tCOSINE\tMODALITY")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%v\t%.1f\t%v\t%.4f\t%v\n", r["name"], float64(r["bytes"].(int64))/(1<<20), r["bit_width"], num(r["cosine_similarity"]), r["modality"])
+		}
+		return tw.Flush()
+	}
+	return cmd
+}
+
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
+
+func newInfoCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "info --server URL --name NAME",
+		Short: "Show a stored model's report (GetFlightInfo app_metadata) as JSON",
+		Args:  exactArgs(0),
+	}
+	cl := addClientFlags(cmd.Flags())
+	cmd.Flags().StringVar(&name, "name", "", "model name")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if name == "" {
+			return usagef("info needs --name")
+		}
+		c, err := cl.dial(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		info, md, err := c.Info(cmd.Context(), name)
+		if err != nil {
+			return err
+		}
+		md["total_records"], md["total_bytes"] = info.GetTotalRecords(), info.GetTotalBytes()
+		b, _ := json.MarshalIndent(md, "", "  ")
+		fmt.Fprintln(cmd.OutOrStdout(), string(b))
+		return nil
+	}
+	return cmd
+}
+
+func newUsersCmd() *cobra.Command {
+	users := &cobra.Command{Use: "users", Short: "Manage the basic-auth users file of `serve --auth-basic`"}
+	add := &cobra.Command{
+		Use:   "add FILE USER",
+		Short: "Add or replace USER in FILE with a bcrypt hash (password from ARROW_QUANT_PASSWORD or the terminal)",
+		Args:  exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw := os.Getenv("ARROW_QUANT_PASSWORD")
+			if pw == "" && term.IsTerminal(int(os.Stdin.Fd())) {
+				fmt.Fprint(os.Stderr, "password: ")
+				b, err := term.ReadPassword(int(os.Stdin.Fd()))
+				fmt.Fprintln(os.Stderr)
+				if err != nil {
+					return err
+				}
+				pw = string(b)
+			} else if pw == "" {
+				b, err := io.ReadAll(io.LimitReader(os.Stdin, 4096))
+				if err != nil {
+					return err
+				}
+				pw = strings.TrimRight(string(b), "\r\n")
+			}
+			if pw == "" {
+				return usagef("empty password")
+			}
+			if err := middleware.AddUser(args[0], args[1], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "user %s written to %s\n", args[1], args[0])
+			return nil
+		},
+	}
+	users.AddCommand(add)
+	return users
+}

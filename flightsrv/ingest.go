@@ -1,0 +1,495 @@
+package flightsrv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/arrowquant/arrowquant/quant"
+	"github.com/arrowquant/arrowquant/schema"
+)
+
+// The DoPut stream is spooled to disk tensor by tensor as it arrives; the
+// pipeline reads chunks from the spool as soon as they are complete, so
+// quantization overlaps the upload and memory stays bounded whatever the
+// client's batch sizes. With keep-source the spool becomes the model's
+// stored FP source (source/manifest.json + one raw file per tensor).
+
+// SourceManifestName is the stored FP source's manifest, relative to the model.
+const SourceManifestName = "source/manifest.json"
+
+// sourceEntry describes one spooled tensor.
+type sourceEntry struct {
+	Name     string  `json:"name"`
+	Shape    []int64 `json:"shape"`
+	DType    string  `json:"dtype"`
+	File     string  `json:"file"` // relative to the model, raw little-endian values of the wire type
+	Elements int64   `json:"elements"`
+}
+
+// flightSource is a quant.Source fed by the DoPut stream.
+type flightSource struct {
+	dir  string // spool directory
+	rel  string // its path relative to the model dir ("source" when kept)
+	keep bool
+
+	mu       sync.Mutex
+	notify   chan struct{} // closed and replaced on every change
+	queue    []*spoolTensor
+	all      []*spoolTensor
+	finished bool
+	err      error
+}
+
+func newFlightSource(dir, rel string, keep bool) (*flightSource, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create spool: %w", err)
+	}
+	return &flightSource{dir: dir, rel: rel, keep: keep, notify: make(chan struct{})}, nil
+}
+
+func (s *flightSource) changedLocked() {
+	close(s.notify)
+	s.notify = make(chan struct{})
+}
+
+// fail records the first error; readers waiting on data see it.
+func (s *flightSource) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.changedLocked()
+}
+
+func (s *flightSource) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *flightSource) Next(ctx context.Context) (quant.Tensor, error) {
+	for {
+		s.mu.Lock()
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return nil, err
+		}
+		if len(s.queue) > 0 {
+			t := s.queue[0]
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			return t, nil
+		}
+		if s.finished {
+			s.mu.Unlock()
+			return nil, io.EOF
+		}
+		ch := s.notify
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// manifest lists the spooled tensors in order.
+func (s *flightSource) manifest() []sourceEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]sourceEntry, len(s.all))
+	for i, t := range s.all {
+		out[i] = sourceEntry{Name: t.meta.Name, Shape: t.meta.Shape, DType: t.meta.DType,
+			File: filepath.ToSlash(filepath.Join(s.rel, filepath.Base(t.path))), Elements: t.have}
+	}
+	return out
+}
+
+// close releases every spool file (they stay when kept).
+func (s *flightSource) close() {
+	s.mu.Lock()
+	all := s.all
+	s.mu.Unlock()
+	for _, t := range all {
+		t.closeFile()
+		if !s.keep {
+			os.Remove(t.path)
+		}
+	}
+}
+
+// spoolTensor is one tensor being received.
+type spoolTensor struct {
+	src   *flightSource
+	meta  quant.TensorMeta
+	vt    arrow.DataType
+	width int64
+	path  string
+	f     *os.File
+	n     int64
+
+	have     int64 // elements spooled (guarded by src.mu)
+	complete bool
+	closed   bool
+}
+
+func (t *spoolTensor) Meta() quant.TensorMeta { return t.meta }
+
+// ReadChunk waits until [off, off+n) has arrived, then reads it back.
+func (t *spoolTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error) {
+	s := t.src
+	for {
+		s.mu.Lock()
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return nil, err
+		}
+		ready := t.have >= off+n
+		ch := s.notify
+		s.mu.Unlock()
+		if ready {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	buf := memory.NewResizableBuffer(mem)
+	defer buf.Release()
+	buf.Resize(int(n * t.width))
+	if _, err := t.f.ReadAt(buf.Bytes(), off*t.width); err != nil {
+		return nil, fmt.Errorf("read spool of %q: %w", t.meta.Name, err)
+	}
+	return quant.InputRecord(mem, t.meta, off, t.vt, buf), nil
+}
+
+// Release drops the spool file once the tensor is written (kept with keep-source).
+func (t *spoolTensor) Release() {
+	t.closeFile()
+	if !t.src.keep {
+		os.Remove(t.path)
+	}
+}
+
+func (t *spoolTensor) closeFile() {
+	t.src.mu.Lock()
+	defer t.src.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		t.f.Close()
+	}
+}
+
+// ingestor turns DoPut rows into spooled tensors, checking the input contract.
+type ingestor struct {
+	src        *flightSource
+	cur        *spoolTensor
+	seen       map[string]bool
+	bytes      int64
+	limitBytes int64 // 0 = none
+	batches    int64
+	cols       struct{ name, shape, dtype, off, values int }
+}
+
+func newIngestor(src *flightSource, limitBytes int64) *ingestor {
+	return &ingestor{src: src, seen: map[string]bool{}, limitBytes: limitBytes}
+}
+
+func invalidf(format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, a...)
+}
+
+func (in *ingestor) setSchema(s *arrow.Schema) error {
+	if err := schema.CheckInput(s); err != nil {
+		return invalidf("%v", err)
+	}
+	idx := func(n string) int { return s.FieldIndices(n)[0] }
+	in.cols.name, in.cols.shape, in.cols.dtype = idx(schema.ColName), idx(schema.ColShape), idx(schema.ColDType)
+	in.cols.off, in.cols.values = idx(schema.ColChunkOffset), idx(schema.ColValues)
+	return nil
+}
+
+// batch spools every row of rec and returns the ack for it.
+func (in *ingestor) batch(rec arrow.RecordBatch) (Ack, error) {
+	names := rec.Column(in.cols.name)
+	shapes := rec.Column(in.cols.shape).(*array.List)
+	dtypes := rec.Column(in.cols.dtype)
+	offs := rec.Column(in.cols.off).(*array.Int64)
+	values := rec.Column(in.cols.values).(*array.List)
+	str := func(a arrow.Array, i int) string {
+		if s, ok := a.(interface{ Value(int) string }); ok {
+			return s.Value(i)
+		}
+		return ""
+	}
+	for _, c := range []arrow.Array{names, shapes, dtypes, offs, values} {
+		if c.NullN() > 0 {
+			return Ack{}, invalidf("input batch %d: column %s has nulls", in.batches, c.DataType())
+		}
+	}
+	for i := 0; i < int(rec.NumRows()); i++ {
+		s, e := shapes.ValueOffsets(i)
+		shape := append([]int64(nil), shapes.ListValues().(*array.Int64).Int64Values()[s:e]...)
+		if err := in.row(str(names, i), shape, str(dtypes, i), offs.Value(i), values, i); err != nil {
+			return Ack{}, err
+		}
+	}
+	in.batches++
+	ack := Ack{Batches: in.batches}
+	if in.cur != nil {
+		in.src.mu.Lock()
+		ack.Tensor, ack.ElementsReceived = in.cur.meta.Name, in.cur.have
+		in.src.mu.Unlock()
+	}
+	return ack, nil
+}
+
+func (in *ingestor) row(name string, shape []int64, dtype string, off int64, values *array.List, i int) error {
+	if name == "" {
+		return invalidf("batch %d row %d: empty tensor name", in.batches, i)
+	}
+	vt, err := schema.ValueType(dtype)
+	if err != nil {
+		return invalidf("tensor %q: %v", name, err)
+	}
+	elem := values.DataType().(*arrow.ListType).Elem()
+	if elem.ID() != vt.ID() && elem.ID() != arrow.FLOAT32 {
+		return invalidf("tensor %q: dtype %s travels as list<%s> (or list<float>), the batch has list<%s>", name, dtype, vt, elem)
+	}
+	vt = elem
+	for _, d := range shape {
+		if d < 0 {
+			return invalidf("tensor %q: negative dimension in shape %v", name, shape)
+		}
+	}
+	if in.cur == nil || in.cur.meta.Name != name {
+		if err := in.finishCurrent(); err != nil {
+			return err
+		}
+		if in.seen[name] {
+			return invalidf("tensor %q arrived again after other tensors: send each tensor's chunks together, in order", name)
+		}
+		if err := in.start(name, shape, dtype, vt); err != nil {
+			return err
+		}
+	}
+	t := in.cur
+	if !equalShape(t.meta.Shape, shape) || t.meta.DType != dtype || t.vt.ID() != vt.ID() {
+		return invalidf("tensor %q: chunk at %d has shape %v %s, earlier chunks %v %s", name, off, shape, dtype, t.meta.Shape, t.meta.DType)
+	}
+	in.src.mu.Lock()
+	have := t.have
+	in.src.mu.Unlock()
+	s, e := values.ValueOffsets(i)
+	n := e - s
+	if off != have {
+		return invalidf("tensor %q: chunk_offset %d, expected %d (chunks must arrive in order without gaps)", name, off, have)
+	}
+	if have+n > t.n {
+		return invalidf("tensor %q: %d elements received, shape %v holds %d", name, have+n, shape, t.n)
+	}
+	child := values.ListValues()
+	if child.NullN() > 0 {
+		return invalidf("tensor %q: null values in chunk at %d", name, off)
+	}
+	data := child.Data()
+	raw := data.Buffers()[1].Bytes()[(int64(data.Offset())+s)*t.width : (int64(data.Offset())+e)*t.width]
+	in.bytes += int64(len(raw))
+	if in.limitBytes > 0 && in.bytes > in.limitBytes {
+		return status.Errorf(codes.ResourceExhausted, "upload exceeds the server's upload limit of %d bytes (--max-upload-gb)", in.limitBytes)
+	}
+	if _, err := t.f.Write(raw); err != nil {
+		return status.Errorf(codes.Internal, "spool tensor %q: %v", name, err)
+	}
+	in.src.mu.Lock()
+	t.have += n
+	in.src.changedLocked()
+	in.src.mu.Unlock()
+	return nil
+}
+
+func (in *ingestor) start(name string, shape []int64, dtype string, vt arrow.DataType) error {
+	in.seen[name] = true
+	idx := len(in.seen)
+	path := filepath.Join(in.src.dir, strconv.Itoa(idx)+".bin")
+	f, err := os.Create(path)
+	if err != nil {
+		return status.Errorf(codes.Internal, "spool: %v", err)
+	}
+	t := &spoolTensor{
+		src: in.src, meta: quant.TensorMeta{Name: name, Shape: shape, DType: dtype},
+		vt: vt, width: int64(vt.(arrow.FixedWidthDataType).BitWidth() / 8), path: path, f: f,
+		n: schema.NumElements(shape),
+	}
+	in.cur = t
+	in.src.mu.Lock()
+	in.src.queue = append(in.src.queue, t)
+	in.src.all = append(in.src.all, t)
+	in.src.changedLocked()
+	in.src.mu.Unlock()
+	return nil
+}
+
+// finishCurrent checks that the current tensor arrived whole.
+func (in *ingestor) finishCurrent() error {
+	t := in.cur
+	if t == nil {
+		return nil
+	}
+	in.src.mu.Lock()
+	have := t.have
+	t.complete = true
+	in.src.mu.Unlock()
+	if have != t.n {
+		return invalidf("tensor %q: received %d of its %d elements (shape %v) before the next tensor or the end of the stream", t.meta.Name, have, t.n, t.meta.Shape)
+	}
+	return nil
+}
+
+// end closes the stream's contract: the last tensor is whole and there was one.
+func (in *ingestor) end() error {
+	if err := in.finishCurrent(); err != nil {
+		return err
+	}
+	if len(in.seen) == 0 {
+		return invalidf("the DoPut stream carried no tensors")
+	}
+	in.src.mu.Lock()
+	in.src.finished = true
+	in.src.changedLocked()
+	in.src.mu.Unlock()
+	return nil
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// metadataTolerantStream hides FlightData messages that carry only
+// app_metadata (pyarrow's writer.write_metadata), which make
+// flight.NewRecordReader fail with "index out of range" (REFERENCE §4).
+type metadataTolerantStream struct {
+	flight.FlightService_DoPutServer
+	onMetadata func([]byte)
+}
+
+func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
+	for {
+		d, err := s.FlightService_DoPutServer.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if len(d.DataHeader) == 0 && len(d.DataBody) == 0 && d.FlightDescriptor == nil {
+			if s.onMetadata != nil {
+				s.onMetadata(d.AppMetadata)
+			}
+			continue
+		}
+		return d, nil
+	}
+}
+
+// putSender sends PutResults from one goroutine through an unbounded
+// queue, so a client that reads acknowledgements late never stalls the
+// upload.
+type putSender struct {
+	stream flight.FlightService_DoPutServer
+	mu     sync.Mutex
+	queue  [][]byte
+	wake   chan struct{}
+	closed bool
+	err    error
+	done   chan struct{}
+}
+
+func newPutSender(stream flight.FlightService_DoPutServer) *putSender {
+	p := &putSender{stream: stream, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go p.loop()
+	return p
+}
+
+func (p *putSender) send(v any) {
+	b, _ := json.Marshal(v)
+	p.mu.Lock()
+	p.queue = append(p.queue, b)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *putSender) loop() {
+	defer close(p.done)
+	for {
+		p.mu.Lock()
+		q := p.queue
+		p.queue = nil
+		closed := p.closed
+		p.mu.Unlock()
+		for _, b := range q {
+			if err := p.stream.Send(&flight.PutResult{AppMetadata: b}); err != nil {
+				p.mu.Lock()
+				p.err = err
+				p.mu.Unlock()
+				return
+			}
+		}
+		if closed && len(q) == 0 {
+			return
+		}
+		if len(q) == 0 {
+			select {
+			case <-p.wake:
+			case <-p.stream.Context().Done():
+				return
+			}
+		}
+	}
+}
+
+// close flushes everything queued and stops the sender.
+func (p *putSender) close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil && !errors.Is(p.err, io.EOF) {
+		return p.err
+	}
+	return nil
+}

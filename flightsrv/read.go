@@ -1,0 +1,270 @@
+package flightsrv
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/quant"
+	"github.com/arrowquant/arrowquant/schema"
+	"github.com/arrowquant/arrowquant/store"
+)
+
+// openArtifact opens a stored model's artifact.
+func (s *Service) openArtifact(ctx context.Context, name string) (*artifact.Reader, int64, error) {
+	f, err := s.o.Store.Open(ctx, name, artifact.FileName)
+	if err != nil {
+		return nil, 0, storeErr(err)
+	}
+	r, err := artifact.NewReader(f, f, name+"/"+artifact.FileName, s.o.Mem)
+	if err != nil {
+		return nil, 0, status.Errorf(codes.Internal, "model %q: %v", name, err)
+	}
+	return r, f.Size(), nil
+}
+
+// readReport reads a stored model's report.json.
+func (s *Service) readReport(ctx context.Context, name string) (map[string]any, error) {
+	f, err := s.o.Store.Open(ctx, name, artifact.ReportName)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer f.Close()
+	var rep map[string]any
+	if err := json.NewDecoder(f).Decode(&rep); err != nil {
+		return nil, status.Errorf(codes.Internal, "model %q: report.json: %v", name, err)
+	}
+	return rep, nil
+}
+
+// flightInfo describes a stored model: schema with metadata, one endpoint
+// whose ticket streams the whole model, totals, and the report (with time
+// groups and fallbacks) as app_metadata.
+func (s *Service) flightInfo(ctx context.Context, name string) (*flight.FlightInfo, error) {
+	r, size, err := s.openArtifact(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	rep, err := s.readReport(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var tg any
+	if raw := r.Meta(schema.MetaTimeGroups); raw != "" {
+		json.Unmarshal([]byte(raw), &tg)
+	}
+	rep["model"] = name
+	rep["time_groups"] = tg
+	if e, err := s.o.Store.Get(ctx, name); err == nil {
+		rep["files"] = modelFiles(e)
+		rep["version"] = e.Version
+	}
+	if _, ok := rep["fallbacks"]; !ok {
+		rep["fallbacks"] = []quant.Fallback{}
+	}
+	app, _ := json.Marshal(rep)
+	ticket, _ := json.Marshal(Ticket{Model: name})
+	return &flight.FlightInfo{
+		Schema:           flight.SerializeSchema(r.Schema(), s.o.Mem),
+		FlightDescriptor: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}},
+		Endpoint:         []*flight.FlightEndpoint{{Ticket: &flight.Ticket{Ticket: ticket}}},
+		TotalRecords:     int64(r.NumBatches()),
+		TotalBytes:       size,
+		AppMetadata:      app,
+	}, nil
+}
+
+// GetFlightInfo describes one stored model ([NAME] or {"model": NAME}).
+func (s *Service) GetFlightInfo(ctx context.Context, d *flight.FlightDescriptor) (*flight.FlightInfo, error) {
+	name, err := modelFromDescriptor(d)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.enter(ctx, name); err != nil {
+		return nil, err
+	}
+	return s.flightInfo(ctx, name)
+}
+
+// GetSchema returns a stored model's quantized schema with its metadata.
+func (s *Service) GetSchema(ctx context.Context, d *flight.FlightDescriptor) (*flight.SchemaResult, error) {
+	name, err := modelFromDescriptor(d)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.enter(ctx, name); err != nil {
+		return nil, err
+	}
+	r, _, err := s.openArtifact(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return &flight.SchemaResult{Schema: flight.SerializeSchema(r.Schema(), s.o.Mem)}, nil
+}
+
+// ListFlights lists stored models whose name starts with the criteria.
+func (s *Service) ListFlights(c *flight.Criteria, stream flight.FlightService_ListFlightsServer) error {
+	ctx := stream.Context()
+	if err := s.enter(ctx, ""); err != nil {
+		return err
+	}
+	entries, err := s.o.Store.List(ctx, string(c.GetExpression()))
+	if err != nil {
+		return storeErr(err)
+	}
+	for _, e := range entries {
+		info, err := s.flightInfo(ctx, e.Name)
+		if status.Code(err) == codes.NotFound { // deleted meanwhile
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DoGet streams a stored model: its quantized batches, one tensor's, or
+// their float32 reconstruction (schema.Dequantized).
+func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServer) error {
+	ctx := stream.Context()
+	tk, err := parseTicket(t.GetTicket())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.enter(ctx, tk.Model); err != nil {
+		return err
+	}
+	if tk.File != "" {
+		return s.sendFile(ctx, tk, stream)
+	}
+	r, _, err := s.openArtifact(ctx, tk.Model)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	first, count := 0, r.NumBatches()
+	if tk.Tensor != "" {
+		found := false
+		for _, e := range r.Tensors() {
+			if e.Name == tk.Tensor {
+				first, count, found = e.FirstBatch, e.NumBatches, true
+				break
+			}
+		}
+		if !found {
+			return status.Errorf(codes.NotFound, "model %q has no tensor %q", tk.Model, tk.Tensor)
+		}
+	}
+	out := r.Schema()
+	if tk.Dequantize {
+		out = dequantizedSchema(r.Schema().Metadata())
+	}
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(out), ipc.WithAllocator(s.o.Mem))
+	defer w.Close()
+	for b := first; b < first+count; b++ {
+		if err := ctx.Err(); err != nil {
+			return status.FromContextError(err).Err()
+		}
+		rec, err := r.Batch(b)
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		if tk.Dequantize {
+			deq, err := dequantizedRecord(ctx, s, out, rec)
+			rec.Release()
+			if err != nil {
+				return err
+			}
+			rec = deq
+		}
+		err = w.Write(rec)
+		rec.Release()
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// sendFile streams one of the model's files as a FileSchema batch.
+func (s *Service) sendFile(ctx context.Context, tk Ticket, stream flight.FlightService_DoGetServer) error {
+	if tk.File == artifact.FileName || tk.Tensor != "" || tk.Dequantize {
+		return status.Errorf(codes.InvalidArgument, "a file ticket names one file other than %s, without tensor or dequantize", artifact.FileName)
+	}
+	data, err := s.readFile(ctx, tk.Model, tk.File)
+	if err != nil {
+		return storeErr(err)
+	}
+	nb := array.NewStringBuilder(s.o.Mem)
+	nb.Append(tk.File)
+	names := nb.NewArray()
+	nb.Release()
+	defer names.Release()
+	db := array.NewBinaryBuilder(s.o.Mem, arrow.BinaryTypes.Binary)
+	db.Append(data)
+	datas := db.NewArray()
+	db.Release()
+	defer datas.Release()
+	rec := array.NewRecordBatch(FileSchema, []arrow.Array{names, datas}, 1)
+	defer rec.Release()
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(FileSchema), ipc.WithAllocator(s.o.Mem))
+	defer w.Close()
+	return w.Write(rec)
+}
+
+// modelFiles lists a model's plain files for clients to fetch (config,
+// tokenizer, report), leaving out the artifact, the kept source and hidden files.
+func modelFiles(e store.Entry) []string {
+	var out []string
+	for name := range e.Files {
+		if name != artifact.FileName && !strings.HasPrefix(name, "source/") && !strings.HasPrefix(name, ".") {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func dequantizedSchema(md arrow.Metadata) *arrow.Schema {
+	base := schema.Dequantized()
+	return arrow.NewSchema(base.Fields(), &md)
+}
+
+// dequantizedRecord turns one quantized batch into a float32 batch of the
+// input schema (dtype "F32"; the source dtype stays in the metadata index).
+func dequantizedRecord(ctx context.Context, s *Service, out *arrow.Schema, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	vals, err := artifact.DequantizeBatch(ctx, s.o.Mem, rec)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	defer vals.Release()
+	mem := s.o.Mem
+	db := array.NewStringBuilder(mem)
+	defer db.Release()
+	for i := 0; i < int(rec.NumRows()); i++ {
+		db.Append(schema.DTypeF32)
+	}
+	dtypes := db.NewArray()
+	defer dtypes.Release()
+	cols := []arrow.Array{rec.Column(schema.IdxName), rec.Column(schema.IdxShape), dtypes, rec.Column(schema.IdxChunkOffset), vals}
+	return array.NewRecordBatch(out, cols, rec.NumRows()), nil
+}
