@@ -25,7 +25,8 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 "$bin" pull --server grpc://127.0.0.1:$port --name dream-7b --output "$work/pulled-$profile" >/dev/null
 t2=$(date +%s.%N)
-kill -TERM $server; wait $server || true
+pkill -TERM -P $server   # the server is /usr/bin/time's child
+wait $server || true
 python3 - "$work" "$profile" "$src_bytes" "$t0" "$t1" "$t2" <<'PY'
 import json, os, sys
 work, profile, src, t0, t1, t2 = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:])

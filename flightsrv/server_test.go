@@ -537,3 +537,100 @@ func TestAuthNegativesThroughClient(t *testing.T) {
 		t.Fatalf("alice list: %v %v", infos, err)
 	}
 }
+
+// Every action, including quantize on a kept source, and DoGet tickets.
+func TestActionsAndTickets(t *testing.T) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{KeepSource: true})
+	ctx := context.Background()
+	c := dial(t, ts.addr, client.Options{})
+	if _, err := c.Push(ctx, tinyDir, client.PushOptions{Name: "src", Config: map[string]any{"bit_width": 8}}); err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Valid  bool                        `json:"valid"`
+		Config config.DiffusionQuantConfig `json:"config"`
+	}
+	if err := c.Action(ctx, flightsrv.ActionValidateConfig, map[string]any{"profile": "edge", "config": map[string]any{"group_size": 64}}, &v); err != nil || !v.Valid || v.Config.BitWidth != 2 || v.Config.GroupSize != 64 {
+		t.Fatalf("validate_config: %+v %v", v, err)
+	}
+	err := c.Action(ctx, flightsrv.ActionValidateConfig, map[string]any{"config": map[string]any{"num_time_groups": 150}}, nil)
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "InvalidTimeGroups(150)") {
+		t.Errorf("invalid config: %v", err)
+	}
+	if err := c.Action(ctx, flightsrv.ActionValidateConfig, map[string]any{"config": map[string]any{"bitwidth": 4}}, nil); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "UnknownKey") {
+		t.Errorf("unknown key: %v", err)
+	}
+	var profiles map[string]config.DiffusionQuantConfig
+	if err := c.Action(ctx, flightsrv.ActionProfiles, nil, &profiles); err != nil || profiles["cloud"].BitWidth != 8 || profiles["edge"].GroupSize != 256 {
+		t.Fatalf("profiles: %v %v", profiles, err)
+	}
+	var res struct {
+		BitWidth int `json:"bit_width"`
+		Layers   []any
+	}
+	if err := c.Action(ctx, flightsrv.ActionQuantize, map[string]any{"model": "src", "name": "re2", "profile": "edge"}, &res); err != nil || res.BitWidth != 2 || len(res.Layers) != 27 {
+		t.Fatalf("quantize action: %+v %v", res, err)
+	}
+	var stats map[string]any
+	if err := c.Action(ctx, flightsrv.ActionStats, nil, &stats); err != nil || stats["models"].(float64) != 2 {
+		t.Fatalf("stats: %v %v", stats, err)
+	}
+	// One tensor, dequantized, equals the dequantization of its quantized batches.
+	const tensor = "model.layers.0.mlp.down_proj.weight"
+	var n int64
+	var shape []int64
+	err = c.Get(ctx, flightsrv.Ticket{Model: "re2", Tensor: tensor, Dequantize: true}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
+		if s.Field(4).Type.(*arrow.ListType).Elem().ID() != arrow.FLOAT32 {
+			return fmt.Errorf("dequantized stream has %s values", s.Field(4).Type)
+		}
+		n += int64(rec.Column(4).(*array.List).ListValues().Len())
+		l := rec.Column(1).(*array.List)
+		shape = l.ListValues().(*array.Int64).Int64Values()
+		return nil
+	})
+	if err != nil || n != shape[0]*shape[1] {
+		t.Fatalf("dequantized tensor: %d values for shape %v (%v)", n, shape, err)
+	}
+	if err := c.Get(ctx, flightsrv.Ticket{Model: "re2", Tensor: "nope"}, func(*arrow.Schema, arrow.RecordBatch) error { return nil }); code(err) != codes.NotFound {
+		t.Errorf("unknown tensor: %v", err)
+	}
+	if err := c.Action(ctx, flightsrv.ActionDelete, map[string]any{"model": "re2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Action(ctx, flightsrv.ActionDelete, map[string]any{"model": "re2"}, nil); code(err) != codes.NotFound {
+		t.Errorf("second delete: %v", err)
+	}
+	// Without a kept source the quantize action is a FailedPrecondition.
+	plain := startServer(t, middleware.Config{}, flightsrv.Options{})
+	pc := dial(t, plain.addr, client.Options{})
+	if _, err := pc.Push(ctx, tinyDir, client.PushOptions{Name: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.Action(ctx, flightsrv.ActionQuantize, map[string]any{"model": "m", "name": "m2"}, nil); code(err) != codes.FailedPrecondition {
+		t.Errorf("quantize without source: %v", err)
+	}
+}
+
+// A FlightData message carrying only app_metadata (pyarrow's
+// writer.write_metadata) between batches is accepted.
+func TestMetadataOnlyMessages(t *testing.T) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{})
+	vals := normal(20_000, 3)
+	last, err := rawPut(t, ts.addr, cmdDesc(map[string]any{"model": "meta", "config": map[string]any{"modality": "text"}}), func(w *flight.Writer) error {
+		for off := 0; off < len(vals); off += 10_000 {
+			rec := f32Batch(memory.DefaultAllocator, "w", []int64{100, 200}, "F32", int64(off), vals[off:off+10_000])
+			err := w.WriteWithAppMetadata(rec, []byte("note"))
+			rec.Release()
+			if err != nil {
+				return err
+			}
+			if err := w.WriteMetadata([]byte("progress")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || !strings.Contains(string(last), `"num_tensors":1`) {
+		t.Fatalf("%s %v", last, err)
+	}
+}
