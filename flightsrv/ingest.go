@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -294,7 +295,7 @@ func (in *ingestor) row(name string, shape []int64, dtype string, off int64, val
 		}
 	}
 	t := in.cur
-	if !equalShape(t.meta.Shape, shape) || t.meta.DType != dtype || t.vt.ID() != vt.ID() {
+	if !slices.Equal(t.meta.Shape, shape) || t.meta.DType != dtype || t.vt.ID() != vt.ID() {
 		return invalidf("tensor %q: chunk at %d has shape %v %s, earlier chunks %v %s", name, off, shape, dtype, t.meta.Shape, t.meta.DType)
 	}
 	in.src.mu.Lock()
@@ -379,18 +380,6 @@ func (in *ingestor) end() error {
 	in.src.changedLocked()
 	in.src.mu.Unlock()
 	return nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // metadataTolerantStream hides FlightData messages that carry only

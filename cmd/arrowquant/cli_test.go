@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -141,7 +142,7 @@ func TestDequantizeRoundTrip(t *testing.T) {
 	for i, l := range res.Layers {
 		ti, ok := out.Lookup(l.Name)
 		si := src.Tensors[i]
-		if !ok || ti.DType != modelio.F32 || !equalShape(ti.Shape, si.Shape) {
+		if !ok || ti.DType != modelio.F32 || !slices.Equal(ti.Shape, si.Shape) {
 			t.Fatalf("%s: missing or wrong shape/dtype in dequantized model", l.Name)
 		}
 		n := si.NumElements()
@@ -162,18 +163,6 @@ func TestDequantizeRoundTrip(t *testing.T) {
 			t.Errorf("%s: dequantized cosine %v, report says %v", l.Name, cos, l.CosineSimilarity)
 		}
 	}
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestConfigErrorsExitTwo(t *testing.T) {

@@ -33,10 +33,7 @@ func newDequantizeCmd() *cobra.Command {
 			err := local.Dequantize(cmd.Context(), local.DequantizeOptions{
 				InputDir: input, OutputDir: output, DType: dt, Overwrite: overwrite,
 				Progress: func(done, total int) {
-					if bar.bar != nil && bar.bar.GetMax() != total {
-						bar.bar.ChangeMax(total)
-					}
-					bar.set(int64(done), "")
+					bar.update(int64(done), int64(total), "")
 				},
 			})
 			bar.finish()
@@ -81,10 +78,7 @@ func newGenModelCmd() *cobra.Command {
 			err := modelio.Generate(cmd.Context(), modelio.GenOptions{
 				Preset: preset, DType: dt, Out: outDir, Seed: seed,
 				Progress: func(done, total int64) {
-					if bar.bar != nil && bar.bar.GetMax64() != total {
-						bar.bar.ChangeMax64(total)
-					}
-					bar.set(done, "")
+					bar.update(done, total, "")
 				},
 			})
 			bar.finish()

@@ -127,21 +127,14 @@ func newPushCmd() *cobra.Command {
 		res, err := c.Push(cmd.Context(), model, client.PushOptions{
 			Name: name, Config: overrides, Overwrite: overwrite,
 			Progress: func(sent, total int64) {
-				if bar.bar != nil && bar.bar.GetMax64() != total {
-					bar.bar.ChangeMax64(total)
-				}
-				bar.set(sent, "")
+				bar.update(sent, total, "")
 			},
 		})
 		bar.finish()
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			fmt.Fprintln(out, string(res.JSON()))
-			return nil
-		}
-		printSummary(out, res)
+		printResult(out, res, asJSON)
 		return nil
 	}
 	return cmd
@@ -183,10 +176,7 @@ func newPullCmd() *cobra.Command {
 		defer c.Close()
 		bar := newProgress(0, "pulling "+name, false)
 		err = c.Pull(cmd.Context(), name, output, overwrite, func(done, total int64) {
-			if bar.bar != nil && bar.bar.GetMax64() != total {
-				bar.bar.ChangeMax64(total)
-			}
-			bar.set(done, "")
+			bar.update(done, total, "")
 		})
 		bar.finish()
 		if err != nil {

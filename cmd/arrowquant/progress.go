@@ -37,12 +37,16 @@ func newProgress(total int64, desc string, bytes bool) *progress {
 	return &progress{bar: progressbar.NewOptions64(total, opts...)}
 }
 
-func (p *progress) set(v int64, desc string) {
+// update moves the bar to v of total (total may change as it is learnt).
+func (p *progress) update(v, total int64, desc string) {
 	if p.bar == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.bar.GetMax64() != total {
+		p.bar.ChangeMax64(total)
+	}
 	if desc != "" {
 		p.bar.Describe(desc)
 	}

@@ -86,24 +86,26 @@ func newQuantizeCmd() *cobra.Command {
 			ModelDir: model, OutputDir: output, Config: cfg, Method: method,
 			Calibration: calibration, Overwrite: overwrite, Logger: newLogger(),
 			Progress: func(p quant.Progress, tensors int, total int64) {
-				if bar.bar != nil && bar.bar.GetMax64() != total {
-					bar.bar.ChangeMax64(total)
-				}
-				bar.set(p.BytesDone, fmt.Sprintf("%d/%d tensors", p.TensorsDone, tensors))
+				bar.update(p.BytesDone, total, fmt.Sprintf("%d/%d tensors", p.TensorsDone, tensors))
 			},
 		})
 		bar.finish()
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			fmt.Fprintln(out, string(res.JSON()))
-			return nil
-		}
-		printSummary(out, res)
+		printResult(out, res, asJSON)
 		return nil
 	}
 	return cmd
+}
+
+// printResult prints the result as one JSON object or as a summary.
+func printResult(out io.Writer, r *quant.Result, asJSON bool) {
+	if asJSON {
+		fmt.Fprintln(out, string(r.JSON()))
+		return
+	}
+	printSummary(out, r)
 }
 
 func printSummary(out io.Writer, r *quant.Result) {
