@@ -1,0 +1,295 @@
+// Package calib reads calibration activations and reduces them to the
+// per-layer, per-time-group statistics that time-aware and spatial
+// quantization use. A calibration row is (layer, timestep, activation):
+// the input vector one layer saw at one diffusion timestep (or mask ratio).
+// Files: Arrow IPC (file or stream), Parquet, or JSON Lines; docs/FORMAT.md
+// describes the columns and how to capture them with PyTorch forward hooks.
+package calib
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Column names of a calibration file.
+const (
+	ColLayer      = "layer"
+	ColTimestep   = "timestep"
+	ColActivation = "activation"
+)
+
+// Row is one calibration sample.
+type Row struct {
+	Layer      string
+	Timestep   float64
+	Activation []float32 // valid until the next call to Next
+}
+
+// Reader streams the rows of a calibration file.
+type Reader interface {
+	Next() (Row, error) // io.EOF after the last row
+	Close() error
+}
+
+// FormatError names the file, row and problem of a malformed calibration file.
+type FormatError struct {
+	File   string
+	Row    int64
+	Reason string
+}
+
+func (e *FormatError) Error() string {
+	if e.Row >= 0 {
+		return fmt.Sprintf("calibration %s: row %d: %s", e.File, e.Row, e.Reason)
+	}
+	return fmt.Sprintf("calibration %s: %s", e.File, e.Reason)
+}
+
+// Open opens a calibration file by its extension: .arrow/.arrows/.ipc/
+// .feather (Arrow IPC file or stream), .parquet, .jsonl/.ndjson (JSON Lines).
+func Open(path string) (Reader, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".jsonl", ".ndjson", ".json":
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("calibration: %w", err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 256<<20)
+		return &jsonlReader{f: f, sc: sc, path: path}, nil
+	case ".parquet", ".pq":
+		return openParquet(path)
+	case ".arrow", ".arrows", ".ipc", ".feather":
+		return openIPC(path)
+	}
+	return nil, &FormatError{File: path, Row: -1, Reason: "unknown extension: use .arrow/.arrows (Arrow IPC), .parquet or .jsonl"}
+}
+
+type jsonlReader struct {
+	f    *os.File
+	sc   *bufio.Scanner
+	path string
+	row  int64
+	buf  []float32
+}
+
+func (r *jsonlReader) Next() (Row, error) {
+	for r.sc.Scan() {
+		line := strings.TrimSpace(r.sc.Text())
+		if line == "" {
+			continue
+		}
+		r.row++
+		var v struct {
+			Layer      *string    `json:"layer"`
+			Timestep   *float64   `json:"timestep"`
+			Activation []*float64 `json:"activation"`
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: "not a JSON object of layer, timestep, activation: " + err.Error()}
+		}
+		if v.Layer == nil || v.Timestep == nil || v.Activation == nil {
+			return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: `needs "layer", "timestep" and "activation"`}
+		}
+		r.buf = r.buf[:0]
+		for i, a := range v.Activation {
+			if a == nil {
+				return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: fmt.Sprintf("activation[%d] is null", i)}
+			}
+			r.buf = append(r.buf, float32(*a))
+		}
+		return Row{Layer: *v.Layer, Timestep: *v.Timestep, Activation: r.buf}, nil
+	}
+	if err := r.sc.Err(); err != nil {
+		return Row{}, &FormatError{File: r.path, Row: r.row, Reason: err.Error()}
+	}
+	return Row{}, io.EOF
+}
+
+func (r *jsonlReader) Close() error { return r.f.Close() }
+
+// recordSource yields record batches of a calibration table.
+type recordSource interface {
+	Next() bool
+	RecordBatch() arrow.RecordBatch
+	Err() error
+}
+
+// batchReader turns record batches with the calibration columns into rows.
+type batchReader struct {
+	path    string
+	src     recordSource
+	closer  func() error
+	rec     arrow.RecordBatch
+	i       int
+	row     int64
+	layer   arrow.Array
+	ts      arrow.Array
+	acts    *array.List
+	actVals []float32
+	buf     []float32
+}
+
+func (r *batchReader) Next() (Row, error) {
+	for r.rec == nil || r.i >= int(r.rec.NumRows()) {
+		if !r.src.Next() {
+			if err := r.src.Err(); err != nil && !errors.Is(err, io.EOF) {
+				return Row{}, &FormatError{File: r.path, Row: r.row, Reason: err.Error()}
+			}
+			return Row{}, io.EOF
+		}
+		if err := r.bind(r.src.RecordBatch()); err != nil {
+			return Row{}, err
+		}
+	}
+	i := r.i
+	r.i++
+	r.row++
+	if r.layer.IsNull(i) || r.ts.IsNull(i) || r.acts.IsNull(i) {
+		return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: "null layer, timestep or activation"}
+	}
+	row := Row{Layer: r.layer.(interface{ Value(int) string }).Value(i)}
+	switch t := r.ts.(type) {
+	case *array.Float64:
+		row.Timestep = t.Value(i)
+	case *array.Float32:
+		row.Timestep = float64(t.Value(i))
+	case *array.Int64:
+		row.Timestep = float64(t.Value(i))
+	case *array.Int32:
+		row.Timestep = float64(t.Value(i))
+	}
+	s, e := r.acts.ValueOffsets(i)
+	if r.actVals != nil {
+		row.Activation = r.actVals[s:e]
+	} else {
+		vals := r.acts.ListValues().(*array.Float16).Values()[s:e]
+		r.buf = r.buf[:0]
+		for _, h := range vals {
+			r.buf = append(r.buf, h.Float32())
+		}
+		row.Activation = r.buf
+	}
+	return row, nil
+}
+
+func (r *batchReader) bind(rec arrow.RecordBatch) error {
+	sch := rec.Schema()
+	col := func(name string) (arrow.Array, error) {
+		idx := sch.FieldIndices(name)
+		if len(idx) != 1 {
+			return nil, &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("needs one column %q (columns: layer utf8, timestep number, activation list<float32>)", name)}
+		}
+		return rec.Column(idx[0]), nil
+	}
+	var err error
+	if r.layer, err = col(ColLayer); err != nil {
+		return err
+	}
+	if _, ok := r.layer.(interface{ Value(int) string }); !ok {
+		return &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("column layer is %s, want utf8", r.layer.DataType())}
+	}
+	if r.ts, err = col(ColTimestep); err != nil {
+		return err
+	}
+	switch r.ts.DataType().ID() {
+	case arrow.FLOAT64, arrow.FLOAT32, arrow.INT64, arrow.INT32:
+	default:
+		return &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("column timestep is %s, want a number", r.ts.DataType())}
+	}
+	a, err := col(ColActivation)
+	if err != nil {
+		return err
+	}
+	l, ok := a.(*array.List)
+	if !ok {
+		return &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("column activation is %s, want list<float32>", a.DataType())}
+	}
+	r.acts, r.actVals = l, nil
+	switch v := l.ListValues().(type) {
+	case *array.Float32:
+		r.actVals = v.Float32Values()
+	case *array.Float16:
+	default:
+		return &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("column activation is %s, want list<float32> or list<float16>", a.DataType())}
+	}
+	r.rec, r.i = rec, 0
+	return nil
+}
+
+func (r *batchReader) Close() error { return r.closer() }
+
+func openIPC(path string) (Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("calibration: %w", err)
+	}
+	if fr, err := ipc.NewFileReader(f); err == nil {
+		return &batchReader{path: path, src: &fileBatches{fr: fr}, closer: func() error { fr.Close(); return f.Close() }}, nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	sr, err := ipc.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, &FormatError{File: path, Row: -1, Reason: "not an Arrow IPC file or stream: " + err.Error()}
+	}
+	return &batchReader{path: path, src: sr, closer: func() error { sr.Release(); return f.Close() }}, nil
+}
+
+// fileBatches adapts an IPC file reader to recordSource.
+type fileBatches struct {
+	fr  *ipc.FileReader
+	i   int
+	rec arrow.RecordBatch
+	err error
+}
+
+func (b *fileBatches) Next() bool {
+	if b.rec != nil {
+		b.rec.Release()
+		b.rec = nil
+	}
+	if b.i >= b.fr.NumRecords() {
+		return false
+	}
+	b.rec, b.err = b.fr.RecordBatchAt(b.i)
+	b.i++
+	return b.err == nil
+}
+func (b *fileBatches) RecordBatch() arrow.RecordBatch { return b.rec }
+func (b *fileBatches) Err() error                      { return b.err }
+
+func openParquet(path string) (Reader, error) {
+	pf, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		return nil, &FormatError{File: path, Row: -1, Reason: "not a Parquet file: " + err.Error()}
+	}
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 1024}, memory.DefaultAllocator)
+	if err != nil {
+		pf.Close()
+		return nil, &FormatError{File: path, Row: -1, Reason: err.Error()}
+	}
+	rr, err := fr.GetRecordReader(context.Background(), nil, nil)
+	if err != nil {
+		pf.Close()
+		return nil, &FormatError{File: path, Row: -1, Reason: err.Error()}
+	}
+	return &batchReader{path: path, src: rr, closer: func() error { rr.Release(); return pf.Close() }}, nil
+}

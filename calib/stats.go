@@ -1,0 +1,292 @@
+package calib
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+)
+
+// Options of Collect.
+type Options struct {
+	NumTimeGroups   int // timestep range split into this many equal-width groups (num_time_groups)
+	SamplesPerLayer int // rows used per layer at most, drawn evenly across time groups (calibration_samples)
+}
+
+// TimeGroup is a timestep interval [Start, End) (the last one includes End).
+type TimeGroup struct {
+	ID    int     `json:"id"`
+	Start float64 `json:"timestep_start"`
+	End   float64 `json:"timestep_end"`
+}
+
+// ActParams are INT8 asymmetric activation quantization parameters:
+// q = clamp(round(x/Scale) + Zero, 0, 255), x ≈ (q - Zero) * Scale.
+type ActParams struct {
+	Scale float32 `json:"scale"`
+	Zero  int32   `json:"zero"`
+}
+
+// GroupStats summarizes one layer's inputs in one time group.
+type GroupStats struct {
+	Rows    int       `json:"rows"`
+	MeanAbs []float32 `json:"-"` // per input channel E|x|
+	MeanSq  []float32 `json:"-"` // per input channel E[x²]
+	MaxAbs  []float32 `json:"-"` // per input channel max|x|
+	Min     float32   `json:"min"`
+	Max     float32   `json:"max"`
+	Act     ActParams `json:"int8"`
+}
+
+// LayerStats holds one layer's statistics per time group (Rows is 0 for a
+// group without samples).
+type LayerStats struct {
+	Layer    string       `json:"layer"`
+	Channels int          `json:"channels"`
+	Groups   []GroupStats `json:"groups"`
+}
+
+// Stats is the reduced calibration data of a file.
+type Stats struct {
+	File       string                 `json:"file"`
+	TimeGroups []TimeGroup            `json:"time_groups"`
+	Layers     map[string]*LayerStats `json:"-"`
+	RowsRead   int64                  `json:"rows_read"`
+	RowsUsed   int64                  `json:"rows_used"`
+}
+
+// Collect reads path twice: first to learn the timestep range, the layers
+// and their rows per time group, then to accumulate the selected rows.
+func Collect(path string, o Options) (*Stats, error) {
+	if o.NumTimeGroups < 1 || o.SamplesPerLayer < 1 {
+		return nil, fmt.Errorf("calibration: need num_time_groups >= 1 and calibration_samples >= 1")
+	}
+	type layerScan struct {
+		channels  int
+		timesteps []float64
+	}
+	scan := map[string]*layerScan{}
+	var order []string
+	lo, hi := math.Inf(1), math.Inf(-1)
+	var rows int64
+	err := each(path, func(r Row, i int64) error {
+		if r.Layer == "" {
+			return &FormatError{File: path, Row: i, Reason: "empty layer name"}
+		}
+		if math.IsNaN(r.Timestep) || math.IsInf(r.Timestep, 0) {
+			return &FormatError{File: path, Row: i, Reason: "timestep is not finite"}
+		}
+		if len(r.Activation) == 0 {
+			return &FormatError{File: path, Row: i, Reason: fmt.Sprintf("layer %q: empty activation", r.Layer)}
+		}
+		for j, v := range r.Activation {
+			if v-v != 0 {
+				return &FormatError{File: path, Row: i, Reason: fmt.Sprintf("layer %q: activation[%d] is %v", r.Layer, j, v)}
+			}
+		}
+		s := scan[r.Layer]
+		if s == nil {
+			s = &layerScan{channels: len(r.Activation)}
+			scan[r.Layer] = s
+			order = append(order, r.Layer)
+		}
+		if len(r.Activation) != s.channels {
+			return &FormatError{File: path, Row: i, Reason: fmt.Sprintf("layer %q: activation has %d values, earlier rows %d", r.Layer, len(r.Activation), s.channels)}
+		}
+		s.timesteps = append(s.timesteps, r.Timestep)
+		lo, hi = math.Min(lo, r.Timestep), math.Max(hi, r.Timestep)
+		rows++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rows == 0 {
+		return nil, &FormatError{File: path, Row: -1, Reason: "no rows"}
+	}
+	st := &Stats{File: path, Layers: map[string]*LayerStats{}, RowsRead: rows}
+	G := o.NumTimeGroups
+	width := (hi - lo) / float64(G)
+	for g := 0; g < G; g++ {
+		st.TimeGroups = append(st.TimeGroups, TimeGroup{ID: g, Start: lo + float64(g)*width, End: lo + float64(g+1)*width})
+	}
+	st.TimeGroups[G-1].End = hi
+	group := func(t float64) int {
+		if width == 0 {
+			return 0
+		}
+		return min(G-1, int((t-lo)/width))
+	}
+
+	// Choose, per layer, which of its rows (by ordinal) to use.
+	selected := map[string]map[int]int{} // layer -> row ordinal -> group
+	for _, name := range order {
+		s := scan[name]
+		byGroup := make([][]int, G)
+		for k, t := range s.timesteps {
+			g := group(t)
+			byGroup[g] = append(byGroup[g], k)
+		}
+		quota := fill(o.SamplesPerLayer, byGroup)
+		sel := map[int]int{}
+		for g, idx := range byGroup {
+			q := quota[g]
+			for k := 0; k < q; k++ {
+				sel[idx[(2*k+1)*len(idx)/(2*q)]] = g
+			}
+		}
+		selected[name] = sel
+		ls := &LayerStats{Layer: name, Channels: s.channels, Groups: make([]GroupStats, G)}
+		for g := range ls.Groups {
+			gs := &ls.Groups[g]
+			gs.MeanAbs, gs.MeanSq, gs.MaxAbs = make([]float32, s.channels), make([]float32, s.channels), make([]float32, s.channels)
+			gs.Min, gs.Max = float32(math.Inf(1)), float32(math.Inf(-1))
+		}
+		st.Layers[name] = ls
+	}
+
+	// Second pass: accumulate the selected rows.
+	seen := map[string]int{}
+	sums := map[string][][2][]float64{} // per layer, per group: sum|x|, sum x²
+	err = each(path, func(r Row, _ int64) error {
+		k := seen[r.Layer]
+		seen[r.Layer] = k + 1
+		g, ok := selected[r.Layer][k]
+		if !ok {
+			return nil
+		}
+		ls := st.Layers[r.Layer]
+		if sums[r.Layer] == nil {
+			sums[r.Layer] = make([][2][]float64, G)
+		}
+		acc := &sums[r.Layer][g]
+		if acc[0] == nil {
+			acc[0], acc[1] = make([]float64, ls.Channels), make([]float64, ls.Channels)
+		}
+		gs := &ls.Groups[g]
+		gs.Rows++
+		for j, v := range r.Activation {
+			a := math.Abs(float64(v))
+			acc[0][j] += a
+			acc[1][j] += float64(v) * float64(v)
+			gs.MaxAbs[j] = max(gs.MaxAbs[j], float32(a))
+			gs.Min, gs.Max = min(gs.Min, v), max(gs.Max, v)
+		}
+		st.RowsUsed++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for name, ls := range st.Layers {
+		for g := range ls.Groups {
+			gs := &ls.Groups[g]
+			if gs.Rows == 0 {
+				gs.Min, gs.Max = 0, 0
+				continue
+			}
+			acc := sums[name][g]
+			for j := range gs.MeanAbs {
+				gs.MeanAbs[j] = float32(acc[0][j] / float64(gs.Rows))
+				gs.MeanSq[j] = float32(acc[1][j] / float64(gs.Rows))
+			}
+			gs.Act = int8Params(gs.Min, gs.Max)
+		}
+	}
+	return st, nil
+}
+
+// fill spreads n samples over the groups as evenly as their rows allow.
+func fill(n int, groups [][]int) []int {
+	q := make([]int, len(groups))
+	for n > 0 {
+		progress := false
+		for g := range groups {
+			if n > 0 && q[g] < len(groups[g]) {
+				q[g]++
+				n--
+				progress = true
+			}
+		}
+		if !progress {
+			break
+		}
+	}
+	return q
+}
+
+// int8Params covers [min(lo,0), max(hi,0)] with 256 levels, zero exact.
+func int8Params(lo, hi float32) ActParams {
+	lo, hi = min(lo, 0), max(hi, 0)
+	if hi == lo {
+		return ActParams{Scale: 1, Zero: 0}
+	}
+	scale := (hi - lo) / 255
+	zero := int32(math.Round(float64(-lo / scale)))
+	return ActParams{Scale: scale, Zero: max(0, min(255, zero))}
+}
+
+// Importance is a per-input-channel weight for the layer's weight
+// quantization error: E[x²] per channel, each time group normalized to
+// mean 1 and the groups averaged with equal weight, so the timesteps where
+// inputs are largest do not drown the rest. nil without samples.
+func (l *LayerStats) Importance() []float32 {
+	imp := make([]float64, l.Channels)
+	used := 0
+	for _, g := range l.Groups {
+		if g.Rows == 0 {
+			continue
+		}
+		var mean float64
+		for _, v := range g.MeanSq {
+			mean += float64(v)
+		}
+		mean /= float64(len(g.MeanSq))
+		if mean == 0 {
+			continue
+		}
+		for j, v := range g.MeanSq {
+			imp[j] += float64(v) / mean
+		}
+		used++
+	}
+	if used == 0 {
+		return nil
+	}
+	out := make([]float32, l.Channels)
+	for j, v := range imp {
+		out[j] = float32(v / float64(used))
+	}
+	return out
+}
+
+// LayerNames lists the layers, sorted.
+func (s *Stats) LayerNames() []string {
+	names := make([]string, 0, len(s.Layers))
+	for n := range s.Layers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func each(path string, fn func(Row, int64) error) error {
+	r, err := Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for i := int64(0); ; i++ {
+		row, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(row, i); err != nil {
+			return err
+		}
+	}
+}
