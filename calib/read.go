@@ -274,7 +274,7 @@ func (b *fileBatches) Next() bool {
 	return b.err == nil
 }
 func (b *fileBatches) RecordBatch() arrow.RecordBatch { return b.rec }
-func (b *fileBatches) Err() error                      { return b.err }
+func (b *fileBatches) Err() error                     { return b.err }
 
 func openParquet(path string) (Reader, error) {
 	pf, err := file.OpenParquetFile(path, false)
