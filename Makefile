@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest lint vet bench bench-e2e bench-flight run clean
+.PHONY: all build test gotest pytest lint vet bench bench-e2e bench-flight run clean quality
 
 all: build
 
@@ -20,7 +20,7 @@ gotest:
 	$(GO) test -race -count=1 ./...
 
 pytest: build
-	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q python/tests
+	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -o faulthandler_timeout=300 python/tests
 
 vet:
 	$(GO) vet ./...
@@ -32,6 +32,11 @@ lint:
 # Kernel throughput (GB/s of fp32 input, one core) and pipeline benchmarks.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -cpu 1 ./bench/
+
+# Quality of every quantization method (cosine, rel MSE, bits/weight, GB/s on
+# one core) on synthetic weights; regenerates docs/QUALITY.md.
+quality:
+	$(GO) run ./bench/quality -out docs/QUALITY.md
 
 # End to end on the real Dream 7B layout (15 GB of BF16): wall time and peak RSS.
 bench-e2e: build

@@ -153,7 +153,8 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 	if o.ChunkElems <= 0 {
 		o.ChunkElems = schema.ChunkElems
 	}
-	cmd := flightsrv.PutCommand{Model: o.Name, Profile: o.Profile, Config: o.Config, Overwrite: o.Overwrite, Files: map[string][]byte{}}
+	cmd := flightsrv.PutCommand{Model: o.Name, Profile: o.Profile, Config: o.Config, Overwrite: o.Overwrite,
+		Files: map[string][]byte{}, Tensors: len(m.Tensors)}
 	aux, err := m.AuxFiles()
 	if err != nil {
 		return nil, err
@@ -445,6 +446,26 @@ func (c *Client) Pull(ctx context.Context, name, dir string, overwrite bool, pro
 				return fmt.Errorf("client: fetch %s: %w", fname, err)
 			}
 		}
-		return nil
+		return localizeReport(tmp, dir)
 	})
+}
+
+// localizeReport rewrites the pulled report.json with the keys of the local
+// copy (quantized_path, model_size_mb, compression_ratio), as quantize writes them.
+func localizeReport(tmp, dir string) error {
+	b, err := os.ReadFile(filepath.Join(tmp, artifact.ReportName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var res quant.Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("client: pulled report.json: %w", err)
+	}
+	if err := local.FinishResult(&res, filepath.Join(tmp, artifact.FileName), filepath.Join(dir, artifact.FileName)); err != nil {
+		return err
+	}
+	return local.WriteReport(tmp, &res)
 }

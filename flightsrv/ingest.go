@@ -208,6 +208,7 @@ type ingestor struct {
 	seen       map[string]bool
 	bytes      int64
 	limitBytes int64 // 0 = none
+	expect     int   // tensors declared by the client, 0 = not declared
 	batches    int64
 	cols       struct{ name, shape, dtype, off, values int }
 }
@@ -250,7 +251,7 @@ func (in *ingestor) batch(rec arrow.RecordBatch) (Ack, error) {
 	}
 	for i := 0; i < int(rec.NumRows()); i++ {
 		s, e := shapes.ValueOffsets(i)
-		shape := append([]int64(nil), shapes.ListValues().(*array.Int64).Int64Values()[s:e]...)
+		shape := append(make([]int64, 0, e-s), shapes.ListValues().(*array.Int64).Int64Values()[s:e]...) // [] for a scalar, never nil
 		if err := in.row(str(names, i), shape, str(dtypes, i), offs.Value(i), values, i); err != nil {
 			return Ack{}, err
 		}
@@ -374,6 +375,9 @@ func (in *ingestor) end() error {
 	}
 	if len(in.seen) == 0 {
 		return invalidf("the DoPut stream carried no tensors")
+	}
+	if in.expect > 0 && len(in.seen) != in.expect {
+		return invalidf("the descriptor declared %d tensors but the stream ended after %d: refusing a partial upload", in.expect, len(in.seen))
 	}
 	in.src.mu.Lock()
 	in.src.finished = true

@@ -21,6 +21,10 @@ type PutCommand struct {
 	Config    map[string]any    `json:"config,omitempty"`
 	Overwrite bool              `json:"overwrite,omitempty"`
 	Files     map[string][]byte `json:"files,omitempty"` // config.json, tokenizer files (base64 in JSON)
+	// Tensors, when set, is the number of tensors the upload carries; a
+	// stream that ends with fewer (a client that gave up) is refused
+	// instead of committed.
+	Tensors int `json:"tensors,omitempty"`
 }
 
 // Ticket is the DoGet ticket JSON.
@@ -56,7 +60,7 @@ func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
 		dec := json.NewDecoder(strings.NewReader(string(d.Cmd)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&c); err != nil {
-			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files}: %v", err)
+			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files, tensors}: %v", err)
 		}
 	case flight.DescriptorPATH:
 		if len(d.Path) != 1 {

@@ -634,3 +634,46 @@ func TestMetadataOnlyMessages(t *testing.T) {
 		t.Fatalf("%s %v", last, err)
 	}
 }
+
+// An upload that declared more tensors than it sent is refused, not committed.
+func TestDeclaredTensorCount(t *testing.T) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{})
+	vals := normal(100, 4)
+	_, err := rawPut(t, ts.addr, cmdDesc(map[string]any{"model": "short", "tensors": 2, "config": map[string]any{"modality": "text"}}), func(w *flight.Writer) error {
+		rec := f32Batch(memory.DefaultAllocator, "w", []int64{10, 10}, "F32", 0, vals)
+		defer rec.Release()
+		return w.Write(rec)
+	})
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "declared 2 tensors") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := ts.store.Get(context.Background(), "short"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("partial upload stored: %v", err)
+	}
+}
+
+// A pulled report.json describes the local copy, as quantize's does.
+func TestPulledReportIsLocal(t *testing.T) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{})
+	c := dial(t, ts.addr, client.Options{})
+	if _, err := c.Push(context.Background(), tinyDir, client.PushOptions{Name: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "pulled")
+	if err := c.Pull(context.Background(), "r", out, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, artifact.ReportName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		QuantizedPath string  `json:"quantized_path"`
+		ModelSizeMB   float64 `json:"model_size_mb"`
+	}
+	json.Unmarshal(b, &rep)
+	st, _ := os.Stat(filepath.Join(out, artifact.FileName))
+	if rep.QuantizedPath != filepath.Join(out, artifact.FileName) || rep.ModelSizeMB != float64(st.Size())/(1<<20) {
+		t.Fatalf("report %+v, file %d bytes", rep, st.Size())
+	}
+}

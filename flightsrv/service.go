@@ -238,6 +238,7 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 		}
 	}()
 	ingest := newIngestor(nil, s.o.MaxUploadBytes)
+	ingest.expect = cmd.Tensors
 	if err := ingest.setSchema(rdr.Schema()); err != nil {
 		return err
 	}
