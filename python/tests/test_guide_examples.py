@@ -1,6 +1,6 @@
 """Every Python example of the configuration guide, run exactly as written.
 
-The snippets are read from the guide itself (python/tests/data/configuration-guide.md, kept equal to
+The snippets are read from the guide itself (python/tests/fixtures/configuration-guide.md, kept equal to
 shared/seed/configuration-guide.md when that is reachable) and executed unchanged in a scratch directory
 where ``dream-7b/`` is a link to the generated tiny model and ``config.yaml`` / ``custom_config.yaml``
 are the files the guide tells the reader to create. Then the results are checked against the files on disk.
@@ -22,7 +22,7 @@ import arrow_quant_v2
 from arrow_quant_v2 import DiffusionQuantConfig, QuantError, dequantize, load_quantized
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-GUIDE = pathlib.Path(__file__).resolve().parent / "data" / "configuration-guide.md"
+GUIDE = pathlib.Path(__file__).resolve().parent / "fixtures" / "configuration-guide.md"
 GUIDE_TEXT = GUIDE.read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", GUIDE_TEXT, re.S)
 PYTHON = [b for lang, b in BLOCKS if lang == "python"]
