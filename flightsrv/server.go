@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
@@ -97,7 +98,7 @@ func Serve(ctx context.Context, c ServerConfig) error {
 	if !middleware.GracefulStop(srv, health, timeout) {
 		c.Logger.Warn().Dur("timeout", timeout).Msg("calls still running at the shutdown deadline were cancelled")
 	}
-	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
+	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	return nil

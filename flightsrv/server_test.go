@@ -481,7 +481,12 @@ func TestRestartAndKillDuringPut(t *testing.T) {
 	c.Close()
 
 	cmd, addr = startChild(t, dir)
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	defer func() { // SIGTERM is a clean, graceful exit
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("server exit after SIGTERM: %v", err)
+		}
+	}()
 	c, err = client.Dial(context.Background(), client.Options{Server: "grpc://" + addr})
 	if err != nil {
 		t.Fatal(err)

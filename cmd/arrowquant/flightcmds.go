@@ -28,6 +28,7 @@ func newServeCmd() *cobra.Command {
 		maxMessageMB int
 		maxUploadGB  float64
 		shutdown     time.Duration
+		stdinEOF     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--addr 127.0.0.1:8815] [--data ./data] [flags]",
@@ -49,7 +50,17 @@ func newServeCmd() *cobra.Command {
 			c.Ready = func(a net.Addr) {
 				fmt.Fprintf(cmd.OutOrStdout(), "arrowquant: serving Arrow Flight on grpc://%s (data %s)\n", a, c.DataDir)
 			}
-			return flightsrv.Serve(cmd.Context(), c)
+			ctx := cmd.Context()
+			if stdinEOF { // the parent holds our stdin open; when it dies, shut down
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer cancel()
+				go func() {
+					io.Copy(io.Discard, os.Stdin)
+					cancel()
+				}()
+			}
+			return flightsrv.Serve(ctx, c)
 		},
 	}
 	f := cmd.Flags()
@@ -65,6 +76,7 @@ func newServeCmd() *cobra.Command {
 	f.Float64Var(&maxUploadGB, "max-upload-gb", 0, "largest DoPut upload in GiB of values (0 = unlimited)")
 	f.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)")
 	f.DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long running calls may finish after SIGINT/SIGTERM")
+	f.BoolVar(&stdinEOF, "exit-on-stdin-eof", false, "shut down when standard input closes (for a parent process that embeds the server)")
 	return cmd
 }
 

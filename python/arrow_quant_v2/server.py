@@ -78,12 +78,14 @@ class EmbeddedServer:
         self._own_data = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="arrowquant-serve-")
         self._log = tempfile.TemporaryFile(prefix="arrowquant-serve-", suffix=".log")
-        cmd = [self.binary, "serve", "--addr", "127.0.0.1:0", "--data", self.data_dir, *(args or [])]
+        # --exit-on-stdin-eof: the server also stops when this process dies and the pipe closes.
+        cmd = [self.binary, "serve", "--addr", "127.0.0.1:0", "--data", self.data_dir, "--exit-on-stdin-eof",
+               *(args or [])]
         # When started from the main thread, the child also ends if this process dies without cleanup.
         pre = _set_pdeathsig if (sys.platform.startswith("linux")
                                  and threading.current_thread() is threading.main_thread()) else None
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                          preexec_fn=pre, close_fds=True)
         except OSError as e:
             self._cleanup_files()
