@@ -26,7 +26,7 @@ func absmaxParams(x []float32, bits, groupSize int, scales, mins []uint16, base 
 		a := max(-lo, hi)
 		s, m, ok := MinMaxParams(-a, a, bits)
 		if !ok {
-			return &ParamRangeError{Group: int64(g), Min: lo, Max: hi}
+			return &ParamRangeError{Group: base/int64(groupSize) + int64(g), Min: lo, Max: hi}
 		}
 		scales[g], mins[g] = s, m
 	}

@@ -22,7 +22,7 @@ func MinMaxGroupParams(x []float32, bits, groupSize int, scales, mins []uint16, 
 		}
 		s, m, ok := MinMaxParams(lo, hi, bits)
 		if !ok {
-			return &ParamRangeError{Group: int64(g), Min: lo, Max: hi}
+			return &ParamRangeError{Group: (base + int64(start)) / int64(groupSize), Min: lo, Max: hi}
 		}
 		scales[g], mins[g] = s, m
 	}

@@ -23,15 +23,17 @@ import (
 	"github.com/arrowquant/arrowquant/schema"
 )
 
-// DefaultMethod is the quantization method used when none is named.
-const DefaultMethod = "minmax"
+// DefaultMethod is the method name that selects the default: empty, so
+// each attempt of the bit-width ladder uses DefaultMethodFor(bits) (the
+// --method flag defaults to it). A non-empty name forces that method.
+const DefaultMethod = ""
 
 // Options configure one pipeline run.
 type Options struct {
 	Config         config.DiffusionQuantConfig // validated, effective configuration
 	Modality       string                      // resolved modality (text, code, image, audio)
 	ModalitySource string                      // how it was resolved ("config", "config.json model_type ...")
-	Method         string                      // kernel set; DefaultMethod when empty
+	Method         string                      // kernel set for every bit width; DefaultMethodFor(bits) when empty
 	Mem            memory.Allocator            // nil = memory.DefaultAllocator
 	Logger         zerolog.Logger
 	// Progress, when set, is called after every chunk of a first attempt
@@ -59,12 +61,19 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 	if err := o.Config.Validate(); err != nil {
 		return nil, nil, err
 	}
-	if o.Method == "" {
-		o.Method = DefaultMethod
-	}
-	method, err := kernels.LookupMethod(o.Method)
-	if err != nil {
-		return nil, nil, err
+	// A named method serves every attempt of the bit-width ladder; an
+	// empty one picks DefaultMethodFor each attempt's bit width.
+	var methods [9]kernels.Method // by bit width
+	for _, bits := range []int{2, 4, 8} {
+		name := o.Method
+		if name == "" {
+			name = DefaultMethodFor(bits)
+		}
+		m, err := kernels.LookupMethod(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		methods[bits] = m
 	}
 	if o.Mem == nil {
 		o.Mem = memory.DefaultAllocator
@@ -80,13 +89,13 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p := &pipeline{
-		o: o, method: method, threads: threads,
+		o: o, methods: methods, threads: threads,
 		chunkSlots: make(chan struct{}, threads),
 		ctx:        compute.WithAllocator(kernels.NewContext(ctx), o.Mem),
 	}
 	start := time.Now()
 	res := &Result{
-		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: o.Method,
+		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: methods[o.Config.BitWidth].Name,
 		Modality: o.Modality, ModalitySource: o.ModalitySource, Config: o.Config,
 		Layers: []Layer{}, Warnings: []string{},
 	}
@@ -196,7 +205,7 @@ func releaseTensor(t Tensor) {
 
 type pipeline struct {
 	o          Options
-	method     kernels.Method
+	methods    [9]kernels.Method // by bit width
 	threads    int
 	chunkSlots chan struct{}
 	ctx        context.Context
@@ -306,7 +315,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 	log := p.o.Logger.With().Str("tensor", meta.Name).Logger()
 	firstPass := true
 	if len(meta.Shape) < 2 {
-		layer.Policy = "1-D tensor (norm or bias) kept at 16 bits by policy"
+		layer.Policy = fmt.Sprintf("%d-D tensor (norm, bias or scalar) kept at 16 bits by policy", len(meta.Shape))
 		return p.keepRaw(ctx, t, layer, firstPass)
 	}
 	var reasons []string
@@ -325,7 +334,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		cos := sim.Cosine()
 		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
 		if cos >= cfg.MinAccuracy {
-			layer.BitWidth, layer.GroupSize, layer.Method = bits, cfg.GroupSize, p.method.Name
+			layer.BitWidth, layer.GroupSize, layer.Method = bits, cfg.GroupSize, p.methods[bits].Name
 			layer.CosineSimilarity, layer.RelMSE = cos, sim.RelMSE()
 			if len(reasons) > 0 {
 				r := strings.Join(reasons, "; ")
@@ -417,7 +426,7 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		values := compute.NewDatum(rec.Column(4))
 		defer values.Release()
-		out, err := compute.CallFunction(p.ctx, p.method.QuantizeFunc(), opts, values)
+		out, err := compute.CallFunction(p.ctx, p.methods[bits].QuantizeFunc(), opts, values)
 		if err != nil {
 			return kernels.Similarity{}, tensorErr(meta, c.off, err)
 		}

@@ -1,0 +1,269 @@
+// Command quality measures every registered quantization method on
+// synthetic weights and writes a markdown report:
+//
+//	go run ./bench/quality -out docs/QUALITY.md
+//
+// For each distribution (N(0,1), Laplace, Student-t(5) and an LLM-like
+// matrix with outlier input channels), method, bit width (2, 4, 8) and
+// group size (32, 64, 128, 256) it runs the method's fused kernel
+// (<name>_quantize, the pipeline's path) on one core over chunks of
+// 1,048,576 elements and reports the cosine similarity and relative MSE
+// of the stored reconstruction, the bits per weight of everything stored
+// (codes plus an fp16 scale and min per group) and the quantize
+// throughput in GB/s of fp32 input. Gaussian rows show beside them the
+// quality limits of the project's reference facts (optimal uniform
+// quantizer; per-group min/max, least-squares refit and clipping grid
+// search with float params).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/quant" // registers every method; DefaultMethodFor
+	"github.com/arrowquant/arrowquant/schema"
+)
+
+func main() {
+	out := flag.String("out", "", "also write the report to this file")
+	n := flag.Int("n", 1<<21, "samples of each i.i.d. distribution")
+	side := flag.Int("llm", 4096, "rows and columns of the LLM-like matrix")
+	reps := flag.Int("reps", 3, "timed runs per cell (the fastest counts)")
+	flag.Parse()
+	runtime.GOMAXPROCS(1) // one core: throughput per core, as `go test -bench -cpu 1`
+
+	var b strings.Builder
+	if err := report(&b, *n, *side, *reps); err != nil {
+		fmt.Fprintln(os.Stderr, "quality:", err)
+		os.Exit(1)
+	}
+	fmt.Print(b.String())
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "quality:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// dataset is one weight distribution, flattened row-major.
+type dataset struct {
+	name, desc string
+	gaussian   bool
+	x          []float32
+}
+
+func datasets(n, side int) []dataset {
+	rng := rand.New(rand.NewPCG(20260601, 1))
+	gen := func(f func() float64) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(f())
+		}
+		return x
+	}
+	return []dataset{
+		{"N(0,1)", fmt.Sprintf("%d i.i.d. standard normal samples", n), true, gen(rng.NormFloat64)},
+		{"Laplace", fmt.Sprintf("%d i.i.d. Laplace(0, 1) samples", n), false, gen(func() float64 {
+			if v := rng.ExpFloat64(); rng.IntN(2) == 0 {
+				return -v
+			} else {
+				return v
+			}
+		})},
+		{"Student-t(5)", fmt.Sprintf("%d i.i.d. Student-t samples, 5 degrees of freedom", n), false, gen(func() float64 {
+			var chi2 float64
+			for range 5 {
+				z := rng.NormFloat64()
+				chi2 += z * z
+			}
+			return rng.NormFloat64() / math.Sqrt(chi2/5)
+		})},
+		llmLike(rng, side),
+	}
+}
+
+// llmLike is a side×side weight matrix (row-major, groups run along a
+// row, i.e. across input channels): N(0, 0.02²) entries, each row scaled
+// by exp(0.3·N(0,1)), and 0.5% of the columns (outlier input channels)
+// scaled by 8 to 20.
+func llmLike(rng *rand.Rand, side int) dataset {
+	col := make([]float64, side)
+	outliers := 0
+	for j := range col {
+		col[j] = 1
+		if rng.Float64() < 0.005 {
+			col[j] = 8 + 12*rng.Float64()
+			outliers++
+		}
+	}
+	x := make([]float32, side*side)
+	for r := 0; r < side; r++ {
+		rs := 0.02 * math.Exp(0.3*rng.NormFloat64())
+		row := x[r*side : (r+1)*side]
+		for j := range row {
+			row[j] = float32(rng.NormFloat64() * rs * col[j])
+		}
+	}
+	return dataset{
+		name: "LLM-like",
+		desc: fmt.Sprintf("%d×%d matrix: N(0, 0.02²) entries, rows scaled by exp(0.3·N(0,1)), %d of %d columns (outlier input channels) ×8..20", side, side, outliers, side),
+		x:    x,
+	}
+}
+
+// Limits of REFERENCE §2 for N(0,1) weights: the optimal uniform
+// quantizer, and per-group asymmetric quantization with float (not fp16)
+// scale and min simulated on 2M samples.
+var (
+	optimalUniform = map[int][2]float64{2: {0.1188, 0.9387}, 4: {0.01154, 0.99421}, 8: {8.8e-5, 0.99996}}
+	refMinMax      = map[[2]int]float64{{2, 32}: 0.9327, {2, 128}: 0.8964, {2, 256}: 0.8797, {4, 32}: 0.9970, {4, 128}: 0.9951, {4, 256}: 0.9941, {8, 32}: 0.99999}
+	refLSQ         = map[[2]int]float64{{2, 32}: 0.9519, {2, 128}: 0.9336, {2, 256}: 0.9274}
+	refGrid        = map[[2]int]float64{{2, 32}: 0.9554, {2, 128}: 0.9432, {2, 256}: 0.9404, {4, 32}: 0.9975, {4, 128}: 0.9959, {4, 256}: 0.9952}
+)
+
+// cell is one measurement.
+type cell struct {
+	sim     kernels.Similarity
+	bytes   int64 // codes + fp16 scale and min per group
+	seconds float64
+}
+
+func (c cell) bitsPerWeight() float64 { return float64(c.bytes) * 8 / float64(c.sim.N) }
+func (c cell) gbps() float64          { return float64(4*c.sim.N) / c.seconds / 1e9 }
+
+// measure runs method's fused kernel over rows (chunks) reps times.
+func measure(ctx context.Context, m kernels.Method, rows arrow.Array, bits, gs, reps int) (cell, error) {
+	var c cell
+	opts := &kernels.QuantOptions{Bits: bits, GroupSize: gs}
+	for rep := 0; rep < reps; rep++ {
+		in := compute.NewDatum(rows)
+		start := time.Now()
+		out, err := compute.CallFunction(ctx, m.QuantizeFunc(), opts, in)
+		el := time.Since(start).Seconds()
+		in.Release()
+		if err != nil {
+			return c, fmt.Errorf("%s INT%d g%d: %w", m.Name, bits, gs, err)
+		}
+		res := out.(*compute.ArrayDatum).MakeArray().(*array.Struct)
+		out.Release()
+		if rep == 0 || el < c.seconds {
+			c.seconds = el
+		}
+		if rep == 0 {
+			codes := res.Field(0).(*array.Binary)
+			c.bytes = int64(len(codes.ValueBytes())) + 4*int64(res.Field(1).(*array.List).ListValues().Len())
+			s := res.Field(3).(*array.Struct)
+			for i := 0; i < s.Len(); i++ {
+				f := func(j int) float64 { return s.Field(j).(*array.Float64).Value(i) }
+				c.sim.Add(kernels.Similarity{Dot: f(2), AA: f(3), BB: f(4), Err2: f(5), N: s.Field(6).(*array.Int64).Value(i)})
+			}
+		}
+		res.Release()
+	}
+	return c, nil
+}
+
+// chunks makes a list<float32> array of x in pipeline-sized rows.
+func chunks(mem memory.Allocator, x []float32) arrow.Array {
+	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	defer b.Release()
+	vb := b.ValueBuilder().(*array.Float32Builder)
+	for start := 0; start < len(x); start += schema.ChunkElems {
+		b.Append(true)
+		vb.AppendValues(x[start:min(len(x), start+schema.ChunkElems)], nil)
+	}
+	return b.NewArray()
+}
+
+func report(w io.Writer, n, side, reps int) error {
+	fmt.Fprintf(w, "# Quantization quality\n\n")
+	fmt.Fprintf(w, "Generated by `go run ./bench/quality -out docs/QUALITY.md` (`make quality`) on %s/%s, runtime.NumCPU() = %d, %s, %s; do not edit by hand.\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(w, "Every registered method (%s) through its fused kernel `<method>_quantize` (the pipeline's path) on one core, ", strings.Join(kernels.Methods(), ", "))
+	fmt.Fprintf(w, "in rows of %d elements. Cosine and relative MSE (|x−x̂|²/|x|²) are of the stored reconstruction ", schema.ChunkElems)
+	fmt.Fprintf(w, "x̂ = float32(float32(q)·scale) + min; bits/weight counts every stored byte (packed codes plus an fp16 scale and min per group); ")
+	fmt.Fprintf(w, "GB/s is fp32 input per second (the fastest of %d runs). The default method of each bit width (`quant.DefaultMethodFor`, used when no method is named) is marked **bold**.\n\n", reps)
+	fmt.Fprintf(w, "Gaussian rows show beside them the limits from the reference facts: the optimal uniform quantizer (clipping chosen optimally, no groups), ")
+	fmt.Fprintf(w, "and per-group quantization with *float* scale and min simulated on 2M samples: plain min/max, least-squares refit (llama.cpp make_qkx style) and clipping grid search ")
+	fmt.Fprintf(w, "(— where the reference has no figure). Stored params are fp16 here, so the reference columns are a slightly easier target.\n\n")
+	fmt.Fprintf(w, "Defaults: INT2 `%s`, INT4 `%s`, INT8 `%s` (see `quant.DefaultMethodFor` for why); `--method` forces one method at every bit width.\n\n",
+		quant.DefaultMethodFor(2), quant.DefaultMethodFor(4), quant.DefaultMethodFor(8))
+
+	mem := memory.NewGoAllocator()
+	ctx := compute.WithAllocator(kernels.NewContext(context.Background()), mem)
+	var methods []kernels.Method
+	for _, name := range kernels.Methods() {
+		m, err := kernels.LookupMethod(name)
+		if err != nil {
+			return err
+		}
+		methods = append(methods, m)
+	}
+	for _, d := range datasets(n, side) {
+		rows := chunks(mem, d.x)
+		fmt.Fprintf(w, "## %s\n\n%s.\n\n", d.name, d.desc)
+		fmt.Fprintf(w, "| bits | group | method | bits/weight | cosine | rel MSE | GB/s |")
+		if d.gaussian {
+			fmt.Fprintf(w, " optimal uniform (cos / rel MSE) | ref. min/max | ref. LSQ refit | ref. grid search |")
+		}
+		fmt.Fprintf(w, "\n|---|---|---|---|---|---|---|")
+		if d.gaussian {
+			fmt.Fprintf(w, "---|---|---|---|")
+		}
+		fmt.Fprintln(w)
+		for _, bits := range []int{2, 4, 8} {
+			for _, gs := range []int{32, 64, 128, 256} {
+				for _, m := range methods {
+					c, err := measure(ctx, m, rows, bits, gs, reps)
+					if err != nil {
+						rows.Release()
+						return err
+					}
+					name := m.Name
+					if name == quant.DefaultMethodFor(bits) {
+						name = "**" + name + "**"
+					}
+					fmt.Fprintf(w, "| %d | %d | %s | %.3f | %s | %.4g | %.3f |", bits, gs, name, c.bitsPerWeight(), cos(c.sim.Cosine()), c.sim.RelMSE(), c.gbps())
+					if d.gaussian {
+						o := optimalUniform[bits]
+						fmt.Fprintf(w, " %s / %.4g | %s | %s | %s |", cos(o[1]), o[0], ref(refMinMax, bits, gs), ref(refLSQ, bits, gs), ref(refGrid, bits, gs))
+					}
+					fmt.Fprintln(w)
+				}
+			}
+		}
+		fmt.Fprintln(w)
+		rows.Release()
+	}
+	return nil
+}
+
+// cos prints a cosine with enough digits to tell the methods apart at 8 bits.
+func cos(v float64) string {
+	if v > 0.999 {
+		return fmt.Sprintf("%.6f", v)
+	}
+	return fmt.Sprintf("%.4f", v)
+}
+
+func ref(m map[[2]int]float64, bits, gs int) string {
+	if v, ok := m[[2]int{bits, gs}]; ok {
+		return cos(v)
+	}
+	return "—"
+}

@@ -1,0 +1,36 @@
+package quant
+
+import (
+	"github.com/arrowquant/arrowquant/kernels"
+	// The parameter-search methods, registered for the binary.
+	_ "github.com/arrowquant/arrowquant/kernels/clip"
+	_ "github.com/arrowquant/arrowquant/kernels/lsq"
+)
+
+// DefaultMethodFor is the method used at a bit width when Options.Method
+// is empty; the pipeline asks once per attempt of its bit-width ladder, so
+// a tensor that falls back from INT2 to INT4 gets INT4's default. Chosen
+// quality first, within the budget of 0.3 GB/s of fp32 per core through
+// the fused kernel for INT4, from bench/quality (docs/QUALITY.md):
+//
+//   - INT2: "clip". Four levels are where the search pays most: min/max
+//     spends them on the tails. Cosine at g128 / g256 on N(0,1): minmax
+//     0.896 / 0.880, lsq 0.941 / 0.939, clip 0.943 / 0.941; on the
+//     LLM-like matrix with outlier columns: 0.754 / 0.640, 0.903 / 0.859,
+//     0.908 / 0.870. clip runs at about 0.14 GB/s (llama.cpp's Q2_K: 0.10);
+//     lsq, at about 0.35, is the faster choice.
+//   - INT4: "lsq". N(0,1) g128 0.9951 -> 0.9957 (relative MSE -13%),
+//     LLM-like 0.9847 -> 0.9864, at about 0.36 GB/s; clip's 0.9958 /
+//     0.9869 cost 0.15 GB/s, below the budget.
+//   - INT8: "minmax". At 255 levels clipping buys nothing that matters
+//     (N(0,1) g64 0.999986, clip 0.999987) and minmax is the fastest.
+func DefaultMethodFor(bits int) string {
+	switch bits {
+	case 2:
+		return "clip"
+	case 4:
+		return "lsq"
+	default:
+		return kernels.MinMax.Name
+	}
+}
