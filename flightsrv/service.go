@@ -237,11 +237,6 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 			stage.Abort()
 		}
 	}()
-	ingest := newIngestor(nil, s.o.MaxUploadBytes)
-	ingest.expect = cmd.Tensors
-	if err := ingest.setSchema(rdr.Schema()); err != nil {
-		return err
-	}
 	spoolRel := ".spool"
 	if s.o.KeepSource || s.o.IngestOnly {
 		spoolRel = "source"
@@ -251,7 +246,11 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 		return status.Error(codes.Internal, err.Error())
 	}
 	defer src.close()
-	ingest.src = src
+	ingest := newIngestor(src, s.o.MaxUploadBytes)
+	ingest.expect = cmd.Tensors
+	if err := ingest.setSchema(rdr.Schema()); err != nil {
+		return err
+	}
 	sender := newPutSender(stream)
 	defer sender.close()
 
@@ -265,7 +264,7 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 	}()
 	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model)
 	if runErr != nil {
-		src.fail(runErr) // unblock the receiver's consumers; it keeps draining the stream
+		src.fail(runErr) // the receiver stops at the next batch
 	}
 	recvErr := <-recvDone
 	if recvErr != nil { // the upload's own error explains a pipeline failure best
