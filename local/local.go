@@ -116,12 +116,7 @@ func ArtifactMetadata(res *quant.Result, stats *quant.Stats, model string) map[s
 	cfg, _ := json.Marshal(res.Config)
 	idx, _ := json.Marshal(stats.Index)
 	report := embeddedReport(res)
-	timeGroups, _ := json.Marshal(map[string]any{
-		"applied":         res.TimeAware.Applied,
-		"num_time_groups": res.Config.NumTimeGroups,
-		"groups":          []any{},
-		"reason":          res.TimeAware.Reason,
-	})
+	timeGroups, _ := json.Marshal(res.TimeGroups) // null when time-aware quantization is off
 	return map[string]string{
 		schema.MetaFormat:        schema.FormatName,
 		schema.MetaFormatVersion: schema.FormatVersion,

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/rs/zerolog"
 
+	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/kernels"
@@ -100,8 +101,19 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		Layers: []Layer{}, Warnings: []string{},
 	}
 	res.TimeAware, res.Spatial, res.Streaming = p.featureStatus()
+	var cst *calib.Stats
 	if o.Calibration != "" {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: no implemented feature consumes calibration activations yet", o.Calibration))
+		if o.Config.EnableTimeAware {
+			var err error
+			if cst, err = calib.Collect(o.Calibration, calib.Options{NumTimeGroups: o.Config.NumTimeGroups, SamplesPerLayer: o.Config.CalibrationSamples}); err != nil {
+				return nil, nil, err
+			}
+		} else {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware is false", o.Calibration))
+		}
+	}
+	if o.Config.EnableTimeAware {
+		res.TimeGroups = newTimeGroups(o.Config.NumTimeGroups, cst)
 	}
 
 	// Tensors are processed concurrently (up to inflight) and written in
@@ -186,6 +198,20 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		return nil, nil, firstErr
 	}
 	res.summarize()
+	if res.TimeGroups != nil {
+		matched := map[string]bool{}
+		for _, l := range res.Layers {
+			if IsTimestepLayer(l.Name) && l.Protection != "" {
+				res.TimeGroups.ProtectedLayers = append(res.TimeGroups.ProtectedLayers, l.Name)
+			}
+			if base, ok := strings.CutSuffix(l.Name, ".weight"); ok {
+				if _, ok := res.TimeGroups.ActivationParams[base]; ok {
+					matched[base] = true
+				}
+			}
+		}
+		res.TimeAware = timeAwareStatus(true, res.TimeGroups, matched)
+	}
 	res.QuantizationTimeS = time.Since(start).Seconds()
 	if res.NumParams > 0 {
 		res.BitsPerWeight = float64(res.ArtifactBytes) * 8 / float64(res.NumParams)
@@ -230,10 +256,7 @@ func (p *pipeline) progress(bytes int64, name string, tensorDone bool) {
 
 func (p *pipeline) featureStatus() (timeAware, spatial, streaming FeatureStatus) {
 	c := p.o.Config
-	timeAware = FeatureStatus{Requested: c.EnableTimeAware}
-	if c.EnableTimeAware {
-		timeAware.Reason = fmt.Sprintf("time-aware quantization is not implemented yet: weights were quantized time-agnostically; num_time_groups=%d and calibration_samples=%d had no effect", c.NumTimeGroups, c.CalibrationSamples)
-	}
+	timeAware = FeatureStatus{Requested: c.EnableTimeAware} // completed by timeAwareStatus at the end
 	spatial = FeatureStatus{Requested: c.EnableSpatial}
 	if c.EnableSpatial {
 		spatial.Reason = "spatial quantization is not implemented yet: no channel equalization or activation smoothing was applied"
@@ -318,8 +341,14 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		layer.Policy = fmt.Sprintf("%d-D tensor (norm, bias or scalar) kept at 16 bits by policy", len(meta.Shape))
 		return p.keepRaw(ctx, t, layer, firstPass)
 	}
+	start := cfg.BitWidth
+	if cfg.EnableTimeAware && IsTimestepLayer(meta.Name) && start < 8 {
+		start = 8
+		layer.RequestedBitWidth = 8
+		layer.Protection = fmt.Sprintf("timestep-conditioned layer kept at >= 8 bits by time-aware quantization (INT%d requested)", cfg.BitWidth)
+	}
 	var reasons []string
-	for bits := cfg.BitWidth; bits <= 8; bits *= 2 {
+	for bits := start; bits <= 8; bits *= 2 {
 		chunks, sim, err := p.quantize(ctx, t, bits, firstPass)
 		firstPass = false
 		var pr *kernels.ParamRangeError

@@ -3,9 +3,12 @@ package quant
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -251,5 +254,75 @@ func TestHonestFeatureStatus(t *testing.T) {
 	}
 	if !res.Spatial.Requested || res.Spatial.Applied || res.Spatial.Reason == "" {
 		t.Errorf("spatial: %+v", res.Spatial)
+	}
+}
+
+func TestTimestepLayersProtectedAndTimeGroups(t *testing.T) {
+	cfg := config.FromProfile(config.Edge)
+	emb := &memTensor{TensorMeta{"model.time_embed.0.weight", []int64{64, 256}, schema.DTypeF32}, normal(21, 64*256, 0.02)}
+	w := &memTensor{TensorMeta{"model.layers.0.mlp.up_proj.weight", []int64{64, 256}, schema.DTypeF32}, normal(22, 64*256, 0.02)}
+	res, _, _, err := run(t, cfg, emb, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le, lw := res.Layers[0], res.Layers[1]
+	if le.BitWidth != 8 || le.RequestedBitWidth != 8 || le.Protection == "" || le.FallbackReason != nil {
+		t.Errorf("time embedding: %+v", le)
+	}
+	if lw.BitWidth != 2 || lw.Protection != "" {
+		t.Errorf("plain layer: %+v", lw)
+	}
+	if res.FallbackOccurred {
+		t.Error("protection is not a fallback")
+	}
+	tg := res.TimeGroups
+	if tg == nil || len(tg.Groups) != 5 || tg.TimestepSpace != "normalized" || len(tg.ProtectedLayers) != 1 || tg.Calibration != nil {
+		t.Fatalf("time groups %+v", tg)
+	}
+	if !res.TimeAware.Applied || !strings.Contains(res.TimeAware.Reason, "no calibration data") {
+		t.Errorf("status %+v", res.TimeAware)
+	}
+	cfg.EnableTimeAware = false
+	res, _, _, err = run(t, cfg, emb)
+	if err != nil || res.Layers[0].BitWidth != 2 || res.TimeGroups != nil || res.TimeAware.Applied {
+		t.Errorf("time-aware off: %+v %v", res.Layers[0], err)
+	}
+}
+
+func TestCalibrationActivationParams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "calib.jsonl")
+	var b strings.Builder
+	for ts := 0; ts < 40; ts++ {
+		fmt.Fprintf(&b, `{"layer":"model.layers.0.mlp.up_proj","timestep":%d,"activation":[%d,-1,0.5,2]}`+"\n", ts, ts)
+		fmt.Fprintf(&b, `{"layer":"unused.layer","timestep":%d,"activation":[1,1]}`+"\n", ts)
+	}
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	cfg := config.Default()
+	cfg.NumTimeGroups, cfg.CalibrationSamples = 4, 40
+	w := &memTensor{TensorMeta{"model.layers.0.mlp.up_proj.weight", []int64{8, 4}, schema.DTypeF32}, normal(23, 32, 0.02)}
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	sink := &collectSink{}
+	defer sink.release()
+	res, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Mem: mem, Calibration: path}, &memSource{tensors: []Tensor{w}}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := res.TimeGroups
+	if tg.TimestepSpace != "calibration" || tg.Calibration.RowsRead != 80 || tg.Calibration.LayersMatched != 1 || len(tg.Groups) != 4 {
+		t.Fatalf("time groups %+v %+v", tg, tg.Calibration)
+	}
+	ps := tg.ActivationParams["model.layers.0.mlp.up_proj"]
+	// group 3 holds timesteps 30..39: inputs span [-1, 39]
+	if len(ps) != 4 || math.Abs(float64(ps[3].Scale)-40.0/255) > 1e-6 || ps[3].Zero != 6 {
+		t.Errorf("activation params %+v", ps)
+	}
+	if !res.TimeAware.Applied || !strings.Contains(res.TimeAware.Reason, "not yet weighted") {
+		t.Errorf("status %+v", res.TimeAware)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	os.WriteFile(bad, []byte("{}\n"), 0o644)
+	if _, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Calibration: bad}, &memSource{tensors: []Tensor{w}}, &collectSink{}); err == nil || !strings.Contains(err.Error(), "bad.jsonl") {
+		t.Errorf("bad calibration: %v", err)
 	}
 }

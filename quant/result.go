@@ -25,8 +25,9 @@ type Layer struct {
 	CosineSimilarity  float64 `json:"cosine_similarity"`
 	RelMSE            float64 `json:"rel_mse"`
 	FallbackReason    *string `json:"fallback_reason"`
-	Policy            string  `json:"policy,omitempty"` // why a tensor skipped quantization by rule
-	Bytes             int64   `json:"bytes"`            // codes + group params (or raw values) stored
+	Policy            string  `json:"policy,omitempty"`     // why a tensor skipped quantization by rule
+	Protection        string  `json:"protection,omitempty"` // why a tensor was quantized above the configured bit width
+	Bytes             int64   `json:"bytes"`                // codes + group params (or raw values) stored
 }
 
 // Quantized reports whether the tensor went through the bit-width ladder
@@ -78,10 +79,11 @@ type Result struct {
 	// Fallbacks lists every quantized tensor that ended at another bit width.
 	Fallbacks []Fallback `json:"fallbacks"`
 
-	TimeAware FeatureStatus `json:"time_aware"`
-	Spatial   FeatureStatus `json:"spatial"`
-	Streaming FeatureStatus `json:"streaming"`
-	Warnings  []string      `json:"warnings"`
+	TimeAware  FeatureStatus `json:"time_aware"`
+	TimeGroups *TimeGroups   `json:"time_groups"` // null when enable_time_aware is false
+	Spatial    FeatureStatus `json:"spatial"`
+	Streaming  FeatureStatus `json:"streaming"`
+	Warnings   []string      `json:"warnings"`
 
 	Config config.DiffusionQuantConfig `json:"config"`
 	Layers []Layer                     `json:"layers"`

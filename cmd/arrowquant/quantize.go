@@ -39,8 +39,8 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.Bool("fail-fast", false, "stop at the first tensor below min-accuracy instead of falling back")
 	fs.Int("threads", 0, "worker threads (0 = all cores)")
 	fs.Bool("streaming", false, "one tensor in flight at a time (bounded memory)")
-	fs.Bool("time-aware", true, "time-aware quantization (reported as not applied until implemented)")
-	fs.Bool("spatial", true, "spatial quantization (reported as not applied until implemented)")
+	fs.Bool("time-aware", true, "time-aware quantization: timestep-conditioned layers at >= 8 bits, time groups in the metadata")
+	fs.Bool("spatial", true, "spatial quantization (reported as not applied: not implemented yet)")
 	return c
 }
 
@@ -68,7 +68,7 @@ func newQuantizeCmd() *cobra.Command {
 	cf := addConfigFlags(cmd.Flags())
 	cmd.Flags().StringVar(&model, "model", "", "model directory (model.safetensors or a sharded index)")
 	cmd.Flags().StringVar(&output, "output", "", "output directory (created; must be empty unless --overwrite)")
-	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations file (accepted, reported as unused until time-aware quantization lands)")
+	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group")
 	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, "force one quantization method (minmax, lsq, clip) at every bit width; default: clip for INT2, lsq for INT4, minmax for INT8")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
@@ -120,7 +120,10 @@ func printSummary(out io.Writer, r *quant.Result) {
 		name string
 		s    quant.FeatureStatus
 	}{{"time-aware", r.TimeAware}, {"spatial", r.Spatial}} {
-		if f.s.Requested && !f.s.Applied {
+		switch {
+		case f.s.Requested && f.s.Applied:
+			fmt.Fprintf(out, "  %-15s %s\n", f.name, f.s.Reason)
+		case f.s.Requested:
 			fmt.Fprintf(out, "  %-15s not applied: %s\n", f.name, f.s.Reason)
 		}
 	}
