@@ -1,7 +1,6 @@
-package kernels
+package kernels_test
 
 import (
-	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -11,139 +10,13 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/compute"
-	"github.com/apache/arrow-go/v18/arrow/float16"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
+	. "github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/kernels/internal/methodtest"
 )
 
-// env runs the registered functions with a checked allocator that must
-// be back at zero bytes when the test ends.
-type env struct {
-	t   *testing.T
-	mem *memory.CheckedAllocator
-	ctx context.Context
-}
-
-func newEnv(t *testing.T) *env {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	t.Cleanup(func() { mem.AssertSize(t, 0) })
-	return &env{t: t, mem: mem, ctx: compute.WithAllocator(NewContext(context.Background()), mem)}
-}
-
-func (e *env) call(name string, opts compute.FunctionOptions, args ...arrow.Array) (arrow.Array, error) {
-	datums := make([]compute.Datum, len(args))
-	for i, a := range args {
-		datums[i] = compute.NewDatum(a)
-		defer datums[i].Release()
-	}
-	out, err := compute.CallFunction(e.ctx, name, opts, datums...)
-	if err != nil {
-		return nil, err
-	}
-	defer out.Release()
-	return out.(*compute.ArrayDatum).MakeArray(), nil
-}
-
-func (e *env) mustCall(name string, opts compute.FunctionOptions, args ...arrow.Array) arrow.Array {
-	e.t.Helper()
-	a, err := e.call(name, opts, args...)
-	if err != nil {
-		e.t.Fatalf("%s: %v", name, err)
-	}
-	return a
-}
-
-func (e *env) listF32(rows ...[]float32) arrow.Array {
-	b := array.NewListBuilder(e.mem, arrow.PrimitiveTypes.Float32)
-	defer b.Release()
-	vb := b.ValueBuilder().(*array.Float32Builder)
-	for _, r := range rows {
-		b.Append(true)
-		vb.AppendValues(r, nil)
-	}
-	return b.NewArray()
-}
-
-func (e *env) listF16(rows ...[]float32) arrow.Array {
-	b := array.NewListBuilder(e.mem, arrow.FixedWidthTypes.Float16)
-	defer b.Release()
-	vb := b.ValueBuilder().(*array.Float16Builder)
-	for _, r := range rows {
-		b.Append(true)
-		for _, v := range r {
-			vb.Append(float16.FromBits(fp.Float32ToHalf(v)))
-		}
-	}
-	return b.NewArray()
-}
-
-func (e *env) listBF16(rows ...[]float32) arrow.Array {
-	b := array.NewListBuilder(e.mem, arrow.PrimitiveTypes.Uint16)
-	defer b.Release()
-	vb := b.ValueBuilder().(*array.Uint16Builder)
-	for _, r := range rows {
-		b.Append(true)
-		for _, v := range r {
-			vb.Append(fp.Float32ToBF16(v))
-		}
-	}
-	return b.NewArray()
-}
-
-// quantized is one row's output of params+pack.
-type quantized struct {
-	codes          []byte
-	scales, mins   []uint16
-	recon          []float32
-	cosine, relMSE float64
-}
-
-// roundTrip runs params, pack, dequantize and cosine on rows through CallFunction.
-func (e *env) roundTrip(method string, values arrow.Array, bits, groupSize int) []quantized {
-	e.t.Helper()
-	opts := &QuantOptions{Bits: bits, GroupSize: groupSize}
-	params := e.mustCall(method+"_group_params", opts, values).(*array.Struct)
-	defer params.Release()
-	scales, mins := params.Field(0), params.Field(1)
-	codes := e.mustCall(FuncPack, opts, values, scales, mins).(*array.Binary)
-	defer codes.Release()
-	list := values.(*array.List)
-	nb := array.NewInt64Builder(e.mem)
-	defer nb.Release()
-	for i := 0; i < list.Len(); i++ {
-		s, t := list.ValueOffsets(i)
-		nb.Append(t - s)
-	}
-	counts := nb.NewArray()
-	defer counts.Release()
-	recon := e.mustCall(FuncDequantize, opts, codes, scales, mins, counts).(*array.List)
-	defer recon.Release()
-	cos := e.mustCall(FuncCosine, nil, values, recon).(*array.Struct)
-	defer cos.Release()
-
-	out := make([]quantized, list.Len())
-	rv := recon.ListValues().(*array.Float32).Float32Values()
-	sv := scales.(*array.List).ListValues().(*array.Float16).Values()
-	mv := mins.(*array.List).ListValues().(*array.Float16).Values()
-	for i := range out {
-		q := &out[i]
-		q.codes = append([]byte(nil), codes.Value(i)...)
-		s, t := recon.ValueOffsets(i)
-		q.recon = append([]float32(nil), rv[s:t]...)
-		s, t = scales.(*array.List).ValueOffsets(i)
-		for _, h := range sv[s:t] {
-			q.scales = append(q.scales, h.Uint16())
-		}
-		s, t = mins.(*array.List).ValueOffsets(i)
-		for _, h := range mv[s:t] {
-			q.mins = append(q.mins, h.Uint16())
-		}
-		q.cosine = cos.Field(0).(*array.Float64).Value(i)
-		q.relMSE = cos.Field(1).(*array.Float64).Value(i)
-	}
-	return out
-}
+func newEnv(t *testing.T) *methodtest.Env { return methodtest.NewEnv(t) }
 
 func seq(n int, f func(i int) float32) []float32 {
 	x := make([]float32, n)
@@ -172,19 +45,19 @@ func TestPackKnownVectors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			values := e.listF32(c.x)
+			values := e.ListF32(c.x)
 			defer values.Release()
-			q := e.roundTrip("minmax", values, c.bits, c.gs)[0]
-			if string(q.codes) != string(c.wantCodes) {
-				t.Fatalf("codes % x, want % x", q.codes, c.wantCodes)
+			q := e.Composed("minmax", values, c.bits, c.gs)[0]
+			if string(q.Codes) != string(c.wantCodes) {
+				t.Fatalf("codes % x, want % x", q.Codes, c.wantCodes)
 			}
 			for i, v := range c.x {
-				if q.recon[i] != v {
-					t.Errorf("element %d: reconstructed %v, want exactly %v", i, q.recon[i], v)
+				if q.Recon[i] != v {
+					t.Errorf("element %d: reconstructed %v, want exactly %v", i, q.Recon[i], v)
 				}
 			}
-			if q.cosine != 1 {
-				t.Errorf("cosine %v, want 1", q.cosine)
+			if q.Sim.Cosine() != 1 {
+				t.Errorf("cosine %v, want 1", q.Sim.Cosine())
 			}
 		})
 	}
@@ -202,23 +75,23 @@ func TestRoundTripErrorBound(t *testing.T) {
 		n := rng.IntN(3000)
 		sigma := math.Pow(10, rng.Float64()*6-4)
 		x := seq(n, func(int) float32 { return float32(rng.NormFloat64() * sigma) })
-		values := e.listF32(x)
-		q := e.roundTrip("minmax", values, bits, gs)[0]
+		values := e.ListF32(x)
+		q := e.Composed("minmax", values, bits, gs)[0]
 		values.Release()
-		if len(q.codes) != int(PackedLen(int64(n), bits)) || len(q.scales) != int(NumGroups(int64(n), gs)) {
-			t.Fatalf("n=%d bits=%d gs=%d: %d code bytes, %d groups", n, bits, gs, len(q.codes), len(q.scales))
+		if len(q.Codes) != int(PackedLen(int64(n), bits)) || len(q.Scales) != int(NumGroups(int64(n), gs)) {
+			t.Fatalf("n=%d bits=%d gs=%d: %d code bytes, %d groups", n, bits, gs, len(q.Codes), len(q.Scales))
 		}
-		for g := range q.scales {
-			s, m := fp.HalfToFloat32(q.scales[g]), fp.HalfToFloat32(q.mins[g])
+		for g := range q.Scales {
+			s, m := fp.HalfToFloat32(q.Scales[g]), fp.HalfToFloat32(q.Mins[g])
 			grp := x[g*gs : min(n, (g+1)*gs)]
 			ref := QuantizeRef(grp, s, m, bits)
 			for i, v := range grp {
 				k := g*gs + i
-				if c := Code(q.codes, k, bits); c != ref[i] {
+				if c := Code(q.Codes, k, bits); c != ref[i] {
 					t.Fatalf("n=%d bits=%d gs=%d element %d: code %d, reference %d", n, bits, gs, k, c, ref[i])
 				}
 				bound := float64(s)/2*(1+1e-5) + 1e-6*math.Abs(float64(v))
-				if d := math.Abs(float64(q.recon[k] - v)); d > bound {
+				if d := math.Abs(float64(q.Recon[k] - v)); d > bound {
 					t.Fatalf("n=%d bits=%d gs=%d element %d: |x-x̂|=%g > scale/2=%g", n, bits, gs, k, d, s/2)
 				}
 			}
@@ -230,29 +103,29 @@ func TestCosineMatchesDirectComputation(t *testing.T) {
 	e := newEnv(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	x := seq(100_000, func(int) float32 { return float32(rng.NormFloat64()) })
-	values := e.listF32(x)
+	values := e.ListF32(x)
 	defer values.Release()
 	for _, c := range []struct {
 		bits     int
 		min, max float64
 	}{{2, 0.85, 0.91}, {4, 0.993, 0.997}, {8, 0.99998, 1}} {
-		q := e.roundTrip("minmax", values, c.bits, 128)[0]
+		q := e.Composed("minmax", values, c.bits, 128)[0]
 		var dot, aa, bb, ee float64
 		for i, v := range x {
-			dot += float64(v) * float64(q.recon[i])
+			dot += float64(v) * float64(q.Recon[i])
 			aa += float64(v) * float64(v)
-			bb += float64(q.recon[i]) * float64(q.recon[i])
-			ee += (float64(v) - float64(q.recon[i])) * (float64(v) - float64(q.recon[i]))
+			bb += float64(q.Recon[i]) * float64(q.Recon[i])
+			ee += (float64(v) - float64(q.Recon[i])) * (float64(v) - float64(q.Recon[i]))
 		}
 		want := dot / math.Sqrt(aa*bb)
-		if math.Abs(q.cosine-want) > 1e-9 {
-			t.Errorf("bits %d: kernel cosine %v, direct %v", c.bits, q.cosine, want)
+		if math.Abs(q.Sim.Cosine()-want) > 1e-9 {
+			t.Errorf("bits %d: kernel cosine %v, direct %v", c.bits, q.Sim.Cosine(), want)
 		}
-		if q.cosine < c.min || q.cosine > c.max {
-			t.Errorf("bits %d: cosine %v outside the expected band [%v, %v] for N(0,1), g128", c.bits, q.cosine, c.min, c.max)
+		if q.Sim.Cosine() < c.min || q.Sim.Cosine() > c.max {
+			t.Errorf("bits %d: cosine %v outside the expected band [%v, %v] for N(0,1), g128", c.bits, q.Sim.Cosine(), c.min, c.max)
 		}
-		if math.Abs(q.relMSE-ee/aa) > 1e-9*(ee/aa) {
-			t.Errorf("bits %d: relMSE %v, direct %v", c.bits, q.relMSE, ee/aa)
+		if math.Abs(q.Sim.RelMSE()-ee/aa) > 1e-9*(ee/aa) {
+			t.Errorf("bits %d: relMSE %v, direct %v", c.bits, q.Sim.RelMSE(), ee/aa)
 		}
 	}
 }
@@ -261,22 +134,22 @@ func TestEmptyConstantAndMultiRow(t *testing.T) {
 	e := newEnv(t)
 	constant := seq(300, func(int) float32 { return -0.375 })
 	zeros := make([]float32, 7)
-	values := e.listF32(nil, constant, zeros, []float32{1.5})
+	values := e.ListF32(nil, constant, zeros, []float32{1.5})
 	defer values.Release()
 	for _, bits := range []int{2, 4, 8} {
-		out := e.roundTrip("minmax", values, bits, 128)
-		if len(out[0].codes) != 0 || len(out[0].recon) != 0 || out[0].cosine != 1 {
-			t.Errorf("bits %d: empty row gave %d codes, %d values, cosine %v", bits, len(out[0].codes), len(out[0].recon), out[0].cosine)
+		out := e.Composed("minmax", values, bits, 128)
+		if len(out[0].Codes) != 0 || len(out[0].Recon) != 0 || out[0].Sim.Cosine() != 1 {
+			t.Errorf("bits %d: empty row gave %d codes, %d values, cosine %v", bits, len(out[0].Codes), len(out[0].Recon), out[0].Sim.Cosine())
 		}
 		for r := 1; r < 4; r++ {
 			want := [][]float32{nil, constant, zeros, {1.5}}[r]
-			for i, v := range out[r].recon {
+			for i, v := range out[r].Recon {
 				if v != want[i] {
 					t.Fatalf("bits %d row %d element %d: %v, want exactly %v", bits, r, i, v, want[i])
 				}
 			}
-			if out[r].cosine != 1 {
-				t.Errorf("bits %d row %d: cosine %v, want 1", bits, r, out[r].cosine)
+			if out[r].Sim.Cosine() != 1 {
+				t.Errorf("bits %d row %d: cosine %v, want 1", bits, r, out[r].Sim.Cosine())
 			}
 		}
 	}
@@ -290,14 +163,14 @@ func TestHalfAndBF16InputsMatchFloat32(t *testing.T) {
 	for i := range x {
 		x[i] = fp.HalfToFloat32(fp.Float32ToHalf(fp.BF16ToFloat32(fp.Float32ToBF16(x[i]))))
 	}
-	f32, f16, bf16 := e.listF32(x), e.listF16(x), e.listBF16(x)
+	f32, f16, bf16 := e.ListF32(x), e.ListF16(x), e.ListBF16(x)
 	defer f32.Release()
 	defer f16.Release()
 	defer bf16.Release()
-	want := e.roundTrip("minmax", f32, 4, 64)[0]
+	want := e.Composed("minmax", f32, 4, 64)[0]
 	for name, in := range map[string]arrow.Array{"float16": f16, "bf16": bf16} {
-		got := e.roundTrip("minmax", in, 4, 64)[0]
-		if string(got.codes) != string(want.codes) || got.cosine != want.cosine {
+		got := e.Composed("minmax", in, 4, 64)[0]
+		if string(got.Codes) != string(want.Codes) || got.Sim.Cosine() != want.Sim.Cosine() {
 			t.Errorf("%s input: codes or cosine differ from float32 input", name)
 		}
 	}
@@ -308,8 +181,8 @@ func TestNonFiniteNamesPosition(t *testing.T) {
 	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
 		x := seq(500, func(i int) float32 { return float32(i) })
 		x[333] = bad
-		values := e.listF32(x)
-		_, err := e.call("minmax_group_params", &QuantOptions{Bits: 4, GroupSize: 128}, values)
+		values := e.ListF32(x)
+		_, err := e.Call("minmax_group_params", &QuantOptions{Bits: 4, GroupSize: 128}, values)
 		values.Release()
 		var nf *NonFiniteError
 		if !errors.As(err, &nf) || nf.Index != 333 {
@@ -323,32 +196,32 @@ func TestNonFiniteNamesPosition(t *testing.T) {
 
 func TestParamRangeAndBadOptions(t *testing.T) {
 	e := newEnv(t)
-	values := e.listF32([]float32{1e6, 0, 1, 2})
+	values := e.ListF32([]float32{1e6, 0, 1, 2})
 	defer values.Release()
-	_, err := e.call("minmax_group_params", &QuantOptions{Bits: 4, GroupSize: 4}, values)
+	_, err := e.Call("minmax_group_params", &QuantOptions{Bits: 4, GroupSize: 4}, values)
 	var pr *ParamRangeError
 	if !errors.As(err, &pr) {
 		t.Fatalf("got %v, want ParamRangeError", err)
 	}
-	if _, err := e.call("minmax_group_params", &QuantOptions{Bits: 3, GroupSize: 4}, values); err == nil || !strings.Contains(err.Error(), "bit width 3") {
+	if _, err := e.Call("minmax_group_params", &QuantOptions{Bits: 3, GroupSize: 4}, values); err == nil || !strings.Contains(err.Error(), "bit width 3") {
 		t.Errorf("bits 3: got %v", err)
 	}
-	if _, err := e.call("minmax_group_params", &QuantOptions{Bits: 4, GroupSize: 6}, values); err == nil || !strings.Contains(err.Error(), "group size 6") {
+	if _, err := e.Call("minmax_group_params", &QuantOptions{Bits: 4, GroupSize: 6}, values); err == nil || !strings.Contains(err.Error(), "group size 6") {
 		t.Errorf("group 6: got %v", err)
 	}
-	if _, err := e.call("minmax_group_params", nil, values); err == nil {
+	if _, err := e.Call("minmax_group_params", nil, values); err == nil {
 		t.Error("missing options must be an error")
 	}
-	if _, err := e.call("nosuch_group_params", &QuantOptions{Bits: 4, GroupSize: 4}, values); err == nil {
+	if _, err := e.Call("nosuch_group_params", &QuantOptions{Bits: 4, GroupSize: 4}, values); err == nil {
 		t.Error("unknown function must be an error")
 	}
 }
 
 func TestGroupMinMaxFunction(t *testing.T) {
 	e := newEnv(t)
-	values := e.listF32([]float32{3, -1, 2, 5, 7, 7})
+	values := e.ListF32([]float32{3, -1, 2, 5, 7, 7})
 	defer values.Release()
-	res := e.mustCall(FuncGroupMinMax, &QuantOptions{GroupSize: 4}, values).(*array.Struct)
+	res := e.MustCall(FuncGroupMinMax, &QuantOptions{GroupSize: 4}, values).(*array.Struct)
 	defer res.Release()
 	mins := res.Field(0).(*array.List).ListValues().(*array.Float32).Float32Values()
 	maxs := res.Field(1).(*array.List).ListValues().(*array.Float32).Float32Values()
@@ -359,19 +232,19 @@ func TestGroupMinMaxFunction(t *testing.T) {
 
 func TestDequantizeRejectsInconsistentRows(t *testing.T) {
 	e := newEnv(t)
-	values := e.listF32(seq(8, func(i int) float32 { return float32(i) }))
+	values := e.ListF32(seq(8, func(i int) float32 { return float32(i) }))
 	defer values.Release()
 	opts := &QuantOptions{Bits: 4, GroupSize: 4}
-	params := e.mustCall("minmax_group_params", opts, values).(*array.Struct)
+	params := e.MustCall("minmax_group_params", opts, values).(*array.Struct)
 	defer params.Release()
-	codes := e.mustCall(FuncPack, opts, values, params.Field(0), params.Field(1))
+	codes := e.MustCall(FuncPack, opts, values, params.Field(0), params.Field(1))
 	defer codes.Release()
-	nb := array.NewInt64Builder(e.mem)
+	nb := array.NewInt64Builder(e.Mem)
 	nb.Append(9) // claims one element more than the codes hold
 	counts := nb.NewArray()
 	nb.Release()
 	defer counts.Release()
-	if _, err := e.call(FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts); err == nil || !strings.Contains(err.Error(), "code bytes") {
+	if _, err := e.Call(FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts); err == nil || !strings.Contains(err.Error(), "code bytes") {
 		t.Fatalf("got %v, want a code-length error", err)
 	}
 }
@@ -412,20 +285,20 @@ func TestFusedQuantizeEqualsComposition(t *testing.T) {
 		seq(37, func(int) float32 { return float32(rng.ExpFloat64()) }),
 		seq(4096, func(int) float32 { return 2.5 }),
 	}
-	for _, mk := range []func(...[]float32) arrow.Array{e.listF32, e.listBF16} {
+	for _, mk := range []func(...[]float32) arrow.Array{e.ListF32, e.ListBF16} {
 		values := mk(rowsIn...)
 		for _, bits := range []int{2, 4, 8} {
 			for _, gs := range []int{32, 256} {
-				want := e.roundTrip("minmax", values, bits, gs)
-				res := e.mustCall("minmax_quantize", &QuantOptions{Bits: bits, GroupSize: gs}, values).(*array.Struct)
+				want := e.Composed("minmax", values, bits, gs)
+				res := e.MustCall("minmax_quantize", &QuantOptions{Bits: bits, GroupSize: gs}, values).(*array.Struct)
 				codes := res.Field(0).(*array.Binary)
 				sim := res.Field(3).(*array.Struct)
 				for r := range want {
-					if string(codes.Value(r)) != string(want[r].codes) {
+					if string(codes.Value(r)) != string(want[r].Codes) {
 						t.Fatalf("bits %d gs %d row %d: fused codes differ", bits, gs, r)
 					}
-					if got := sim.Field(0).(*array.Float64).Value(r); math.Abs(got-want[r].cosine) > 1e-12 {
-						t.Fatalf("bits %d gs %d row %d: fused cosine %v, composed %v", bits, gs, r, got, want[r].cosine)
+					if got := sim.Field(0).(*array.Float64).Value(r); math.Abs(got-want[r].Sim.Cosine()) > 1e-12 {
+						t.Fatalf("bits %d gs %d row %d: fused cosine %v, composed %v", bits, gs, r, got, want[r].Sim.Cosine())
 					}
 				}
 				res.Release()

@@ -1,4 +1,4 @@
-package kernels
+package kernels_test
 
 import (
 	"testing"
@@ -6,6 +6,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
+	. "github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/kernels/internal/methodtest"
 )
 
 // A method is one GroupParams function plus one RegisterMethod call; this
@@ -19,12 +21,15 @@ func init() {
 func absmaxParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
 	for g := 0; g*groupSize < len(x); g++ {
 		grp := x[g*groupSize : min(len(x), (g+1)*groupSize)]
-		lo, hi := groupMinMax(grp)
-		if lo-lo != 0 || hi-hi != 0 {
-			return checkFinite(grp, base+int64(g*groupSize))
+		var a float32
+		for i, v := range grp {
+			if v-v != 0 {
+				return &NonFiniteError{Index: base + int64(g*groupSize+i), Value: v}
+			}
+			a = max(a, v, -v)
 		}
-		a := max(-lo, hi)
-		s, m, ok := MinMaxParams(-a, a, bits)
+		lo, hi := -a, a
+		s, m, ok := MinMaxParams(lo, hi, bits)
 		if !ok {
 			return &ParamRangeError{Group: base/int64(groupSize) + int64(g), Min: lo, Max: hi}
 		}
@@ -38,18 +43,18 @@ func TestPluggableMethod(t *testing.T) {
 	if _, ok := Registry().GetFunction("testabsmax_quantize"); !ok {
 		t.Fatal("registering a method must add its fused kernel")
 	}
-	values := e.listF32([]float32{-1, 0.5, 0.25, 1, -3, 3, 0, 1.5})
+	values := e.ListF32([]float32{-1, 0.5, 0.25, 1, -3, 3, 0, 1.5})
 	defer values.Release()
-	q := e.roundTrip("testabsmax", values, 2, 4)[0]
-	for g := range q.scales {
-		s, m := fp.HalfToFloat32(q.scales[g]), fp.HalfToFloat32(q.mins[g])
+	q := e.Composed("testabsmax", values, 2, 4)[0]
+	for g := range q.Scales {
+		s, m := fp.HalfToFloat32(q.Scales[g]), fp.HalfToFloat32(q.Mins[g])
 		if m > 0 || m+3*s < -m { // symmetric range covers [-a, a]
 			t.Errorf("group %d: min %v scale %v not symmetric", g, m, s)
 		}
 	}
-	res := e.mustCall("testabsmax_quantize", &QuantOptions{Bits: 2, GroupSize: 4}, values).(*array.Struct)
+	res := e.MustCall("testabsmax_quantize", &QuantOptions{Bits: 2, GroupSize: 4}, values).(*array.Struct)
 	defer res.Release()
-	if string(res.Field(0).(*array.Binary).Value(0)) != string(q.codes) {
+	if string(res.Field(0).(*array.Binary).Value(0)) != string(q.Codes) {
 		t.Error("fused and composed kernels disagree for the plugged-in method")
 	}
 	found := false
@@ -59,4 +64,10 @@ func TestPluggableMethod(t *testing.T) {
 	if !found {
 		t.Error("Methods() does not list the registered method")
 	}
+}
+
+// minmax passes the checks every method must pass (it is the baseline of
+// the improvement check).
+func TestMinMaxSharedChecks(t *testing.T) {
+	methodtest.Run(t, MinMax.Name, MinMaxGroupParams, methodtest.Options{Baseline: true})
 }

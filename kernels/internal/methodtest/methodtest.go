@@ -240,6 +240,8 @@ type Options struct {
 	// error must be at most minmax's (methods that evaluate the min/max
 	// params as a candidate).
 	NoWorseThanMinMax func(bits int) bool
+	// Baseline skips the improvement check (minmax itself).
+	Baseline bool
 }
 
 // Run checks method (registered, with GroupParams params) against the
@@ -258,7 +260,9 @@ func Run(t *testing.T, method string, params kernels.GroupParamsFunc, o Options)
 	t.Run("RaggedAndEmpty", func(t *testing.T) { raggedAndEmpty(t, method, params) })
 	t.Run("NonFinite", func(t *testing.T) { nonFinite(t, method, params) })
 	t.Run("ParamRange", func(t *testing.T) { paramRange(t, method, params) })
-	t.Run("BetterThanMinMax", func(t *testing.T) { betterThanMinMax(t, params, o) })
+	if !o.Baseline {
+		t.Run("BetterThanMinMax", func(t *testing.T) { betterThanMinMax(t, params, o) })
+	}
 }
 
 var cases = []struct{ bits, gs int }{{2, 32}, {2, 256}, {4, 64}, {4, 128}, {8, 32}, {8, 256}}
