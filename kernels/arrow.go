@@ -224,7 +224,16 @@ func newMinMaxFunction() compute.Function {
 }
 
 func execMinMax(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
-	o, err := options(ctx, false)
+	return execPerGroup(ctx, batch, out, false, ListF32, MinMaxType, func(x []float32, o QuantOptions, mins, maxs *listBuilder, row int) error {
+		return GroupMinMax(x, o.GroupSize, mins.float32s(row), maxs.float32s(row), 0)
+	})
+}
+
+// execPerGroup fills two per-group lists (the fields of outType) for every
+// row of values with fill.
+func execPerGroup(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult, needBits bool, elem *arrow.ListType,
+	outType arrow.DataType, fill func(x []float32, o QuantOptions, a, b *listBuilder, row int) error) error {
+	o, err := options(ctx, needBits)
 	if err != nil {
 		return err
 	}
@@ -235,18 +244,17 @@ func execMinMax(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult)
 	mem := exec.GetAllocator(ctx.Ctx)
 	n := int(batch.Len)
 	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
-	mins := newListBuilder(mem, ListF32, groups, n)
-	maxs := newListBuilder(mem, ListF32, groups, n)
+	a, b := newListBuilder(mem, elem, groups, n), newListBuilder(mem, elem, groups, n)
 	scratch := scratchPool.Get().(*[]float32)
 	defer scratchPool.Put(scratch)
 	for i := 0; i < n; i++ {
-		if err := GroupMinMax(in.float32s(i, scratch), o.GroupSize, mins.float32s(i), maxs.float32s(i), 0); err != nil {
-			mins.finish().Release()
-			maxs.finish().Release()
+		if err := fill(in.float32s(i, scratch), o, a, b, i); err != nil {
+			a.finish().Release()
+			b.finish().Release()
 			return fmt.Errorf("row %d: %w", i, err)
 		}
 	}
-	setOutput(out, structData(MinMaxType, n, mins.finish(), maxs.finish()))
+	setOutput(out, structData(outType, n, a.finish(), b.finish()))
 	return nil
 }
 
@@ -260,30 +268,9 @@ func newParamsFunction(m Method) compute.Function {
 }
 
 func execParams(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
-	o, err := options(ctx, true)
-	if err != nil {
-		return err
-	}
-	in, err := listRows(&batch.Values[0].Array, "values")
-	if err != nil {
-		return err
-	}
-	mem := exec.GetAllocator(ctx.Ctx)
-	n := int(batch.Len)
-	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
-	scales := newListBuilder(mem, ListF16, groups, n)
-	mins := newListBuilder(mem, ListF16, groups, n)
-	scratch := scratchPool.Get().(*[]float32)
-	defer scratchPool.Put(scratch)
-	for i := 0; i < n; i++ {
-		if err := params(in.float32s(i, scratch), o.Bits, o.GroupSize, scales.uint16s(i), mins.uint16s(i), 0); err != nil {
-			scales.finish().Release()
-			mins.finish().Release()
-			return fmt.Errorf("row %d: %w", i, err)
-		}
-	}
-	setOutput(out, structData(ParamsType, n, scales.finish(), mins.finish()))
-	return nil
+	return execPerGroup(ctx, batch, out, true, ListF16, ParamsType, func(x []float32, o QuantOptions, scales, mins *listBuilder, row int) error {
+		return params(x, o.Bits, o.GroupSize, scales.uint16s(row), mins.uint16s(row), 0)
+	})
 }
 
 // ---- aq_pack(values, scales, mins) -> binary
