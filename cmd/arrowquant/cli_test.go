@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/quant"
@@ -345,5 +350,59 @@ func TestValidateConfigAndProfiles(t *testing.T) {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("profiles output lacks %s", w)
 		}
+	}
+}
+
+// serve, push, ls, info and pull through the CLI against a real server.
+func TestFlightCommands(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	addrCh := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- flightsrv.Serve(ctx, flightsrv.ServerConfig{
+			Addr: "127.0.0.1:0", DataDir: t.TempDir(), Defaults: config.Default(), Logger: zerolog.Nop(),
+			Ready: func(a net.Addr) { addrCh <- a.String() },
+		})
+	}()
+	var server string
+	select {
+	case a := <-addrCh:
+		server = "grpc://" + a
+	case err := <-done:
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	stdout, err, code := cli(t, nil, "push", "--server", server, "--model", tinyDir, "--name", "tiny", "--profile", "edge", "--json")
+	if code != 0 {
+		t.Fatalf("push: exit %d %v", code, err)
+	}
+	if r := readResult(t, stdout); r.BitWidth != 2 || r.NumTensors != 27 || r.Config.DeploymentProfile != config.Edge {
+		t.Fatalf("push result: bits %d tensors %d profile %s", r.BitWidth, r.NumTensors, r.Config.DeploymentProfile)
+	}
+	if _, err, code := cli(t, nil, "push", "--server", server, "--model", tinyDir, "--name", "tiny"); code != 1 || !strings.Contains(err.Error(), "AlreadyExists") {
+		t.Errorf("second push: exit %d %v", code, err)
+	}
+	stdout, err, _ = cli(t, nil, "ls", "--server", server, "--json")
+	if err != nil || !strings.Contains(stdout, `"name": "tiny"`) {
+		t.Errorf("ls: %v %s", err, stdout)
+	}
+	stdout, err, _ = cli(t, nil, "info", "--server", server, "--name", "tiny")
+	if err != nil || !strings.Contains(stdout, `"fallbacks"`) || !strings.Contains(stdout, `"total_records"`) {
+		t.Errorf("info: %v %.200s", err, stdout)
+	}
+	out := filepath.Join(t.TempDir(), "pulled")
+	if _, err, code := cli(t, nil, "pull", "--server", server, "--name", "tiny", "--output", out); code != 0 {
+		t.Fatalf("pull: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, artifact.FileName)); err != nil {
+		t.Error(err)
+	}
+	if _, err, code := cli(t, nil, "info", "--server", server, "--name", "nope"); code != 1 || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("unknown model: exit %d %v", code, err)
 	}
 }
