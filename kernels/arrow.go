@@ -446,12 +446,26 @@ const fusedBlock = 4096
 
 func newQuantizeFunction(m Method) compute.Function {
 	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
-		return execQuantize(m.GroupParams, ctx, batch, out)
+		return execQuantize(func(x, _ []float32, bits, gs int, sc, mn []uint16, base int64) error {
+			return m.GroupParams(x, bits, gs, sc, mn, base)
+		}, false, ctx, batch, out)
 	}
 	return newValuesFunction(m.QuantizeFunc(), "Fused params, pack and similarity: "+m.Description, []string{"values"}, QuantizedType, nil, run)
 }
 
-func execQuantize(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+// newWeightedQuantizeFunction: <method>_quantize_weighted(values, weights)
+// where weights (list<float32>, one per value, >= 0) weigh each element's
+// squared error in the parameter search, e.g. the importance of its input
+// channel from calibration activations. Similarity stays unweighted.
+func newWeightedQuantizeFunction(m Method) compute.Function {
+	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
+		return execQuantize(m.WeightedGroupParams, true, ctx, batch, out)
+	}
+	return newValuesFunction(m.WeightedQuantizeFunc(), "Fused params (weighted search), pack and similarity: "+m.Description,
+		[]string{"values", "weights"}, QuantizedType, []exec.InputType{listOf(arrow.FLOAT32)}, run)
+}
+
+func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
 	o, err := options(ctx, true)
 	if err != nil {
 		return err
@@ -462,6 +476,17 @@ func execQuantize(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecS
 	in, err := listRows(&batch.Values[0].Array, "values")
 	if err != nil {
 		return err
+	}
+	var weights rows
+	if weighted {
+		if weights, err = listRows(&batch.Values[1].Array, "weights"); err != nil {
+			return err
+		}
+		for i := 0; i < int(batch.Len); i++ {
+			if weights.len(i) != in.len(i) {
+				return fmt.Errorf("kernels: row %d: %d weights for %d values", i, weights.len(i), in.len(i))
+			}
+		}
 	}
 	mem := exec.GetAllocator(ctx.Ctx)
 	n := int(batch.Len)
@@ -483,13 +508,21 @@ func execQuantize(params GroupParamsFunc, ctx *exec.KernelCtx, batch *exec.ExecS
 	codes := codeData.Bytes()
 	for i := 0; i < n; i++ {
 		x := in.float32s(i, scratch)
+		var w []float32
+		if weighted {
+			w = weights.f32[weights.offsets[i]:weights.offsets[i+1]]
+		}
 		rowCodes := codes[offs[i]:offs[i+1]]
 		sc, mn := scales.uint16s(i), mins.uint16s(i)
 		for start := 0; start < len(x); start += fusedBlock {
 			blk := x[start:min(len(x), start+fusedBlock)]
 			g0 := start / o.GroupSize
 			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
-			if err := params(blk, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
+			var wb []float32
+			if w != nil {
+				wb = w[start : start+len(blk)]
+			}
+			if err := params(blk, wb, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
 				scales.finish().Release()
 				mins.finish().Release()
 				codeOffsets.Release()

@@ -53,6 +53,10 @@ func (o QuantOptions) Validate(needBits bool) error {
 // element index of x[0] in its row, for error messages.
 type GroupParamsFunc func(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error
 
+// WeightedGroupParamsFunc is GroupParamsFunc with a weight per element
+// (>= 0) on its squared error; w has len(x) values.
+type WeightedGroupParamsFunc func(x, w []float32, bits, groupSize int, scales, mins []uint16, base int64) error
+
 // Method is a quantization method: a named kernel set. Its group-parameter
 // kernel is registered as "<Name>_group_params" and its fused kernel as
 // "<Name>_quantize"; packing, dequantization and similarity are shared, so
@@ -63,7 +67,14 @@ type Method struct {
 	Name        string
 	Description string
 	GroupParams GroupParamsFunc
+	// WeightedGroupParams, when set, searches params minimizing a weighted
+	// error; registered as "<Name>_quantize_weighted".
+	WeightedGroupParams WeightedGroupParamsFunc
 }
+
+// WeightedQuantizeFunc is the registered name of the fused kernel with
+// per-element error weights (only for methods with WeightedGroupParams).
+func (m Method) WeightedQuantizeFunc() string { return m.Name + "_quantize_weighted" }
 
 // ParamsFunc is the registered function name of the method's group parameters.
 func (m Method) ParamsFunc() string { return m.Name + "_group_params" }
@@ -138,6 +149,9 @@ func Registry() compute.FunctionRegistry {
 		for _, name := range methodNamesLocked() {
 			mustAdd(reg, newParamsFunction(methods[name]))
 			mustAdd(reg, newQuantizeFunction(methods[name]))
+			if methods[name].WeightedGroupParams != nil {
+				mustAdd(reg, newWeightedQuantizeFunction(methods[name]))
+			}
 		}
 		registry = reg
 	})

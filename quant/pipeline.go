@@ -114,6 +114,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 	}
 	if o.Config.EnableTimeAware {
 		res.TimeGroups = newTimeGroups(o.Config.NumTimeGroups, cst)
+		p.calib = cst
 	}
 
 	// Tensors are processed concurrently (up to inflight) and written in
@@ -200,7 +201,11 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 	res.summarize()
 	if res.TimeGroups != nil {
 		matched := map[string]bool{}
+		weighted := 0
 		for _, l := range res.Layers {
+			if l.Weighting != "" {
+				weighted++
+			}
 			if IsTimestepLayer(l.Name) && l.Protection != "" {
 				res.TimeGroups.ProtectedLayers = append(res.TimeGroups.ProtectedLayers, l.Name)
 			}
@@ -210,7 +215,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 				}
 			}
 		}
-		res.TimeAware = timeAwareStatus(true, res.TimeGroups, matched)
+		res.TimeAware = timeAwareStatus(true, res.TimeGroups, matched, weighted)
 	}
 	res.QuantizationTimeS = time.Since(start).Seconds()
 	if res.NumParams > 0 {
@@ -229,7 +234,25 @@ func releaseTensor(t Tensor) {
 	}
 }
 
+// importance returns the calibration importance of a 2-D weight whose
+// layer ("<layer>.weight") has statistics with matching input channels.
+func (p *pipeline) importance(meta TensorMeta) []float32 {
+	if p.calib == nil || len(meta.Shape) != 2 {
+		return nil
+	}
+	base, ok := strings.CutSuffix(meta.Name, ".weight")
+	if !ok {
+		return nil
+	}
+	ls, ok := p.calib.Layers[base]
+	if !ok || int64(ls.Channels) != meta.Shape[1] {
+		return nil
+	}
+	return ls.Importance()
+}
+
 type pipeline struct {
+	calib      *calib.Stats // nil without calibration data
 	o          Options
 	methods    [9]kernels.Method // by bit width
 	threads    int
@@ -347,9 +370,13 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		layer.RequestedBitWidth = 8
 		layer.Protection = fmt.Sprintf("timestep-conditioned layer kept at >= 8 bits by time-aware quantization (INT%d requested)", cfg.BitWidth)
 	}
+	importance := p.importance(meta)
+	if importance != nil {
+		layer.Weighting = "per-input-channel importance from calibration (equal weight per time group)"
+	}
 	var reasons []string
 	for bits := start; bits <= 8; bits *= 2 {
-		chunks, sim, err := p.quantize(ctx, t, bits, firstPass)
+		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, importance)
 		firstPass = false
 		var pr *kernels.ParamRangeError
 		if errors.As(err, &pr) {
@@ -449,13 +476,29 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 }
 
 // quantize runs the method's fused kernel on every chunk at bits.
-func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool) ([]chunk, kernels.Similarity, error) {
+// quantize runs the method's fused kernel on every chunk at bits; with
+// per-input-channel importance (calibration) and a method that supports
+// it, the weighted kernel.
+func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32) ([]chunk, kernels.Similarity, error) {
 	meta := t.Meta()
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
+	m := p.methods[bits]
+	weighted := importance != nil && m.WeightedGroupParams != nil
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
-		values := compute.NewDatum(rec.Column(4))
-		defer values.Release()
-		out, err := compute.CallFunction(p.ctx, p.methods[bits].QuantizeFunc(), opts, values)
+		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
+		fn := m.QuantizeFunc()
+		if weighted {
+			w := channelWeights(p.o.Mem, importance, c.off, c.n)
+			args = append(args, compute.NewDatum(w))
+			w.Release()
+			fn = m.WeightedQuantizeFunc()
+		}
+		defer func() {
+			for _, a := range args {
+				a.Release()
+			}
+		}()
+		out, err := compute.CallFunction(p.ctx, fn, opts, args...)
 		if err != nil {
 			return kernels.Similarity{}, tensorErr(meta, c.off, err)
 		}
@@ -470,6 +513,21 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 		f := func(i int) float64 { return s.Field(i).(*array.Float64).Value(0) }
 		return kernels.Similarity{Dot: f(2), AA: f(3), BB: f(4), Err2: f(5), N: s.Field(6).(*array.Int64).Value(0)}, nil
 	})
+}
+
+// channelWeights is the one-row list of error weights of elements
+// [off, off+n) of a row-major [out, in] matrix: importance[k mod in].
+func channelWeights(mem memory.Allocator, importance []float32, off, n int64) arrow.Array {
+	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	defer b.Release()
+	vb := b.ValueBuilder().(*array.Float32Builder)
+	vb.Reserve(int(n))
+	b.Append(true)
+	in := int64(len(importance))
+	for k := off; k < off+n; k++ {
+		vb.UnsafeAppend(importance[k%in])
+	}
+	return b.NewArray()
 }
 
 // tensorErr turns a kernel error into one naming the tensor and, for

@@ -317,7 +317,7 @@ func TestCalibrationActivationParams(t *testing.T) {
 	if len(ps) != 4 || math.Abs(float64(ps[3].Scale)-40.0/255) > 1e-6 || ps[3].Zero != 6 {
 		t.Errorf("activation params %+v", ps)
 	}
-	if !res.TimeAware.Applied || !strings.Contains(res.TimeAware.Reason, "not yet weighted") {
+	if !res.TimeAware.Applied || !strings.Contains(res.TimeAware.Reason, "search of 1 weight tensors weighted") || res.Layers[0].Weighting == "" {
 		t.Errorf("status %+v", res.TimeAware)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")

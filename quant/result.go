@@ -27,6 +27,7 @@ type Layer struct {
 	FallbackReason    *string `json:"fallback_reason"`
 	Policy            string  `json:"policy,omitempty"`     // why a tensor skipped quantization by rule
 	Protection        string  `json:"protection,omitempty"` // why a tensor was quantized above the configured bit width
+	Weighting         string  `json:"weighting,omitempty"`  // what weighed the parameter search's error, if anything
 	Bytes             int64   `json:"bytes"`                // codes + group params (or raw values) stored
 }
 

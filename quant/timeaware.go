@@ -85,7 +85,7 @@ func newTimeGroups(g int, st *calib.Stats) *TimeGroups {
 }
 
 // timeAwareStatus describes honestly what time-aware quantization did.
-func timeAwareStatus(requested bool, tg *TimeGroups, matched map[string]bool) FeatureStatus {
+func timeAwareStatus(requested bool, tg *TimeGroups, matched map[string]bool, weighted int) FeatureStatus {
 	s := FeatureStatus{Requested: requested}
 	if !requested {
 		return s
@@ -100,7 +100,11 @@ func timeAwareStatus(requested bool, tg *TimeGroups, matched map[string]bool) Fe
 		tg.Calibration.LayersMatched = len(matched)
 		did = append(did, fmt.Sprintf("INT8 activation parameters for %d layers x %d time groups from %s (%d of %d rows used; %d layers match a weight)",
 			tg.Calibration.Layers, tg.NumTimeGroups, tg.Calibration.File, tg.Calibration.RowsUsed, tg.Calibration.RowsRead, len(matched)))
-		not = append(not, "weight quantization is not yet weighted by the calibration activations")
+		if weighted > 0 {
+			did = append(did, fmt.Sprintf("the parameter search of %d weight tensors weighted by per-input-channel importance (mean x² per channel, each time group with equal weight)", weighted))
+		} else {
+			not = append(not, "no weight tensor matched a calibrated layer with the same input channels, so no search was weighted")
+		}
 	} else {
 		not = append(not, "no calibration data: time groups carry no activation parameters and weights are quantized time-agnostically")
 	}

@@ -68,7 +68,7 @@ func newQuantizeCmd() *cobra.Command {
 	cf := addConfigFlags(cmd.Flags())
 	cmd.Flags().StringVar(&model, "model", "", "model directory (model.safetensors or a sharded index)")
 	cmd.Flags().StringVar(&output, "output", "", "output directory (created; must be empty unless --overwrite)")
-	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group")
+	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group, importance-weighted weight search")
 	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, "force one quantization method (minmax, lsq, clip) at every bit width; default: clip for INT2, lsq for INT4, minmax for INT8")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")

@@ -22,6 +22,9 @@ var Method = kernels.Method{
 	Name:        Name,
 	Description: "least-squares refit of group scale and min (make_qkx style, fp16-exact evaluation)",
 	GroupParams: GroupParams,
+	// Weighted: the same search minimizing Σ w·(x - x̂)², for per-channel
+	// importance from calibration activations.
+	WeightedGroupParams: WeightedGroupParams,
 }
 
 func init() { kernels.RegisterMethod(Method) }
@@ -64,13 +67,18 @@ func GroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base i
 	return groupfit.ForEachGroup(x, bits, groupSize, scales, mins, base, fit)
 }
 
-func fit(x []float32, bits int, lo, hi float32) (uint16, uint16) {
+// WeightedGroupParams is the search with per-element error weights.
+func WeightedGroupParams(x, w []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
+	return groupfit.ForEachWeightedGroup(x, w, bits, groupSize, scales, mins, base, fit)
+}
+
+func fit(x, w []float32, bits int, lo, hi float32) (uint16, uint16) {
 	cfg := &settings[bits]
 	beta := cfg.beta
 	if len(x) >= 128 {
 		beta = cfg.beta128
 	}
-	s := groupfit.NewSearch(x, bits)
+	s := groupfit.NewSearch(x, w, bits)
 	var a, b groupfit.Stats
 	start := &a
 	sh, mh := groupfit.Shrink(lo, hi, bits, 1) // minmax's params

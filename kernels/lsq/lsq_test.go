@@ -13,3 +13,5 @@ func TestMethod(t *testing.T) {
 		NoWorseThanMinMax: func(int) bool { return true },
 	})
 }
+
+func TestWeighted(t *testing.T) { methodtest.Weighted(t, lsq.Name) }

@@ -12,6 +12,7 @@ type Stats struct {
 	N            float64
 	Scale, Min   float32 // the params, widened from fp16
 	ScaleH, MinH uint16
+	Weighted     bool // the sums carry per-element weights (EvalWeighted)
 }
 
 // Eval quantizes x with the fp16 params (scaleH, minH) like the shared
@@ -62,4 +63,31 @@ func Eval(st *Stats, x []float32, scaleH, minH uint16, qmax int64) {
 		Q: float64(q0 + q1), QQ: float64(qq0 + qq1), N: float64(len(x)),
 		Scale: s, Min: m, ScaleH: scaleH, MinH: minH,
 	}
+}
+
+// EvalWeighted is Eval with a weight per element on every sum (Err, R,
+// RQ, Q, QQ, N = Σw): the refit and Bound then minimize the weighted
+// squared error.
+func EvalWeighted(st *Stats, x, w []float32, scaleH, minH uint16, qmax int64) {
+	s, m := fp.HalfToFloat32(scaleH), fp.HalfToFloat32(minH)
+	var inv float32
+	if s != 0 {
+		inv = 1 / s
+	}
+	var e, r, rq, q, qq, n float64
+	w = w[:len(x)]
+	for i, v := range x {
+		c := max(0, min(qmax, int64(float32((v-m)*inv)+0.5)))
+		f := float32(c)
+		d := float64(v - (float32(f*s) + m))
+		wi := float64(w[i])
+		fc := float64(c)
+		e += wi * d * d
+		r += wi * d
+		rq += wi * d * fc
+		q += wi * fc
+		qq += wi * fc * fc
+		n += wi
+	}
+	*st = Stats{Err: e, R: r, RQ: rq, Q: q, QQ: qq, N: n, Scale: s, Min: m, ScaleH: scaleH, MinH: minH, Weighted: true}
 }

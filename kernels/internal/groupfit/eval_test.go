@@ -73,7 +73,7 @@ func TestStepAndBound(t *testing.T) {
 		t.Fatalf("re-coded error %v above the bound %v", next.Err, b)
 	}
 	// A Search keeps the best and Accept only takes a winning bound.
-	s := NewSearch(x, 2)
+	s := NewSearch(x, nil, 2)
 	var a Stats
 	s.Try(&a, st.ScaleH, st.MinH)
 	s.RefineFrom(&a, 3, 2, true)

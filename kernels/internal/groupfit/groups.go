@@ -8,8 +8,8 @@ package groupfit
 import "github.com/arrowquant/arrowquant/kernels"
 
 // FitFunc chooses the fp16 params of one group x with min lo < max hi,
-// both within ±65504.
-type FitFunc func(x []float32, bits int, lo, hi float32) (scaleH, minH uint16)
+// both within ±65504; w is nil or one error weight per element.
+type FitFunc func(x, w []float32, bits int, lo, hi float32) (scaleH, minH uint16)
 
 // segGroups is the number of groups whose min/max are taken at once.
 const segGroups = 256
@@ -21,6 +21,12 @@ const segGroups = 256
 // groupSize in every caller), stores minmax's exact params for constant
 // groups and calls fit for the others.
 func ForEachGroup(x []float32, bits, groupSize int, scales, mins []uint16, base int64, fit FitFunc) error {
+	return ForEachWeightedGroup(x, nil, bits, groupSize, scales, mins, base, fit)
+}
+
+// ForEachWeightedGroup is ForEachGroup with per-element error weights
+// (w nil, or len(x) weights >= 0) handed to fit group by group.
+func ForEachWeightedGroup(x, w []float32, bits, groupSize int, scales, mins []uint16, base int64, fit FitFunc) error {
 	var los, his [segGroups]float32
 	ng := int(kernels.NumGroups(int64(len(x)), groupSize))
 	for g0 := 0; g0 < ng; g0 += segGroups {
@@ -38,7 +44,12 @@ func ForEachGroup(x []float32, bits, groupSize int, scales, mins []uint16, base 
 				scales[g], mins[g], _ = kernels.MinMaxParams(lo, hi, bits)
 				continue
 			}
-			scales[g], mins[g] = fit(x[g*groupSize:min(len(x), (g+1)*groupSize)], bits, lo, hi)
+			a, b := g*groupSize, min(len(x), (g+1)*groupSize)
+			var wg []float32
+			if w != nil {
+				wg = w[a:b]
+			}
+			scales[g], mins[g] = fit(x[a:b], wg, bits, lo, hi)
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 // Search is the parameter search of one group: the best params so far.
 type Search struct {
 	X    []float32
+	W    []float32 // error weight per element; nil = unweighted
 	QMax int64
 	// Best holds the best evaluated params and their sums; after Accept,
 	// possibly params whose stored error is at most Best.Err (a bound).
@@ -17,15 +18,20 @@ type Search struct {
 	valid bool
 }
 
-// NewSearch starts a search over group x (len > 0) at bits.
-func NewSearch(x []float32, bits int) Search {
-	return Search{X: x, QMax: int64(1)<<bits - 1}
+// NewSearch starts a search over group x (len > 0) at bits; w (nil, or
+// one weight >= 0 per element) weighs each element's squared error.
+func NewSearch(x, w []float32, bits int) Search {
+	return Search{X: x, W: w, QMax: int64(1)<<bits - 1}
 }
 
 // Try evaluates fp16 params exactly into st and keeps them when they beat
 // the best; it reports whether they did.
 func (s *Search) Try(st *Stats, scaleH, minH uint16) bool {
-	Eval(st, s.X, scaleH, minH, s.QMax)
+	if s.W != nil {
+		EvalWeighted(st, s.X, s.W, scaleH, minH, s.QMax)
+	} else {
+		Eval(st, s.X, scaleH, minH, s.QMax)
+	}
 	if s.valid && st.Err >= s.Best.Err {
 		return false
 	}
@@ -58,7 +64,16 @@ func Step(st *Stats, omega float64) (scaleH, minH uint16, ok bool) {
 // lsDelta solves the normal equations of min Σ (r - ds·q - dm)².
 func lsDelta(st *Stats) (ds, dm float64) {
 	d := st.N*st.QQ - st.Q*st.Q
-	if d <= 0.5 { // every code equal (d is an integer): only the min can move
+	// Every (weighted) code equal: only the min can move. Unweighted, d is
+	// an integer; weighted, it is Σ w_i w_j (q_i - q_j)² over pairs.
+	degenerate := d <= 0.5
+	if st.Weighted {
+		degenerate = d <= 1e-9*st.N*st.QQ
+	}
+	if degenerate {
+		if st.N <= 0 {
+			return 0, 0
+		}
 		return 0, st.R / st.N
 	}
 	return (st.N*st.RQ - st.Q*st.R) / d, (st.QQ*st.R - st.Q*st.RQ) / d

@@ -528,3 +528,73 @@ func betterThanMinMax(t *testing.T, params kernels.GroupParamsFunc, o Options) {
 		}
 	}
 }
+
+// Weighted checks a method's weighted search through its fused
+// <method>_quantize_weighted kernel: uniform weights match the unweighted
+// search's error, and importance concentrated on a few input channels
+// lowers the weighted error against the unweighted search.
+func Weighted(t *testing.T, method string) {
+	e := NewEnv(t)
+	m, err := kernels.LookupMethod(method)
+	if err != nil || m.WeightedGroupParams == nil {
+		t.Fatalf("%s has no weighted search: %v", method, err)
+	}
+	const rows, cols = 64, 1024
+	x := Normal(rows*cols, 31)
+	for i := range x {
+		if (i%cols)%97 == 0 { // outlier input channels
+			x[i] *= 12
+		}
+	}
+	imp := make([]float32, len(x))
+	uniform := make([]float32, len(x))
+	for i := range imp {
+		imp[i], uniform[i] = 1, 1
+		if (i%cols)%50 < 2 { // 4% of the channels carry large activations
+			imp[i] = 100
+		}
+	}
+	values := e.ListF32(x)
+	defer values.Release()
+	weightedErr := func(codes []byte, scales, mins []uint16, bits, gs int) float64 {
+		rec := make([]float32, len(x))
+		kernels.DequantizeGroups(rec, codes, scales, mins, bits, gs)
+		var s float64
+		for i := range x {
+			d := float64(x[i] - rec[i])
+			s += float64(imp[i]) * d * d
+		}
+		return s
+	}
+	for _, c := range []struct{ bits, gs int }{{2, 128}, {4, 128}} {
+		opts := &kernels.QuantOptions{Bits: c.bits, GroupSize: c.gs}
+		plain, err := e.Fused(method, values, c.bits, c.gs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := func(w []float32) Row {
+			wa := e.ListF32(w)
+			defer wa.Release()
+			res := e.MustCall(m.WeightedQuantizeFunc(), opts, values, wa).(*array.Struct)
+			defer res.Release()
+			return Row{Codes: append([]byte(nil), res.Field(0).(*array.Binary).Value(0)...),
+				Scales: halves(res.Field(1).(*array.List), 0), Mins: halves(res.Field(2).(*array.List), 0),
+				Sim: simAt(res.Field(3).(*array.Struct), 0)}
+		}
+		uni, wtd := run(uniform), run(imp)
+		if d := math.Abs(uni.Sim.Err2-plain[0].Sim.Err2) / plain[0].Sim.Err2; d > 0.01 {
+			t.Errorf("bits %d: uniform weights give error %v, unweighted %v", c.bits, uni.Sim.Err2, plain[0].Sim.Err2)
+		}
+		pw := weightedErr(plain[0].Codes, plain[0].Scales, plain[0].Mins, c.bits, c.gs)
+		ww := weightedErr(wtd.Codes, wtd.Scales, wtd.Mins, c.bits, c.gs)
+		if ww > 0.9*pw {
+			t.Errorf("bits %d: weighted search error %v is not clearly below the unweighted search's %v", c.bits, ww, pw)
+		}
+		t.Logf("%s bits %d: importance-weighted error %.4g (unweighted search %.4g, %.1f%% lower)", method, c.bits, ww, pw, 100*(1-ww/pw))
+	}
+	wa := e.ListF32(make([]float32, 3))
+	defer wa.Release()
+	if _, err := e.Call(m.WeightedQuantizeFunc(), &kernels.QuantOptions{Bits: 4, GroupSize: 32}, values, wa); err == nil {
+		t.Error("a weights row of the wrong length must be an error")
+	}
+}
