@@ -33,6 +33,15 @@ var (
 		arrow.Field{Name: "mins", Type: ListF16},
 		arrow.Field{Name: "similarity", Type: CosineType},
 	)
+	// WeightedQuantizedType adds the error-weighted similarity sums
+	// (Σw·x·x̂, Σw·x², Σw·x̂², Σw·(x-x̂)²) of <method>_quantize_weighted.
+	WeightedQuantizedType = arrow.StructOf(
+		arrow.Field{Name: "codes", Type: arrow.BinaryTypes.Binary},
+		arrow.Field{Name: "scales", Type: ListF16},
+		arrow.Field{Name: "mins", Type: ListF16},
+		arrow.Field{Name: "similarity", Type: CosineType},
+		arrow.Field{Name: "weighted_similarity", Type: CosineType},
+	)
 	CosineType = arrow.StructOf(
 		arrow.Field{Name: "cosine", Type: arrow.PrimitiveTypes.Float64},
 		arrow.Field{Name: "rel_mse", Type: arrow.PrimitiveTypes.Float64},
@@ -462,7 +471,7 @@ func newWeightedQuantizeFunction(m Method) compute.Function {
 		return execQuantize(m.WeightedGroupParams, true, ctx, batch, out)
 	}
 	return newValuesFunction(m.WeightedQuantizeFunc(), "Fused params (weighted search), pack and similarity: "+m.Description,
-		[]string{"values", "weights"}, QuantizedType, []exec.InputType{listOf(arrow.FLOAT32)}, run)
+		[]string{"values", "weights"}, WeightedQuantizedType, []exec.InputType{listOf(arrow.FLOAT32)}, run)
 }
 
 func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
@@ -501,7 +510,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	}
 	codeData := memory.NewResizableBuffer(mem)
 	codeData.Resize(int(offs[n]))
-	sims := make([]Similarity, n)
+	sims, wsims := make([]Similarity, n), make([]Similarity, n)
 	scratch := scratchPool.Get().(*[]float32)
 	defer scratchPool.Put(scratch)
 	var recon [fusedBlock]float32
@@ -533,11 +542,18 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 			PackGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize)
 			DequantizeGroups(recon[:len(blk)], rowCodes[c0:c1], sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize)
 			sims[i].Add(SimilarityOf(blk, recon[:len(blk)]))
+			if wb != nil {
+				wsims[i].Add(WeightedSimilarityOf(blk, recon[:len(blk)], wb))
+			}
 		}
 	}
 	codesData := array.NewData(arrow.BinaryTypes.Binary, n, []*memory.Buffer{nil, codeOffsets, codeData}, nil, 0, 0)
 	codeOffsets.Release()
 	codeData.Release()
+	if weighted {
+		setOutput(out, structData(WeightedQuantizedType, n, codesData, scales.finish(), mins.finish(), similarityData(mem, sims), similarityData(mem, wsims)))
+		return nil
+	}
 	setOutput(out, structData(QuantizedType, n, codesData, scales.finish(), mins.finish(), similarityData(mem, sims)))
 	return nil
 }

@@ -365,3 +365,20 @@ func SimilarityOf(a, b []float32) Similarity {
 	s.Dot = (s.AA + s.BB - s.Err2) / 2
 	return s
 }
+
+// WeightedSimilarityOf is SimilarityOf with a weight per element on every
+// sum (Dot = Σw·a·b exactly, not derived).
+func WeightedSimilarityOf(a, b, w []float32) Similarity {
+	b, w = b[:len(a)], w[:len(a)]
+	var s Similarity
+	for i, v := range a {
+		x, y, c := float64(v), float64(b[i]), float64(w[i])
+		d := x - y
+		s.Dot += c * x * y
+		s.AA += c * x * x
+		s.BB += c * y * y
+		s.Err2 += c * d * d
+	}
+	s.N = int64(len(a))
+	return s
+}

@@ -320,6 +320,7 @@ func (t *tensorOutput) release() {
 type chunk struct {
 	off, n              int64
 	codes, scales, mins arrow.Array
+	output              kernels.Similarity // importance-weighted sums (calibrated layers)
 }
 
 func (c *chunk) release() {
@@ -390,6 +391,14 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		cos := sim.Cosine()
 		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
 		if cos >= cfg.MinAccuracy {
+			if importance != nil && p.methods[bits].WeightedGroupParams != nil {
+				var out kernels.Similarity
+				for i := range chunks {
+					out.Add(chunks[i].output)
+				}
+				oc := out.Cosine()
+				layer.OutputCosineSimilarity = &oc
+			}
 			layer.BitWidth, layer.GroupSize, layer.Method = bits, cfg.GroupSize, p.methods[bits].Name
 			layer.CosineSimilarity, layer.RelMSE = cos, sim.RelMSE()
 			if len(reasons) > 0 {
@@ -509,10 +518,17 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 		for _, a := range []arrow.Array{c.codes, c.scales, c.mins} {
 			a.Retain()
 		}
-		s := res.Field(3).(*array.Struct)
-		f := func(i int) float64 { return s.Field(i).(*array.Float64).Value(0) }
-		return kernels.Similarity{Dot: f(2), AA: f(3), BB: f(4), Err2: f(5), N: s.Field(6).(*array.Int64).Value(0)}, nil
+		if weighted {
+			c.output = readSimilarity(res.Field(4).(*array.Struct))
+		}
+		return readSimilarity(res.Field(3).(*array.Struct)), nil
 	})
+}
+
+// readSimilarity reads row 0 of a kernels.CosineType array.
+func readSimilarity(s *array.Struct) kernels.Similarity {
+	f := func(i int) float64 { return s.Field(i).(*array.Float64).Value(0) }
+	return kernels.Similarity{Dot: f(2), AA: f(3), BB: f(4), Err2: f(5), N: s.Field(6).(*array.Int64).Value(0)}
 }
 
 // channelWeights is the one-row list of error weights of elements

@@ -28,7 +28,11 @@ type Layer struct {
 	Policy            string  `json:"policy,omitempty"`     // why a tensor skipped quantization by rule
 	Protection        string  `json:"protection,omitempty"` // why a tensor was quantized above the configured bit width
 	Weighting         string  `json:"weighting,omitempty"`  // what weighed the parameter search's error, if anything
-	Bytes             int64   `json:"bytes"`                // codes + group params (or raw values) stored
+	// OutputCosineSimilarity (calibrated layers): the cosine of X·Wᵀ and
+	// X·Ŵᵀ estimated from the calibration's per-channel second moments
+	// (channels treated as uncorrelated).
+	OutputCosineSimilarity *float64 `json:"output_cosine_similarity,omitempty"`
+	Bytes                  int64    `json:"bytes"` // codes + group params (or raw values) stored
 }
 
 // Quantized reports whether the tensor went through the bit-width ladder

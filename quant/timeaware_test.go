@@ -53,6 +53,7 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 	}
 	f.Close()
 
+	var outputCos *float64
 	quantized := func(calibration string) []float32 {
 		cfg := config.Default()
 		cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = 2, 0, groups, 256
@@ -64,8 +65,13 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if calibration != "" && res.Layers[0].Weighting == "" {
-			t.Fatal("calibrated layer was not weighted")
+		if calibration != "" {
+			if res.Layers[0].Weighting == "" || res.Layers[0].OutputCosineSimilarity == nil {
+				t.Fatalf("calibrated layer: weighting %q, output cosine %v", res.Layers[0].Weighting, res.Layers[0].OutputCosineSimilarity)
+			}
+			outputCos = res.Layers[0].OutputCosineSimilarity
+		} else if res.Layers[0].OutputCosineSimilarity != nil {
+			t.Fatal("output cosine without calibration data")
 		}
 		rec := sink.recs[0]
 		codes := rec.Column(schema.IdxCodes).(*array.Binary).Value(0)
@@ -84,7 +90,7 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 	agnostic, aware := quantized(""), quantized(calPath)
 
 	// Held-out activations per time group: output SQNR of each variant.
-	var gainSum float64
+	var gainSum, dot, yy, bb float64
 	for g := 0; g < groups; g++ {
 		var sig, errA, errB float64
 		for k := 0; k < 64; k++ {
@@ -99,6 +105,7 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 					yb += float64(xv) * float64(aware[row+j])
 				}
 				sig += y * y
+				dot, yy, bb = dot+y*yb, yy+y*y, bb+yb*yb
 				errA += (y - ya) * (y - ya)
 				errB += (y - yb) * (y - yb)
 			}
@@ -109,6 +116,11 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 			t.Errorf("time group %d: time-aware output SQNR %.2f dB below time-agnostic %.2f dB", g, sqnrB, sqnrA)
 		}
 		gainSum += sqnrB - sqnrA
+	}
+	measured := dot / math.Sqrt(yy*bb)
+	t.Logf("output cosine: reported %.4f (from calibration moments), measured on held-out activations %.4f", *outputCos, measured)
+	if math.Abs(*outputCos-measured) > 0.02 {
+		t.Errorf("reported output cosine %.4f, measured %.4f", *outputCos, measured)
 	}
 	if gainSum/groups < 1 {
 		t.Errorf("mean output SQNR gain %.2f dB, want >= 1 dB", gainSum/groups)
