@@ -136,6 +136,8 @@ type PushOptions struct {
 	Config     map[string]any // overrides (snake_case keys)
 	Overwrite  bool
 	ChunkElems int64 // elements per row; default schema.ChunkElems
+	// Calibration is a calibration file (docs/FORMAT.md) sent with the upload.
+	Calibration string
 	// Progress receives source bytes sent and the total.
 	Progress func(sent, total int64)
 }
@@ -168,6 +170,13 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 			return nil, err
 		}
 		cmd.Files[name] = b
+	}
+	if o.Calibration != "" {
+		data, err := os.ReadFile(o.Calibration)
+		if err != nil {
+			return nil, fmt.Errorf("client: calibration: %w", err)
+		}
+		cmd.Calibration = &flightsrv.CalibrationFile{Name: filepath.Base(o.Calibration), Data: data}
 	}
 	body, _ := json.Marshal(cmd)
 

@@ -187,7 +187,7 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	}()
 	src := &storedSource{s: s, model: body.Model, entries: manifest}
 	defer src.close()
-	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name)
+	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name, "")
 	if err != nil {
 		return nil, pipelineErr(err)
 	}

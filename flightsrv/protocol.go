@@ -25,6 +25,15 @@ type PutCommand struct {
 	// stream that ends with fewer (a client that gave up) is refused
 	// instead of committed.
 	Tensors int `json:"tensors,omitempty"`
+	// Calibration is calibration activations (docs/FORMAT.md) sent with
+	// the upload: a file name whose extension tells the format, and its bytes.
+	Calibration *CalibrationFile `json:"calibration,omitempty"`
+}
+
+// CalibrationFile is a calibration file carried in a command (base64 in JSON).
+type CalibrationFile struct {
+	Name string `json:"name"`
+	Data []byte `json:"data"`
 }
 
 // Ticket is the DoGet ticket JSON.
@@ -60,7 +69,7 @@ func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
 		dec := json.NewDecoder(strings.NewReader(string(d.Cmd)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&c); err != nil {
-			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files, tensors}: %v", err)
+			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files, tensors, calibration}: %v", err)
 		}
 	case flight.DescriptorPATH:
 		if len(d.Path) != 1 {

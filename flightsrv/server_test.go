@@ -682,3 +682,46 @@ func TestPulledReportIsLocal(t *testing.T) {
 		t.Fatalf("report %+v, file %d bytes", rep, st.Size())
 	}
 }
+
+// Calibration sent with a push weighs the matching layer and shows in FlightInfo.
+func TestPushWithCalibration(t *testing.T) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{})
+	c := dial(t, ts.addr, client.Options{})
+	path := filepath.Join(t.TempDir(), "calib.jsonl")
+	var b strings.Builder
+	act := make([]float32, 256)
+	for k := 0; k < 32; k++ {
+		for j := range act {
+			act[j] = float32((j*7+k)%13) - 6
+		}
+		line, _ := json.Marshal(map[string]any{"layer": "model.layers.0.mlp.up_proj", "timestep": k, "activation": act})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	res, err := c.Push(context.Background(), tinyDir, client.PushOptions{Name: "cal", Calibration: path, Config: map[string]any{"num_time_groups": 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	weighted := 0
+	for _, l := range res.Layers {
+		if l.Weighting != "" {
+			weighted++
+			if l.Name != "model.layers.0.mlp.up_proj.weight" || l.OutputCosineSimilarity == nil {
+				t.Errorf("weighted layer %+v", l)
+			}
+		}
+	}
+	if weighted != 1 || res.TimeGroups == nil || res.TimeGroups.Calibration == nil || res.TimeGroups.Calibration.RowsRead != 32 {
+		t.Fatalf("weighted %d, time groups %+v", weighted, res.TimeGroups)
+	}
+	_, md, err := c.Info(context.Background(), "cal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, _ := md["time_groups"].(map[string]any)
+	params, _ := tg["activation_params"].(map[string]any)
+	if len(params["model.layers.0.mlp.up_proj"].([]any)) != 4 {
+		t.Errorf("FlightInfo time_groups: %v", tg)
+	}
+}

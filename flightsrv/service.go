@@ -257,12 +257,19 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 	if s.o.IngestOnly {
 		return s.ingestOnly(ctx, rdr, ingest, sender, stage, src)
 	}
+	calibPath, err := writeCalibration(cmd.Calibration)
+	if err != nil {
+		return err
+	}
+	if calibPath != "" {
+		defer os.RemoveAll(filepath.Dir(calibPath))
+	}
 	// Receive in the background; the pipeline below reads from the spool.
 	recvDone := make(chan error, 1)
 	go func() {
 		recvDone <- s.receive(rdr, ingest, sender)
 	}()
-	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model)
+	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath)
 	if runErr != nil {
 		src.fail(runErr) // the receiver stops at the next batch
 	}
@@ -306,6 +313,27 @@ func (s *Service) ingestOnly(ctx context.Context, rdr *flight.Reader, ingest *in
 	return sender.close()
 }
 
+// writeCalibration stores a command's calibration file in a temporary
+// directory (outside the model) and returns its path ("" without one).
+func writeCalibration(c *CalibrationFile) (string, error) {
+	if c == nil {
+		return "", nil
+	}
+	if !validFileName(c.Name) || len(c.Data) == 0 {
+		return "", status.Errorf(codes.InvalidArgument, "calibration: needs a plain file name (.arrow, .parquet or .jsonl) and data")
+	}
+	dir, err := os.MkdirTemp("", "arrowquant-calib-")
+	if err != nil {
+		return "", status.Error(codes.Internal, err.Error())
+	}
+	p := filepath.Join(dir, c.Name)
+	if err := os.WriteFile(p, c.Data, 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", status.Error(codes.Internal, err.Error())
+	}
+	return p, nil
+}
+
 // receive spools the stream and acknowledges every batch.
 func (s *Service) receive(rdr *flight.Reader, ingest *ingestor, sender *putSender) error {
 	for rdr.Next() {
@@ -334,14 +362,14 @@ func (s *Service) receive(rdr *flight.Reader, ingest *ingestor, sender *putSende
 }
 
 // runPipeline quantizes src into the artifact file of dir.
-func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model string) (*quant.Result, *quant.Stats, error) {
+func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration string) (*quant.Result, *quant.Stats, error) {
 	w, err := artifact.Create(filepath.Join(dir, artifact.FileName), s.o.Mem)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer w.Abort()
 	res, stats, err := quant.Run(ctx, quant.Options{
-		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem,
+		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration,
 		Logger: s.o.Logger.With().Str("model", model).Logger(),
 	}, src, w)
 	if err != nil {

@@ -108,10 +108,10 @@ func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
 }
 
 func newPushCmd() *cobra.Command {
-	var model, name string
+	var model, name, calibration string
 	var asJSON, overwrite bool
 	cmd := &cobra.Command{
-		Use:   "push --server URL --model DIR --name NAME [config flags] [--json]",
+		Use:   "push --server URL --model DIR --name NAME [config flags] [--calibration FILE] [--json]",
 		Short: "Upload a model to the server, which quantizes it as it arrives and stores the result",
 		Args:  exactArgs(0),
 	}
@@ -121,6 +121,7 @@ func newPushCmd() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "name on the server (default: the directory name)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a stored model of that name")
+	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations sent with the upload (.arrow, .parquet or .jsonl)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		out := cmd.OutOrStdout()
 		if model == "" {
@@ -137,7 +138,7 @@ func newPushCmd() *cobra.Command {
 		defer c.Close()
 		bar := newProgress(0, "pushing", true)
 		res, err := c.Push(cmd.Context(), model, client.PushOptions{
-			Name: name, Config: overrides, Overwrite: overwrite,
+			Name: name, Config: overrides, Overwrite: overwrite, Calibration: calibration,
 			Progress: func(sent, total int64) {
 				bar.update(sent, total, "")
 			},

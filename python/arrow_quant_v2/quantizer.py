@@ -403,7 +403,8 @@ class ArrowQuantV2:
     def quantize_diffusion_model(self, model_path, output_path, config=None,
                                  progress_callback: Optional[Callable[[Progress], Any]] = None, *,
                                  overwrite: bool = False, name: Optional[str] = None,
-                                 keep_on_server: Optional[bool] = None) -> Dict[str, Any]:
+                                 keep_on_server: Optional[bool] = None,
+                                 calibration=None) -> Dict[str, Any]:
         """Quantize the Hugging Face model in ``model_path`` (model.safetensors, sharded with an index, or
         diffusion_pytorch_model*.safetensors; F32/F16/BF16/F64) into ``output_path``: model.arrow (the
         artifact), report.json and the model's config, tokenizer and generation files -- the layout of
@@ -415,7 +416,9 @@ class ArrowQuantV2:
         temporary sibling and renamed into place, so a failure leaves nothing behind. ``name`` is the
         model's name on the server (default: the directory name plus a unique suffix); the model stays
         stored there when using an external server (``keep_on_server``, default True for external servers
-        and False for the embedded one).
+        and False for the embedded one). ``calibration`` is a calibration file (.arrow, .parquet or .jsonl
+        rows of layer, timestep, activation; docs/FORMAT.md) sent with the upload for time-aware
+        quantization.
 
         Returns the result (the keys of ``arrowquant quantize --json``: model_size_mb, cosine_similarity,
         compression_ratio, fallback_occurred, actual_bit_width, fallback_reason, layers, ...), with
@@ -430,7 +433,7 @@ class ArrowQuantV2:
             base = _SAFE_NAME.sub("-", os.path.basename(os.path.normpath(os.fspath(model_path)))).lstrip(".-")
             name = f"{base[:120] or 'model'}-{uuid.uuid4().hex[:12]}"
         result = self.push(model_path, cfg, name=name, overwrite=given_name and overwrite,
-                           progress_callback=progress_callback)
+                           progress_callback=progress_callback, calibration=calibration)
         try:
             # With a generated name, the artifact names the model after its directory, as a local run does.
             label = None if given_name else os.path.basename(os.path.normpath(os.path.abspath(os.fspath(model_path))))
@@ -449,7 +452,7 @@ class ArrowQuantV2:
         return local
 
     def push(self, model_path, config=None, *, name: Optional[str] = None, overwrite: bool = False,
-             progress_callback=None, chunk_elems: int = CHUNK_ELEMS) -> Dict[str, Any]:
+             progress_callback=None, chunk_elems: int = CHUNK_ELEMS, calibration=None) -> Dict[str, Any]:
         """Upload a model directory over DoPut; the server quantizes it and stores it as ``name``.
         Returns the server's result JSON."""
         cfg = self._config(config)
@@ -464,6 +467,10 @@ class ArrowQuantV2:
                 files[fname] = base64.b64encode(f.read()).decode("ascii")
         command = {"model": name, "config": cfg.to_dict(), "overwrite": bool(overwrite), "files": files,
                    "tensors": len(model.tensors)}  # the server refuses an upload that stops short
+        if calibration is not None:
+            with open(calibration, "rb") as f:
+                command["calibration"] = {"name": os.path.basename(os.fspath(calibration)),
+                                          "data": base64.b64encode(f.read()).decode("ascii")}
         wire = wire_type(model.dtypes)
         schema = input_schema(wire)
         descriptor = fl.FlightDescriptor.for_command(json.dumps(command).encode())

@@ -407,3 +407,19 @@ def test_server_failure_mid_upload_does_not_hang(q, tmp_path):
         q.quantize_diffusion_model(model, tmp_path / "o", name="late-failure")
     with pytest.raises(errors.NotFound):
         q.delete("late-failure")
+
+
+def test_calibration_argument(q, tiny_model, tmp_path):
+    """Calibration activations sent with quantize_diffusion_model weigh the matching layer."""
+    import json as _json
+    path = tmp_path / "calib.jsonl"
+    with open(path, "w") as f:
+        for k in range(16):
+            f.write(_json.dumps({"layer": "model.layers.1.mlp.down_proj", "timestep": k,
+                                 "activation": [float((j * 5 + k) % 11 - 5) for j in range(704)]}) + "\n")
+    r = q.quantize_diffusion_model(tiny_model, tmp_path / "out", calibration=path)
+    weighted = [l for l in r["layers"] if l.get("weighting")]
+    assert [l["name"] for l in weighted] == ["model.layers.1.mlp.down_proj.weight"]
+    assert 0 < weighted[0]["output_cosine_similarity"] <= 1
+    assert r["time_groups"]["calibration"]["rows_read"] == 16
+    assert r["time_aware"]["applied"] is True
