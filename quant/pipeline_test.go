@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -53,33 +52,6 @@ func (t *memTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, n 
 	return InputRecord(mem, t.meta, off, vt, buf), nil
 }
 
-type memSource struct {
-	tensors []Tensor
-	i       int
-}
-
-func (s *memSource) Next(ctx context.Context) (Tensor, error) {
-	if s.i == len(s.tensors) {
-		return nil, io.EOF
-	}
-	s.i++
-	return s.tensors[s.i-1], nil
-}
-
-type collectSink struct{ recs []arrow.RecordBatch }
-
-func (s *collectSink) Write(rec arrow.RecordBatch) error {
-	rec.Retain()
-	s.recs = append(s.recs, rec)
-	return nil
-}
-
-func (s *collectSink) release() {
-	for _, r := range s.recs {
-		r.Release()
-	}
-}
-
 func normal(seed uint64, n int, sigma float64) []float32 {
 	rng := rand.New(rand.NewPCG(seed, seed))
 	x := make([]float32, n)
@@ -89,11 +61,11 @@ func normal(seed uint64, n int, sigma float64) []float32 {
 	return x
 }
 
-func run(t *testing.T, cfg config.DiffusionQuantConfig, tensors ...Tensor) (*Result, *Stats, *collectSink, error) {
+func run(t *testing.T, cfg config.DiffusionQuantConfig, tensors ...Tensor) (*Result, *Stats, *recordSink, error) {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	sink := &collectSink{}
-	res, stats, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Mem: mem}, &memSource{tensors: tensors}, sink)
+	sink := &recordSink{}
+	res, stats, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Mem: mem}, &sliceSource{tensors: tensors}, sink)
 	t.Cleanup(func() {
 		sink.release()
 		mem.AssertSize(t, 0)
@@ -302,9 +274,9 @@ func TestCalibrationActivationParams(t *testing.T) {
 	w := &memTensor{TensorMeta{"model.layers.0.mlp.up_proj.weight", []int64{8, 4}, schema.DTypeF32}, normal(23, 32, 0.02)}
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	sink := &collectSink{}
+	sink := &recordSink{}
 	defer sink.release()
-	res, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Mem: mem, Calibration: path}, &memSource{tensors: []Tensor{w}}, sink)
+	res, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Mem: mem, Calibration: path}, &sliceSource{tensors: []Tensor{w}}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +294,7 @@ func TestCalibrationActivationParams(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")
 	os.WriteFile(bad, []byte("{}\n"), 0o644)
-	if _, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Calibration: bad}, &memSource{tensors: []Tensor{w}}, &collectSink{}); err == nil || !strings.Contains(err.Error(), "bad.jsonl") {
+	if _, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Calibration: bad}, &sliceSource{tensors: []Tensor{w}}, &recordSink{}); err == nil || !strings.Contains(err.Error(), "bad.jsonl") {
 		t.Errorf("bad calibration: %v", err)
 	}
 }
