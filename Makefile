@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest lint vet bench bench-e2e bench-flight run clean quality
+.PHONY: all build test gotest pytest pydeps lint vet bench bench-e2e bench-flight run clean quality
 
 all: build
 
@@ -19,7 +19,14 @@ test: lint vet gotest pytest
 gotest:
 	$(GO) test -race -count=1 ./...
 
-pytest: build
+# The Python suite's dependencies, installed with pip when missing, so
+# `make test` works on a fresh machine.
+PYDEPS := pyarrow numpy pyyaml pytest psutil
+pydeps:
+	@$(PYTHON) -c "import pyarrow, numpy, yaml, pytest, psutil" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PYDEPS)
+
+pytest: build pydeps
 	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -o faulthandler_timeout=300 python/tests
 
 vet:
