@@ -372,9 +372,6 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		layer.Protection = fmt.Sprintf("timestep-conditioned layer kept at >= 8 bits by time-aware quantization (INT%d requested)", cfg.BitWidth)
 	}
 	importance := p.importance(meta)
-	if importance != nil {
-		layer.Weighting = "per-input-channel importance from calibration (equal weight per time group)"
-	}
 	var reasons []string
 	for bits := start; bits <= 8; bits *= 2 {
 		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, importance)
@@ -392,6 +389,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
 		if cos >= cfg.MinAccuracy {
 			if importance != nil && p.methods[bits].WeightedGroupParams != nil {
+				layer.Weighting = fmt.Sprintf("%s search weighted by per-input-channel importance from calibration (equal weight per time group)", p.methods[bits].Name)
 				var out kernels.Similarity
 				for i := range chunks {
 					out.Add(chunks[i].output)

@@ -292,6 +292,14 @@ func TestCalibrationActivationParams(t *testing.T) {
 	if !res.TimeAware.Applied || !strings.Contains(res.TimeAware.Reason, "search of 1 weight tensors weighted") || res.Layers[0].Weighting == "" {
 		t.Errorf("status %+v", res.TimeAware)
 	}
+	cfg8 := cfg
+	cfg8.BitWidth = 8
+	sink8 := &recordSink{}
+	defer sink8.release()
+	res8, _, err := Run(context.Background(), Options{Config: cfg8, Modality: "text", Calibration: path}, &sliceSource{tensors: []Tensor{w}}, sink8)
+	if err != nil || res8.Layers[0].Weighting != "" || res8.Layers[0].OutputCosineSimilarity != nil || !strings.Contains(res8.TimeAware.Reason, "no weighted search") {
+		t.Errorf("INT8 (minmax) must not claim weighting: %+v %+v %v", res8.Layers[0], res8.TimeAware, err)
+	}
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")
 	os.WriteFile(bad, []byte("{}\n"), 0o644)
 	if _, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Calibration: bad}, &sliceSource{tensors: []Tensor{w}}, &recordSink{}); err == nil || !strings.Contains(err.Error(), "bad.jsonl") {

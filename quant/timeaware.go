@@ -102,6 +102,8 @@ func timeAwareStatus(requested bool, tg *TimeGroups, matched map[string]bool, we
 			tg.Calibration.Layers, tg.NumTimeGroups, tg.Calibration.File, tg.Calibration.RowsUsed, tg.Calibration.RowsRead, len(matched)))
 		if weighted > 0 {
 			did = append(did, fmt.Sprintf("the parameter search of %d weight tensors weighted by per-input-channel importance (mean x² per channel, each time group with equal weight)", weighted))
+		} else if len(matched) > 0 {
+			not = append(not, "calibrated layers matched, but the method of their final bit width has no weighted search (minmax at INT8)")
 		} else {
 			not = append(not, "no weight tensor matched a calibrated layer with the same input channels, so no search was weighted")
 		}
