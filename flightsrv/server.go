@@ -90,6 +90,7 @@ func Serve(ctx context.Context, c ServerConfig) error {
 		return err
 	case <-ctx.Done():
 	}
+	c.Logger.Info().Msg("shutting down: new calls get Unavailable, running calls may finish")
 	svc.BeginShutdown()
 	timeout := c.ShutdownTimeout
 	if timeout == 0 {
@@ -101,5 +102,6 @@ func Serve(ctx context.Context, c ServerConfig) error {
 	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
+	c.Logger.Info().Msg("stopped")
 	return nil
 }
