@@ -491,13 +491,22 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
 	m := p.methods[bits]
 	weighted := importance != nil && m.WeightedGroupParams != nil
+	var fullChunk arrow.Array // the weights of every full chunk, when they repeat
+	if weighted && schema.ChunkElems%int64(len(importance)) == 0 && meta.NumElements() >= schema.ChunkElems {
+		fullChunk = channelWeights(p.o.Mem, importance, 0, schema.ChunkElems)
+		defer fullChunk.Release()
+	}
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
 		fn := m.QuantizeFunc()
 		if weighted {
-			w := channelWeights(p.o.Mem, importance, c.off, c.n)
-			args = append(args, compute.NewDatum(w))
-			w.Release()
+			if fullChunk != nil && c.n == schema.ChunkElems {
+				args = append(args, compute.NewDatum(fullChunk))
+			} else {
+				w := channelWeights(p.o.Mem, importance, c.off, c.n)
+				args = append(args, compute.NewDatum(w))
+				w.Release()
+			}
 			fn = m.WeightedQuantizeFunc()
 		}
 		defer func() {

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -304,5 +305,35 @@ func TestCalibrationActivationParams(t *testing.T) {
 	os.WriteFile(bad, []byte("{}\n"), 0o644)
 	if _, _, err := Run(context.Background(), Options{Config: cfg, Modality: "text", Calibration: bad}, &sliceSource{tensors: []Tensor{w}}, &recordSink{}); err == nil || !strings.Contains(err.Error(), "bad.jsonl") {
 		t.Errorf("bad calibration: %v", err)
+	}
+}
+
+// Weighted quantization over several full chunks (weights built once and
+// shared) and a partial last chunk, with every buffer released.
+func TestWeightedAcrossChunks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "calib.jsonl")
+	var b strings.Builder
+	for k := 0; k < 8; k++ {
+		act := make([]float32, 512)
+		for j := range act {
+			act[j] = float32((j*3+k)%7) - 3
+		}
+		line, _ := json.Marshal(map[string]any{"layer": "big.proj", "timestep": k, "activation": act})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	os.WriteFile(path, []byte(b.String()), 0o644)
+	rows := int64(2*schema.ChunkElems/512 + 3)
+	w := &memTensor{TensorMeta{"big.proj.weight", []int64{rows, 512}, schema.DTypeF32}, normal(31, int(rows*512), 0.02)}
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	sink := &recordSink{}
+	defer sink.release()
+	res, stats, err := Run(context.Background(), Options{Config: config.Default(), Modality: "text", Mem: mem, Calibration: path}, &sliceSource{tensors: []Tensor{w}}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Index[0].NumBatches != 3 || res.Layers[0].Weighting == "" || res.Layers[0].OutputCosineSimilarity == nil {
+		t.Fatalf("batches %d, layer %+v", stats.Index[0].NumBatches, res.Layers[0])
 	}
 }
