@@ -49,81 +49,77 @@ func Dequantize(ctx context.Context, o DequantizeOptions) error {
 		return err
 	}
 	defer r.Close()
-	out, err := prepareOutput(o.OutputDir, o.Overwrite)
-	if err != nil {
-		return err
-	}
-	defer out.cleanup()
-
-	headers := make([]modelio.TensorHeader, len(r.Tensors()))
-	for i, t := range r.Tensors() {
-		headers[i] = modelio.TensorHeader{Name: t.Name, DType: o.DType, Shape: t.Shape}
-	}
-	w, err := modelio.CreateSafetensors(filepath.Join(out.tmp, modelio.SingleFile), headers, map[string]string{
-		"format": "pt", "arrowquant.dequantized_from": r.Meta(schema.MetaModelName),
+	return WriteDir(o.OutputDir, o.Overwrite, func(tmp string) error {
+		headers := make([]modelio.TensorHeader, len(r.Tensors()))
+		for i, t := range r.Tensors() {
+			headers[i] = modelio.TensorHeader{Name: t.Name, DType: o.DType, Shape: t.Shape}
+		}
+		w, err := modelio.CreateSafetensors(filepath.Join(tmp, modelio.SingleFile), headers, map[string]string{
+			"format": "pt", "arrowquant.dequantized_from": r.Meta(schema.MetaModelName),
+		})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if w != nil {
+				w.Close()
+			}
+		}()
+		var buf []byte
+		for ti, t := range r.Tensors() {
+			for b := t.FirstBatch; b < t.FirstBatch+t.NumBatches; b++ {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				rec, err := r.Batch(b)
+				if err != nil {
+					return err
+				}
+				vals, err := artifact.DequantizeBatch(ctx, o.Mem, rec)
+				rec.Release()
+				if err != nil {
+					return err
+				}
+				f32 := vals.ListValues().(*array.Float32).Float32Values()
+				size := int(o.DType.Size())
+				if cap(buf) < size*len(f32) {
+					buf = make([]byte, size*len(f32))
+				}
+				buf = buf[:size*len(f32)]
+				switch o.DType {
+				case modelio.F32:
+					fp.EncodeF32(buf, f32)
+				case modelio.F16:
+					fp.EncodeHalf(buf, f32)
+				case modelio.BF16:
+					fp.EncodeBF16(buf, f32)
+				}
+				vals.Release()
+				if _, err := w.Write(buf); err != nil {
+					return fmt.Errorf("dequantize: write tensor %q: %w", t.Name, err)
+				}
+			}
+			if o.Progress != nil {
+				o.Progress(ti+1, len(r.Tensors()))
+			}
+		}
+		err = w.Close()
+		w = nil
+		if err != nil {
+			return err
+		}
+		ents, err := os.ReadDir(inDir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if e.Type().IsRegular() && n != artifact.FileName && n != artifact.ReportName && n[0] != '.' {
+				if err := copyFile(filepath.Join(inDir, n), filepath.Join(tmp, n)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if w != nil {
-			w.Close()
-		}
-	}()
-	var buf []byte
-	for ti, t := range r.Tensors() {
-		for b := t.FirstBatch; b < t.FirstBatch+t.NumBatches; b++ {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rec, err := r.Batch(b)
-			if err != nil {
-				return err
-			}
-			vals, err := artifact.DequantizeBatch(ctx, o.Mem, rec)
-			rec.Release()
-			if err != nil {
-				return err
-			}
-			f32 := vals.ListValues().(*array.Float32).Float32Values()
-			size := int(o.DType.Size())
-			if cap(buf) < size*len(f32) {
-				buf = make([]byte, size*len(f32))
-			}
-			buf = buf[:size*len(f32)]
-			switch o.DType {
-			case modelio.F32:
-				fp.EncodeF32(buf, f32)
-			case modelio.F16:
-				fp.EncodeHalf(buf, f32)
-			case modelio.BF16:
-				fp.EncodeBF16(buf, f32)
-			}
-			vals.Release()
-			if _, err := w.Write(buf); err != nil {
-				return fmt.Errorf("dequantize: write tensor %q: %w", t.Name, err)
-			}
-		}
-		if o.Progress != nil {
-			o.Progress(ti+1, len(r.Tensors()))
-		}
-	}
-	err = w.Close()
-	w = nil
-	if err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(inDir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		n := e.Name()
-		if e.Type().IsRegular() && n != artifact.FileName && n != artifact.ReportName && n[0] != '.' {
-			if err := copyFile(filepath.Join(inDir, n), filepath.Join(out.tmp, n)); err != nil {
-				return err
-			}
-		}
-	}
-	return out.commit()
 }

@@ -66,44 +66,39 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 			return nil, err
 		}
 	}
-	out, err := prepareOutput(o.OutputDir, o.Overwrite)
+	var res *quant.Result
+	err = WriteDir(o.OutputDir, o.Overwrite, func(tmp string) error {
+		w, err := artifact.Create(filepath.Join(tmp, artifact.FileName), o.Mem)
+		if err != nil {
+			return err
+		}
+		defer w.Abort()
+		var progress func(quant.Progress)
+		if o.Progress != nil {
+			total, count := m.SourceBytes(), len(m.Tensors)
+			progress = func(p quant.Progress) { o.Progress(p, count, total) }
+		}
+		r, stats, err := quant.Run(ctx, quant.Options{
+			Config: o.Config, Modality: modality, ModalitySource: source, Method: o.Method,
+			Mem: o.Mem, Logger: o.Logger, Progress: progress, Calibration: o.Calibration,
+		}, quant.ModelSource(m), w)
+		if err != nil {
+			return err
+		}
+		if err := w.Commit(ArtifactMetadata(r, stats, filepath.Base(filepath.Clean(o.ModelDir)))); err != nil {
+			return err
+		}
+		if err := copyAux(m, tmp); err != nil {
+			return err
+		}
+		final := filepath.Join(filepath.Clean(o.OutputDir), artifact.FileName)
+		if err := FinishResult(r, filepath.Join(tmp, artifact.FileName), final); err != nil {
+			return err
+		}
+		res = r
+		return WriteReport(tmp, r)
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer out.cleanup()
-
-	artifactPath := filepath.Join(out.tmp, artifact.FileName)
-	w, err := artifact.Create(artifactPath, o.Mem)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Abort()
-	var progress func(quant.Progress)
-	if o.Progress != nil {
-		total, count := m.SourceBytes(), len(m.Tensors)
-		progress = func(p quant.Progress) { o.Progress(p, count, total) }
-	}
-	res, stats, err := quant.Run(ctx, quant.Options{
-		Config: o.Config, Modality: modality, ModalitySource: source, Method: o.Method,
-		Mem: o.Mem, Logger: o.Logger, Progress: progress, Calibration: o.Calibration,
-	}, quant.ModelSource(m), w)
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Commit(ArtifactMetadata(res, stats, filepath.Base(filepath.Clean(o.ModelDir)))); err != nil {
-		return nil, err
-	}
-	if err := copyAux(m, out.tmp); err != nil {
-		return nil, err
-	}
-	final := filepath.Join(out.final, artifact.FileName)
-	if err := FinishResult(res, filepath.Join(out.tmp, artifact.FileName), final); err != nil {
-		return nil, err
-	}
-	if err := WriteReport(out.tmp, res); err != nil {
-		return nil, err
-	}
-	if err := out.commit(); err != nil {
 		return nil, err
 	}
 	return res, nil
