@@ -587,18 +587,16 @@ func (p *pipeline) keepRaw(ctx context.Context, t Tensor, layer Layer, countByte
 	if meta.DType == schema.DTypeBF16 {
 		method = schema.MethodRawBF16
 	}
-	if meta.DType == schema.DTypeF32 || meta.DType == schema.DTypeF64 {
-		fits, err := p.fitsHalf(ctx, t)
-		if err != nil {
-			return nil, err
-		}
-		if !fits {
-			method = schema.MethodRawBF16
-		}
+	raw := func(method string, countBytes bool) ([]chunk, kernels.Similarity, error) {
+		return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
+			return rawChunk(p.o.Mem, meta, rec, c, method)
+		})
 	}
-	chunks, sim, err := p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
-		return rawChunk(p.o.Mem, meta, rec, c, method)
-	})
+	chunks, sim, err := raw(method, countBytes)
+	if errors.Is(err, errHalfOverflow) { // an F32/F64 value beyond fp16's range: keep it as bf16
+		method = schema.MethodRawBF16
+		chunks, sim, err = raw(method, false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -607,32 +605,22 @@ func (p *pipeline) keepRaw(ctx context.Context, t Tensor, layer Layer, countByte
 	return p.assemble(meta, layer, chunks), nil
 }
 
-func (p *pipeline) fitsHalf(ctx context.Context, t Tensor) (bool, error) {
-	var over atomic.Bool
-	chunks, _, err := p.forEachChunk(ctx, t, false, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
-		for _, v := range rec.Column(4).(*array.List).ListValues().(*array.Float32).Float32Values() {
-			if v > 65504 || v < -65504 {
-				over.Store(true)
-				break
-			}
-		}
-		return kernels.Similarity{}, nil
-	})
-	releaseChunks(chunks)
-	return !over.Load(), err
-}
+// errHalfOverflow: a value does not fit fp16 (|x| > 65504).
+var errHalfOverflow = errors.New("value beyond the fp16 range")
 
 func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {
 	values := rec.Column(4).(*array.List).ListValues()
-	orig := make([]float32, c.n)
+	var orig []float32
 	switch v := values.(type) {
 	case *array.Float32:
-		copy(orig, v.Float32Values())
+		orig = v.Float32Values()
 	case *array.Float16:
+		orig = make([]float32, c.n)
 		for i, h := range v.Values() {
 			orig[i] = fp.HalfToFloat32(h.Uint16())
 		}
 	case *array.Uint16:
+		orig = make([]float32, c.n)
 		for i, b := range v.Uint16Values() {
 			orig[i] = fp.BF16ToFloat32(b)
 		}
@@ -640,6 +628,9 @@ func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *c
 	for i, v := range orig {
 		if v-v != 0 {
 			return kernels.Similarity{}, tensorErr(meta, c.off, &kernels.NonFiniteError{Index: int64(i), Value: v})
+		}
+		if method == schema.MethodRawF16 && (v > 65504 || v < -65504) {
+			return kernels.Similarity{}, errHalfOverflow
 		}
 	}
 	raw := make([]byte, 2*c.n)

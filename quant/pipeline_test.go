@@ -337,3 +337,22 @@ func TestWeightedAcrossChunks(t *testing.T) {
 		t.Fatalf("batches %d, layer %+v", stats.Index[0].NumBatches, res.Layers[0])
 	}
 }
+
+// An F32 tensor kept at 16 bits becomes fp16, or bf16 when a value
+// exceeds fp16's range.
+func TestRawKeepsRange(t *testing.T) {
+	small := &memTensor{TensorMeta{"norm.small", []int64{300}, schema.DTypeF32}, normal(41, 300, 1)}
+	bigVals := normal(42, 300, 1)
+	bigVals[123] = 1e6
+	big := &memTensor{TensorMeta{"norm.big", []int64{300}, schema.DTypeF32}, bigVals}
+	res, _, _, err := run(t, config.Default(), small, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Layers[0].Method != schema.MethodRawF16 || res.Layers[1].Method != schema.MethodRawBF16 {
+		t.Fatalf("methods %s, %s; want fp16, bf16", res.Layers[0].Method, res.Layers[1].Method)
+	}
+	if res.Layers[1].CosineSimilarity < 0.9999 {
+		t.Errorf("bf16 cosine %v", res.Layers[1].CosineSimilarity)
+	}
+}
