@@ -4,11 +4,13 @@
 // bfloat16 bits), so a record batch of the input schema goes in and columns
 // of the output schema come out.
 //
-// Shared functions: aq_group_minmax, aq_pack, aq_dequantize, aq_cosine.
-// Methods (see Method) add "<name>_group_params" and the fused
-// "<name>_quantize" (params, pack and similarity sums in one pass). Call them through
-// compute.CallFunction with a context from NewContext (or an ExecCtx whose
-// Registry is Registry()).
+// Shared functions: aq_group_minmax, aq_pack, aq_dequantize, aq_cosine,
+// aq_dequantize_superblock. Methods (see Method) add "<name>_group_params"
+// and the fused "<name>_quantize" (params, pack and similarity sums in one
+// pass); super-block methods (Method.SuperBlock, format in superblock.go)
+// add only the fused "<name>_quantize" and "<name>_quantize_weighted".
+// Call them through compute.CallFunction with a context from NewContext
+// (or an ExecCtx whose Registry is Registry()).
 package kernels
 
 import (
@@ -70,7 +72,24 @@ type Method struct {
 	// WeightedGroupParams, when set, searches params minimizing a weighted
 	// error; registered as "<Name>_quantize_weighted".
 	WeightedGroupParams WeightedGroupParamsFunc
+	// SuperBlock, when set, makes this a super-block method (the format of
+	// superblock.go): it needs no GroupParams, gets no "<Name>_group_params",
+	// and its "<Name>_quantize" and "<Name>_quantize_weighted" return
+	// SuperBlockQuantizedType (group_params binary, empty scales and mins).
+	SuperBlock SuperBlockFunc
 }
+
+// SuperBlockFunc quantizes x, a run of whole super-blocks (the last one
+// possibly partial) starting at a multiple of SuperBlockElems within its
+// row, at bits: it writes the packed codes (PackedLen(len(x), bits) bytes)
+// and the group_params (SuperBlockParamsLen(len(x), bits) bytes) of x.
+// w is nil (unweighted) or one error weight >= 0 per element; base is the
+// element index of x[0] in its row, for errors (*NonFiniteError for NaN or
+// ±Inf, *ParamRangeError for values beyond the fp16 range).
+type SuperBlockFunc func(x, w []float32, bits int, codes, params []byte, base int64) error
+
+// IsSuperBlock reports whether m quantizes to the super-block format.
+func (m Method) IsSuperBlock() bool { return m.SuperBlock != nil }
 
 // WeightedQuantizeFunc is the registered name of the fused kernel with
 // per-element error weights (only for methods with WeightedGroupParams).
@@ -94,8 +113,11 @@ var (
 func RegisterMethod(m Method) {
 	methodsMu.Lock()
 	defer methodsMu.Unlock()
-	if m.Name == "" || m.GroupParams == nil {
-		panic("kernels: method needs a name and a GroupParams function")
+	if m.Name == "" || (m.GroupParams == nil && m.SuperBlock == nil) {
+		panic("kernels: method needs a name and a GroupParams or SuperBlock function")
+	}
+	if m.SuperBlock != nil && (m.GroupParams != nil || m.WeightedGroupParams != nil) {
+		panic("kernels: a super-block method has no GroupParams: " + m.Name)
 	}
 	if _, dup := methods[m.Name]; dup {
 		panic("kernels: method registered twice: " + m.Name)
@@ -146,7 +168,13 @@ func Registry() compute.FunctionRegistry {
 		mustAdd(reg, newPackFunction())
 		mustAdd(reg, newDequantizeFunction())
 		mustAdd(reg, newCosineFunction())
+		mustAdd(reg, newDequantizeSuperBlockFunction())
 		for _, name := range methodNamesLocked() {
+			if m := methods[name]; m.SuperBlock != nil {
+				mustAdd(reg, newSuperBlockQuantizeFunction(m, false))
+				mustAdd(reg, newSuperBlockQuantizeFunction(m, true))
+				continue
+			}
 			mustAdd(reg, newParamsFunction(methods[name]))
 			mustAdd(reg, newQuantizeFunction(methods[name]))
 			if methods[name].WeightedGroupParams != nil {

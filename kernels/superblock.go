@@ -1,0 +1,219 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/arrowquant/arrowquant/internal/fp"
+)
+
+// Super-block format (double quantization, like llama.cpp's K-quants).
+//
+// A row is cut into super-blocks of SuperBlockElems elements (the last one
+// may be partial), each into sub-blocks of g elements. Codes are the plain
+// packing of PackGroups (element k of the row at bits [k*bits, (k+1)*bits),
+// little-endian), PackedLen(n, bits) bytes per row. The row's group_params
+// hold, per super-block in order, B = 4 + 2*nsub*P/8 bytes:
+//
+//	d    fp16 little-endian (any finite value)
+//	dmin fp16 little-endian (any finite value)
+//	nsub scale codes sc_j of P bits, LSB-first (code j at bits [j*P, (j+1)*P))
+//	nsub min codes mc_j of P bits, LSB-first
+//
+// with (g, P) = (16, 4) at 2 bits, (32, 6) at 4 bits and (32, 8) at 8 bits,
+// so B is 20, 16 and 20 bytes. Element k (super-block k/256, sub-block
+// j = (k%256)/g) dequantizes in float32 without fused multiply-add to
+//
+//	s = float32(d * float32(sc_j)); m = float32(dmin * float32(mc_j))
+//	x̂ = float32(float32(q_k) * s) - m
+//
+// The unused sub-params of a partial last super-block are 0.
+const SuperBlockElems = 256
+
+// FuncDequantizeSuperBlock is aq_dequantize_superblock(codes binary,
+// group_params binary, n int64) -> list<float32>, QuantOptions{Bits}.
+const FuncDequantizeSuperBlock = "aq_dequantize_superblock"
+
+// SuperBlockLayout returns the sub-block size, the bits of each sub-scale
+// and sub-min code, and the group_params bytes per super-block at bits.
+func SuperBlockLayout(bits int) (subSize, paramBits, bytesPerSuperBlock int, err error) {
+	switch bits {
+	case 2:
+		subSize, paramBits = 16, 4
+	case 4:
+		subSize, paramBits = 32, 6
+	case 8:
+		subSize, paramBits = 32, 8
+	default:
+		return 0, 0, 0, fmt.Errorf("kernels: super-block bit width %d must be 2, 4 or 8", bits)
+	}
+	nsub := SuperBlockElems / subSize
+	return subSize, paramBits, 4 + 2*nsub*paramBits/8, nil
+}
+
+// NumSuperBlocks is the number of super-blocks of n elements.
+func NumSuperBlocks(n int64) int64 { return (n + SuperBlockElems - 1) / SuperBlockElems }
+
+// SuperBlockParamsLen is the group_params bytes of a row of n elements
+// (0 for an unsupported bit width).
+func SuperBlockParamsLen(n int64, bits int) int64 {
+	_, _, b, err := SuperBlockLayout(bits)
+	if err != nil {
+		return 0
+	}
+	return NumSuperBlocks(n) * int64(b)
+}
+
+// SuperBlockParams are the decoded params of one super-block.
+type SuperBlockParams struct {
+	D, DMin uint16    // fp16 bits
+	Sc, Mc  [16]uint8 // sub-scale and sub-min codes (nsub used)
+}
+
+// EncodeSuperBlockParams writes p into dst (bytesPerSuperBlock bytes).
+func EncodeSuperBlockParams(dst []byte, p *SuperBlockParams, nsub, paramBits int) {
+	binary.LittleEndian.PutUint16(dst[0:], p.D)
+	binary.LittleEndian.PutUint16(dst[2:], p.DMin)
+	seq := nsub * paramBits / 8
+	putCodes(dst[4:4+seq], p.Sc[:nsub], paramBits)
+	putCodes(dst[4+seq:4+2*seq], p.Mc[:nsub], paramBits)
+}
+
+// DecodeSuperBlockParams reads one super-block's params from src.
+func DecodeSuperBlockParams(p *SuperBlockParams, src []byte, nsub, paramBits int) {
+	p.D = binary.LittleEndian.Uint16(src[0:])
+	p.DMin = binary.LittleEndian.Uint16(src[2:])
+	seq := nsub * paramBits / 8
+	getCodes(p.Sc[:nsub], src[4:4+seq], paramBits)
+	getCodes(p.Mc[:nsub], src[4+seq:4+2*seq], paramBits)
+}
+
+// putCodes packs P-bit codes LSB-first (nsub*P is a multiple of 8).
+func putCodes(dst []byte, codes []uint8, paramBits int) {
+	clear(dst)
+	for j, c := range codes {
+		bit := j * paramBits
+		v := uint16(c) << (bit % 8)
+		dst[bit/8] |= byte(v)
+		if bit%8+paramBits > 8 {
+			dst[bit/8+1] |= byte(v >> 8)
+		}
+	}
+}
+
+func getCodes(dst []uint8, src []byte, paramBits int) {
+	mask := uint16(1)<<paramBits - 1
+	for j := range dst {
+		bit := j * paramBits
+		v := uint16(src[bit/8])
+		if bit%8+paramBits > 8 {
+			v |= uint16(src[bit/8+1]) << 8
+		}
+		dst[j] = uint8(v >> (bit % 8) & mask)
+	}
+}
+
+// SubBlockParams returns the float32 (s, m) of sub-block j of p as the
+// dequantization formula computes them.
+func (p *SuperBlockParams) SubBlockParams(j int) (s, m float32) {
+	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
+	return float32(d * float32(p.Sc[j])), float32(dmin * float32(p.Mc[j]))
+}
+
+// SuperBlockValue is the one super-block dequantization formula:
+// float32(float32(q)*s) - m, two roundings, no fused multiply-add.
+func SuperBlockValue(q int32, s, m float32) float32 {
+	p := float32(q) * s
+	return float32(p) - m
+}
+
+// DequantizeSuperBlocks reconstructs len(dst) values of one row (or of a
+// run of whole super-blocks starting at a super-block boundary) from its
+// packed codes and group_params.
+func DequantizeSuperBlocks(dst []float32, codes, params []byte, bits int) error {
+	g, pb, bpsb, err := SuperBlockLayout(bits)
+	if err != nil {
+		return err
+	}
+	n := int64(len(dst))
+	if want := PackedLen(n, bits); int64(len(codes)) != want {
+		return fmt.Errorf("kernels: %d elements at %d bits need %d code bytes, have %d", n, bits, want, len(codes))
+	}
+	if want := SuperBlockParamsLen(n, bits); int64(len(params)) != want {
+		return fmt.Errorf("kernels: %d elements at %d bits need %d group_params bytes (%d super-blocks of %d), have %d",
+			n, bits, want, NumSuperBlocks(n), bpsb, len(params))
+	}
+	nsub := SuperBlockElems / g
+	var p SuperBlockParams
+	for sb := 0; int64(sb*SuperBlockElems) < n; sb++ {
+		DecodeSuperBlockParams(&p, params[sb*bpsb:], nsub, pb)
+		start := sb * SuperBlockElems
+		out := dst[start:min(len(dst), start+SuperBlockElems)]
+		dequantSuperBlock(out, codes[start*bits/8:], &p, bits, g)
+	}
+	return nil
+}
+
+// dequantSuperBlock reconstructs one super-block (out, len <= 256) from
+// its codes (starting at the super-block's first byte).
+func dequantSuperBlock(out []float32, codes []byte, p *SuperBlockParams, bits, g int) {
+	for j := 0; j*g < len(out); j++ {
+		s, m := p.SubBlockParams(j)
+		sub := out[j*g : min(len(out), (j+1)*g)]
+		base := j * g
+		switch bits {
+		case 8:
+			for i, c := range codes[base : base+len(sub)] {
+				sub[i] = SuperBlockValue(int32(c), s, m)
+			}
+		case 4:
+			var lut [16]float32
+			for q := range lut {
+				lut[q] = SuperBlockValue(int32(q), s, m)
+			}
+			in := codes[base/2:]
+			i := 0
+			for ; i+2 <= len(sub); i += 2 {
+				b := in[i/2]
+				sub[i], sub[i+1] = lut[b&0xf], lut[b>>4]
+			}
+			if i < len(sub) {
+				sub[i] = lut[in[i/2]&0xf]
+			}
+		case 2:
+			var lut [4]float32
+			for q := range lut {
+				lut[q] = SuperBlockValue(int32(q), s, m)
+			}
+			in := codes[base/4:]
+			i := 0
+			for ; i+4 <= len(sub); i += 4 {
+				b := in[i/4]
+				sub[i], sub[i+1], sub[i+2], sub[i+3] = lut[b&3], lut[b>>2&3], lut[b>>4&3], lut[b>>6]
+			}
+			for k := 0; i < len(sub); i, k = i+1, k+1 {
+				sub[i] = lut[in[i/4]>>(2*k)&3]
+			}
+		}
+	}
+}
+
+// PackSuperBlock writes the codes of one super-block x (len <= 256) under
+// params p into dst (PackedLen(len(x), bits) bytes): each element gets
+// the nearest code, q = clamp(int(float32((v+m)*(1/s)) + 0.5), 0, qmax),
+// code 0 where s is 0.
+func PackSuperBlock(dst []byte, x []float32, p *SuperBlockParams, bits int) {
+	g, _, _, err := SuperBlockLayout(bits)
+	if err != nil {
+		panic(err)
+	}
+	clear(dst[:PackedLen(int64(len(x)), bits)])
+	for j := 0; j*g < len(x); j++ {
+		s, m := p.SubBlockParams(j)
+		var inv float32
+		if s != 0 {
+			inv = 1 / s
+		}
+		packGroup(dst, j*g, x[j*g:min(len(x), (j+1)*g)], inv, -m, bits)
+	}
+}
