@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/kernels/dq"
 )
 
 const benchElems = 1 << 20 // one pipeline chunk
@@ -109,6 +110,9 @@ func BenchmarkFusedQuantize(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		if m.IsSuperBlock() {
+			continue // no group size: BenchmarkSuperBlock/fused covers it
+		}
 		for _, bits := range []int{2, 4, 8} {
 			for _, gs := range []int{64, 128, 256} {
 				b.Run(fmt.Sprintf("%s/int%d/g%d", name, bits, gs), func(b *testing.B) {
@@ -120,5 +124,48 @@ func BenchmarkFusedQuantize(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkSuperBlock: the dq super-block method, GB/s of fp32: quantize
+// (params + pack, the method's SuperBlockFunc on one row), fused (the
+// registered dq_quantize: params, pack, dequantize and similarity) and
+// dequantize (aq_dequantize_superblock, GB/s of fp32 output).
+func BenchmarkSuperBlock(b *testing.B) {
+	ctx := kernels.NewContext(context.Background())
+	values := normalRow(memory.DefaultAllocator, benchElems)
+	defer values.Release()
+	x := values.(*array.List).ListValues().(*array.Float32).Float32Values()
+	nb := array.NewInt64Builder(memory.DefaultAllocator)
+	nb.Append(benchElems)
+	counts := nb.NewArray()
+	nb.Release()
+	defer counts.Release()
+	for _, bits := range []int{2, 4} {
+		opts := &kernels.QuantOptions{Bits: bits}
+		b.Run(fmt.Sprintf("quantize/int%d", bits), func(b *testing.B) {
+			codes := make([]byte, kernels.PackedLen(benchElems, bits))
+			params := make([]byte, kernels.SuperBlockParamsLen(benchElems, bits))
+			b.SetBytes(4 * benchElems)
+			for b.Loop() {
+				if err := dq.Quantize(x, nil, bits, codes, params, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("fused/int%d", bits), func(b *testing.B) {
+			b.SetBytes(4 * benchElems)
+			for b.Loop() {
+				call(b, ctx, dq.Method.QuantizeFunc(), opts, values).Release()
+			}
+		})
+		res := call(b, ctx, dq.Method.QuantizeFunc(), opts, values).(*array.Struct)
+		b.Run(fmt.Sprintf("dequantize/int%d", bits), func(b *testing.B) {
+			b.SetBytes(4 * benchElems)
+			for b.Loop() {
+				call(b, ctx, kernels.FuncDequantizeSuperBlock, opts, res.Field(0), res.Field(5), counts).Release()
+			}
+		})
+		res.Release()
 	}
 }
