@@ -253,6 +253,9 @@ func report(w io.Writer, n, side, reps int) error {
 		fmt.Fprintln(w)
 		rows.Release()
 	}
+	if err := superBlockSection(w, ctx, mem, n, side, reps); err != nil {
+		return err
+	}
 	return diffusionFixture(w)
 }
 
