@@ -61,7 +61,7 @@ func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n
 					chunked.Release()
 					return err
 				}
-				fmt.Fprintf(w, "| %d | **dq** | %.3f | %s | %.4g | %.3f | %.3f |\n", r.bits, c.bitsPerWeight(), cos(c.sim.Cosine()), c.sim.RelMSE(), q, c.gbps())
+				fmt.Fprintf(w, "| %d | **dq** | %.3f | %.5f | %.4g | %.3f | %.3f |\n", r.bits, c.bitsPerWeight(), c.sim.Cosine(), c.sim.RelMSE(), q, c.gbps())
 				for _, k := range llamaK {
 					if k.bits != r.bits || (d.name != "N(0,1)" && d.name != "Laplace") {
 						continue
@@ -70,7 +70,7 @@ func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n
 					if d.name == "Laplace" {
 						kc = k.cosL
 					}
-					fmt.Fprintf(w, "| %d | %s | %.3f | %s | — | %.3f | — |\n", r.bits, k.name, k.bpw, cos(kc), k.gbps)
+					fmt.Fprintf(w, "| %d | %s | %.3f | %.5f | — | %.3f | — |\n", r.bits, k.name, k.bpw, kc, k.gbps)
 				}
 				continue
 			}
@@ -79,7 +79,7 @@ func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n
 				chunked.Release()
 				return err
 			}
-			fmt.Fprintf(w, "| %d | %s g%d | %.3f | %s | %.4g | — | %.3f |\n", r.bits, r.name, r.gs, c.bitsPerWeight(), cos(c.sim.Cosine()), c.sim.RelMSE(), c.gbps())
+			fmt.Fprintf(w, "| %d | %s g%d | %.3f | %.5f | %.4g | — | %.3f |\n", r.bits, r.name, r.gs, c.bitsPerWeight(), c.sim.Cosine(), c.sim.RelMSE(), c.gbps())
 		}
 		fmt.Fprintln(w)
 		chunked.Release()
