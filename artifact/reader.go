@@ -106,38 +106,126 @@ func (r *Reader) Batch(i int) (arrow.RecordBatch, error) {
 	return rec, nil
 }
 
-// DequantizeBatch reconstructs the float32 values of every row of a
-// quantized batch (one list<float32> row per chunk). Every row of a batch
-// belongs to one tensor, so shares its method, bit width and group size.
-func DequantizeBatch(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) (*array.List, error) {
+// Dequantizer reconstructs the float32 values of quantized batches. A
+// tensor smoothed by spatial quantization carries its channel scales on
+// its first row only (they apply to all its rows), so a tensor's batches
+// must be given first row first, as they are stored.
+type Dequantizer struct {
+	mem           memory.Allocator
+	tensor        string    // tensor whose channel scales are held
+	channelScales []float32 // nil when that tensor is not smoothed
+}
+
+// NewDequantizer returns a Dequantizer allocating from mem.
+func NewDequantizer(mem memory.Allocator) *Dequantizer { return &Dequantizer{mem: mem} }
+
+// Batch reconstructs every row of a quantized batch (one list<float32>
+// row per chunk). Every row of a batch belongs to one tensor, so shares
+// its method, bit width and group size.
+func (d *Dequantizer) Batch(ctx context.Context, rec arrow.RecordBatch) (*array.List, error) {
 	if rec.NumRows() == 0 {
 		return nil, fmt.Errorf("artifact: empty batch")
 	}
+	name := rec.Column(schema.IdxName).(*array.String).Value(0)
+	vals, err := d.decode(ctx, rec)
+	if err != nil {
+		return nil, fmt.Errorf("artifact: dequantize %s: %w", name, err)
+	}
+	if err := d.unsmooth(rec, name, vals); err != nil {
+		vals.Release()
+		return nil, fmt.Errorf("artifact: dequantize %s: %w", name, err)
+	}
+	return vals, nil
+}
+
+// decode reconstructs the stored (possibly smoothed) values.
+func (d *Dequantizer) decode(ctx context.Context, rec arrow.RecordBatch) (*array.List, error) {
 	method := rec.Column(schema.IdxMethod).(*array.String).Value(0)
 	elems := rec.Column(schema.IdxChunkElems).(*array.Int64)
 	codes := rec.Column(schema.IdxCodes).(*array.Binary)
 	switch method {
 	case schema.MethodRawF16, schema.MethodRawBF16:
-		return decodeRaw(mem, method, codes, elems)
+		return decodeRaw(d.mem, method, codes, elems)
 	}
 	bits := int(rec.Column(schema.IdxBitWidth).(*array.Int8).Value(0))
 	gs := int(rec.Column(schema.IdxGroupSize).(*array.Int32).Value(0))
-	ctx = compute.WithAllocator(kernels.NewContext(ctx), mem)
-	args := []compute.Datum{
-		compute.NewDatum(codes), compute.NewDatum(rec.Column(schema.IdxScales)),
-		compute.NewDatum(rec.Column(schema.IdxMins)), compute.NewDatum(elems),
+	ctx = compute.WithAllocator(kernels.NewContext(ctx), d.mem)
+	fn := kernels.FuncDequantize
+	args := []compute.Datum{compute.NewDatum(codes), compute.NewDatum(rec.Column(schema.IdxScales)),
+		compute.NewDatum(rec.Column(schema.IdxMins)), compute.NewDatum(elems)}
+	if gp := groupParams(rec); gp != nil {
+		for _, a := range args {
+			a.Release()
+		}
+		fn = kernels.FuncDequantizeSuperBlock
+		args = []compute.Datum{compute.NewDatum(codes), compute.NewDatum(gp), compute.NewDatum(elems)}
 	}
 	defer func() {
 		for _, a := range args {
 			a.Release()
 		}
 	}()
-	out, err := compute.CallFunction(ctx, kernels.FuncDequantize, &kernels.QuantOptions{Bits: bits, GroupSize: gs}, args...)
+	out, err := compute.CallFunction(ctx, fn, &kernels.QuantOptions{Bits: bits, GroupSize: gs}, args...)
 	if err != nil {
-		return nil, fmt.Errorf("artifact: dequantize %s: %w", rec.Column(schema.IdxName).(*array.String).Value(0), err)
+		return nil, err
 	}
 	defer out.Release()
 	return out.(*compute.ArrayDatum).MakeArray().(*array.List), nil
+}
+
+// groupParams is the batch's group_params column when its rows hold
+// double-quantized super-block params (nil for fp16 scale/min rows and
+// for version-1 batches).
+func groupParams(rec arrow.RecordBatch) arrow.Array {
+	if rec.NumCols() <= schema.IdxGroupParams {
+		return nil
+	}
+	gp := rec.Column(schema.IdxGroupParams)
+	if gp.IsNull(0) {
+		return nil
+	}
+	return gp
+}
+
+// unsmooth multiplies element k of a row starting at chunk_offset off by
+// channel_scales[(off+k) mod len], the scales of the tensor's first row.
+func (d *Dequantizer) unsmooth(rec arrow.RecordBatch, name string, vals *array.List) error {
+	offsets := rec.Column(schema.IdxChunkOffset).(*array.Int64)
+	var cs *array.List
+	if rec.NumCols() > schema.IdxChannelScales {
+		cs = rec.Column(schema.IdxChannelScales).(*array.List)
+	}
+	flat := vals.ListValues().(*array.Float32).Float32Values()
+	for i := 0; i < int(rec.NumRows()); i++ {
+		off := offsets.Value(i)
+		if off == 0 {
+			d.tensor, d.channelScales = name, nil
+			if cs != nil && cs.IsValid(i) {
+				s, e := cs.ValueOffsets(i)
+				d.channelScales = append([]float32(nil), cs.ListValues().(*array.Float32).Float32Values()[s:e]...)
+				if len(d.channelScales) == 0 {
+					return fmt.Errorf("empty channel_scales on row 0")
+				}
+			}
+		} else if d.tensor != name {
+			return fmt.Errorf("row at chunk_offset %d read before the tensor's first row (which holds its channel scales, if any)", off)
+		} else if cs != nil && cs.IsValid(i) {
+			return fmt.Errorf("channel_scales on the row at chunk_offset %d: only a tensor's first row may hold them", off)
+		}
+		if d.channelScales == nil {
+			continue
+		}
+		s, e := vals.ValueOffsets(i)
+		c := int64(len(d.channelScales))
+		k := off % c
+		for j := s; j < e; j++ {
+			flat[j] *= d.channelScales[k]
+			if k++; k == c {
+				k = 0
+			}
+		}
+	}
+	return nil
 }
 
 func decodeRaw(mem memory.Allocator, method string, codes *array.Binary, elems *array.Int64) (*array.List, error) {

@@ -232,22 +232,37 @@ func int8Params(lo, hi float32) ActParams {
 // mean 1 and the groups averaged with equal weight, so the timesteps where
 // inputs are largest do not drown the rest. nil without samples.
 func (l *LayerStats) Importance() []float32 {
-	imp := make([]float64, l.Channels)
+	return l.equalGroupMean(func(g *GroupStats) []float32 { return g.MeanSq })
+}
+
+// ChannelMagnitude is E|x| per input channel with the same equal weight
+// per time group as Importance: the activation magnitude that AWQ-style
+// smoothing scales by. nil without samples.
+func (l *LayerStats) ChannelMagnitude() []float32 {
+	return l.equalGroupMean(func(g *GroupStats) []float32 { return g.MeanAbs })
+}
+
+// equalGroupMean averages a per-channel statistic over the time groups
+// with samples, each group normalized to mean 1 first.
+func (l *LayerStats) equalGroupMean(stat func(*GroupStats) []float32) []float32 {
+	acc := make([]float64, l.Channels)
 	used := 0
-	for _, g := range l.Groups {
+	for i := range l.Groups {
+		g := &l.Groups[i]
 		if g.Rows == 0 {
 			continue
 		}
+		vals := stat(g)
 		var mean float64
-		for _, v := range g.MeanSq {
+		for _, v := range vals {
 			mean += float64(v)
 		}
-		mean /= float64(len(g.MeanSq))
+		mean /= float64(len(vals))
 		if mean == 0 {
 			continue
 		}
-		for j, v := range g.MeanSq {
-			imp[j] += float64(v) / mean
+		for j, v := range vals {
+			acc[j] += float64(v) / mean
 		}
 		used++
 	}
@@ -255,7 +270,7 @@ func (l *LayerStats) Importance() []float32 {
 		return nil
 	}
 	out := make([]float32, l.Channels)
-	for j, v := range imp {
+	for j, v := range acc {
 		out[j] = float32(v / float64(used))
 	}
 	return out

@@ -177,6 +177,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 	}
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(out), ipc.WithAllocator(s.o.Mem))
 	defer w.Close()
+	deq := artifact.NewDequantizer(s.o.Mem) // batches go in file order, each tensor from its first
 	for b := first; b < first+count; b++ {
 		if err := ctx.Err(); err != nil {
 			return status.FromContextError(err).Err()
@@ -186,12 +187,12 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 			return status.Error(codes.Internal, err.Error())
 		}
 		if tk.Dequantize {
-			deq, err := dequantizedRecord(ctx, s, out, rec)
+			back, err := dequantizedRecord(ctx, s, deq, out, rec)
 			rec.Release()
 			if err != nil {
 				return err
 			}
-			rec = deq
+			rec = back
 		}
 		err = w.Write(rec)
 		rec.Release()
@@ -251,8 +252,8 @@ func dequantizedSchema(md arrow.Metadata) *arrow.Schema {
 
 // dequantizedRecord turns one quantized batch into a float32 batch of the
 // input schema (dtype "F32"; the source dtype stays in the metadata index).
-func dequantizedRecord(ctx context.Context, s *Service, out *arrow.Schema, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
-	vals, err := artifact.DequantizeBatch(ctx, s.o.Mem, rec)
+func dequantizedRecord(ctx context.Context, s *Service, deq *artifact.Dequantizer, out *arrow.Schema, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	vals, err := deq.Batch(ctx, rec)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

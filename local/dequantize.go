@@ -66,6 +66,7 @@ func Dequantize(ctx context.Context, o DequantizeOptions) error {
 			}
 		}()
 		var buf []byte
+		deq := artifact.NewDequantizer(o.Mem)
 		for ti, t := range r.Tensors() {
 			for b := t.FirstBatch; b < t.FirstBatch+t.NumBatches; b++ {
 				if err := ctx.Err(); err != nil {
@@ -75,7 +76,7 @@ func Dequantize(ctx context.Context, o DequantizeOptions) error {
 				if err != nil {
 					return err
 				}
-				vals, err := artifact.DequantizeBatch(ctx, o.Mem, rec)
+				vals, err := deq.Batch(ctx, rec)
 				rec.Release()
 				if err != nil {
 					return err

@@ -9,10 +9,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/internal/fixture"
 	"github.com/arrowquant/arrowquant/internal/fp"
-	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -20,33 +20,29 @@ import (
 // calibration data when calibration is a path) and returns the
 // reconstructed weights and the result: the quality benchmark's and the
 // time-aware tests' way to measure output error.
-func QuantizeFixture(l *fixture.Layer, cfg config.DiffusionQuantConfig, calibration string) ([]float32, *Result, error) {
+// method "" is the default per bit width.
+func QuantizeFixture(l *fixture.Layer, cfg config.DiffusionQuantConfig, calibration, method string) ([]float32, *Result, error) {
 	mem := memory.NewGoAllocator()
 	sink := &recordSink{}
 	defer sink.release()
 	t := &sliceTensor{meta: TensorMeta{Name: l.Name + ".weight", Shape: []int64{int64(l.Out), int64(l.In)}, DType: schema.DTypeF32}, values: l.W}
-	res, _, err := Run(context.Background(), Options{Config: cfg, Modality: "image", Mem: mem, Calibration: calibration}, &sliceSource{tensors: []Tensor{t}}, sink)
+	res, _, err := Run(context.Background(), Options{Config: cfg, Modality: "image", Mem: mem, Calibration: calibration, Method: method}, &sliceSource{tensors: []Tensor{t}}, sink)
 	if err != nil {
 		return nil, nil, err
 	}
 	what := make([]float32, len(l.W))
+	deq := artifact.NewDequantizer(mem)
 	for _, rec := range sink.recs {
 		off := rec.Column(schema.IdxChunkOffset).(*array.Int64).Value(0)
-		n := rec.Column(schema.IdxChunkElems).(*array.Int64).Value(0)
-		bits := int(rec.Column(schema.IdxBitWidth).(*array.Int8).Value(0))
-		gs := int(rec.Column(schema.IdxGroupSize).(*array.Int32).Value(0))
-		if bits == 16 {
+		if bits := rec.Column(schema.IdxBitWidth).(*array.Int8).Value(0); bits == 16 {
 			return nil, nil, fmt.Errorf("fixture tensor kept unquantized")
 		}
-		halves := func(c int) []uint16 {
-			var h []uint16
-			for _, v := range rec.Column(c).(*array.List).ListValues().(*array.Float16).Values() {
-				h = append(h, v.Uint16())
-			}
-			return h
+		vals, err := deq.Batch(context.Background(), rec)
+		if err != nil {
+			return nil, nil, err
 		}
-		kernels.DequantizeGroups(what[off:off+n], rec.Column(schema.IdxCodes).(*array.Binary).Value(0),
-			halves(schema.IdxScales), halves(schema.IdxMins), bits, gs)
+		copy(what[off:], vals.ListValues().(*array.Float32).Float32Values())
+		vals.Release()
 	}
 	return what, res, nil
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/arrowquant/arrowquant/kernels"
 	// The parameter-search methods, registered for the binary.
 	_ "github.com/arrowquant/arrowquant/kernels/clip"
+	_ "github.com/arrowquant/arrowquant/kernels/dq"
 	_ "github.com/arrowquant/arrowquant/kernels/lsq"
 )
 

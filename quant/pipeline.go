@@ -101,20 +101,29 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		Layers: []Layer{}, Warnings: []string{},
 	}
 	res.TimeAware, res.Spatial, res.Streaming = p.featureStatus()
+	if m := methods[o.Config.BitWidth]; m.IsSuperBlock() {
+		sub, _, _, _ := kernels.SuperBlockLayout(o.Config.BitWidth)
+		res.Warnings = append(res.Warnings, fmt.Sprintf("method %s sets its own groups (sub-blocks of %d in super-blocks of %d at INT%d): group_size %d does not apply", m.Name, sub, schema.SuperBlockElems, o.Config.BitWidth, o.Config.GroupSize))
+	}
 	var cst *calib.Stats
 	if o.Calibration != "" {
-		if o.Config.EnableTimeAware {
+		if o.Config.EnableTimeAware || o.Config.EnableSpatial {
 			var err error
-			if cst, err = calib.Collect(o.Calibration, calib.Options{NumTimeGroups: o.Config.NumTimeGroups, SamplesPerLayer: o.Config.CalibrationSamples}); err != nil {
+			// Without time-aware quantization, statistics pool every timestep.
+			groups := o.Config.NumTimeGroups
+			if !o.Config.EnableTimeAware {
+				groups = 1
+			}
+			if cst, err = calib.Collect(o.Calibration, calib.Options{NumTimeGroups: groups, SamplesPerLayer: o.Config.CalibrationSamples}); err != nil {
 				return nil, nil, err
 			}
 		} else {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware is false", o.Calibration))
+			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware and enable_spatial are false", o.Calibration))
 		}
 	}
+	p.calib = cst
 	if o.Config.EnableTimeAware {
 		res.TimeGroups = newTimeGroups(o.Config.NumTimeGroups, cst)
-		p.calib = cst
 	}
 
 	// Tensors are processed concurrently (up to inflight) and written in
@@ -217,6 +226,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		}
 		res.TimeAware = timeAwareStatus(true, res.TimeGroups, matched, weighted)
 	}
+	res.Spatial = spatialStatus(o.Config.EnableSpatial, cst != nil, res.Layers)
 	res.QuantizationTimeS = time.Since(start).Seconds()
 	if res.NumParams > 0 {
 		res.BitsPerWeight = float64(res.ArtifactBytes) * 8 / float64(res.NumParams)
@@ -280,10 +290,7 @@ func (p *pipeline) progress(bytes int64, name string, tensorDone bool) {
 func (p *pipeline) featureStatus() (timeAware, spatial, streaming FeatureStatus) {
 	c := p.o.Config
 	timeAware = FeatureStatus{Requested: c.EnableTimeAware} // completed by timeAwareStatus at the end
-	spatial = FeatureStatus{Requested: c.EnableSpatial}
-	if c.EnableSpatial {
-		spatial.Reason = "spatial quantization is not implemented yet: no channel equalization or activation smoothing was applied"
-	}
+	spatial = FeatureStatus{Requested: c.EnableSpatial}     // completed by spatialStatus at the end
 	streaming = FeatureStatus{Requested: c.EnableStreaming, Applied: c.EnableStreaming}
 	if c.EnableStreaming {
 		streaming.Reason = "one tensor in flight at a time, read in chunks of " + fmt.Sprint(schema.ChunkElems) + " elements"
@@ -320,11 +327,13 @@ func (t *tensorOutput) release() {
 type chunk struct {
 	off, n              int64
 	codes, scales, mins arrow.Array
+	groupParams         arrow.Array        // super-block params (methods with a super-block format), else nil
 	output              kernels.Similarity // importance-weighted sums (calibrated layers)
+	smoothed            bool               // codes are of W·diag(s)
 }
 
 func (c *chunk) release() {
-	for _, a := range []arrow.Array{c.codes, c.scales, c.mins} {
+	for _, a := range []arrow.Array{c.codes, c.scales, c.mins, c.groupParams} {
 		if a != nil {
 			a.Release()
 		}
@@ -372,9 +381,24 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		layer.Protection = fmt.Sprintf("timestep-conditioned layer kept at >= 8 bits by time-aware quantization (INT%d requested)", cfg.BitWidth)
 	}
 	importance := p.importance(meta)
+	mag := p.smoothable(meta)
 	var reasons []string
 	for bits := start; bits <= 8; bits *= 2 {
-		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, importance)
+		var sm *smoothing
+		w := importance
+		layer.Smoothing = ""
+		if mag != nil && importance != nil && supportsWeights(p.methods[bits]) {
+			var note string
+			var err error
+			if sm, note, err = p.searchAlpha(ctx, t, bits, importance, mag); err != nil {
+				return nil, err
+			}
+			layer.Smoothing = note
+			if sm != nil {
+				w = sm.errorWeights(importance)
+			}
+		}
+		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, w, sm)
 		firstPass = false
 		var pr *kernels.ParamRangeError
 		if errors.As(err, &pr) {
@@ -388,8 +412,12 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		cos := sim.Cosine()
 		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
 		if cos >= cfg.MinAccuracy {
-			if importance != nil && p.methods[bits].WeightedGroupParams != nil {
-				layer.Weighting = fmt.Sprintf("%s search weighted by per-input-channel importance from calibration (equal weight per time group)", p.methods[bits].Name)
+			if importance != nil && supportsWeights(p.methods[bits]) {
+				how := "equal weight per time group"
+				if !cfg.EnableTimeAware {
+					how = "all timesteps pooled: time-aware is off; spatial smoothing's output-error objective"
+				}
+				layer.Weighting = fmt.Sprintf("%s search weighted by per-input-channel importance from calibration (%s)", p.methods[bits].Name, how)
 				var out kernels.Similarity
 				for i := range chunks {
 					out.Add(chunks[i].output)
@@ -397,7 +425,8 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 				oc := out.Cosine()
 				layer.OutputCosineSimilarity = &oc
 			}
-			layer.BitWidth, layer.GroupSize, layer.Method = bits, cfg.GroupSize, p.methods[bits].Name
+			layer.BitWidth, layer.GroupSize, layer.Method = bits, groupSizeOf(p.methods[bits], bits, cfg.GroupSize), p.methods[bits].Name
+			layer.smoothing = sm
 			layer.CosineSimilarity, layer.RelMSE = cos, sim.RelMSE()
 			if len(reasons) > 0 {
 				r := strings.Join(reasons, "; ")
@@ -413,6 +442,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 	}
 	r := strings.Join(reasons, "; ") + "; kept unquantized at 16 bits"
 	layer.FallbackReason = &r
+	layer.Smoothing = ""
 	return p.keepRaw(ctx, t, layer, firstPass)
 }
 
@@ -482,15 +512,19 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 	return chunks, total, nil
 }
 
-// quantize runs the method's fused kernel on every chunk at bits.
 // quantize runs the method's fused kernel on every chunk at bits; with
 // per-input-channel importance (calibration) and a method that supports
-// it, the weighted kernel.
-func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32) ([]chunk, kernels.Similarity, error) {
+// it, the weighted kernel. With smoothing (sm, whose weighted search
+// importance must carry), the kernel quantizes W·diag(s) and the
+// similarity returned is that of W against the reconstruction times 1/s.
+func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32, sm *smoothing) ([]chunk, kernels.Similarity, error) {
 	meta := t.Meta()
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
 	m := p.methods[bits]
-	weighted := importance != nil && m.WeightedGroupParams != nil
+	weighted := importance != nil && supportsWeights(m)
+	if sm != nil && !weighted {
+		return nil, kernels.Similarity{}, fmt.Errorf("quant: smoothing %s needs a weighted search", meta.Name)
+	}
 	var fullChunk arrow.Array // the weights of every full chunk, when they repeat
 	if weighted && schema.ChunkElems%int64(len(importance)) == 0 && meta.NumElements() >= schema.ChunkElems {
 		fullChunk = channelWeights(p.o.Mem, importance, 0, schema.ChunkElems)
@@ -498,6 +532,14 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	}
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
+		var x []float32
+		if sm != nil {
+			x = chunkFloat32(rec)
+			args[0].Release()
+			smoothed := smoothedValues(p.o.Mem, x, sm, c.off)
+			args[0] = compute.NewDatum(smoothed)
+			smoothed.Release()
+		}
 		fn := m.QuantizeFunc()
 		if weighted {
 			if fullChunk != nil && c.n == schema.ChunkElems {
@@ -525,8 +567,16 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 		for _, a := range []arrow.Array{c.codes, c.scales, c.mins} {
 			a.Retain()
 		}
+		if m.IsSuperBlock() {
+			c.groupParams = res.Field(5)
+			c.groupParams.Retain()
+		}
 		if weighted {
 			c.output = readSimilarity(res.Field(4).(*array.Struct))
+		}
+		if sm != nil {
+			c.smoothed = true
+			return unsmoothedSimilarity(x, c, bits, opts.GroupSize, sm)
 		}
 		return readSimilarity(res.Field(3).(*array.Struct)), nil
 	})
@@ -608,23 +658,30 @@ func (p *pipeline) keepRaw(ctx context.Context, t Tensor, layer Layer, countByte
 // errHalfOverflow: a value does not fit fp16 (|x| > 65504).
 var errHalfOverflow = errors.New("value beyond the fp16 range")
 
-func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {
-	values := rec.Column(4).(*array.List).ListValues()
-	var orig []float32
-	switch v := values.(type) {
+// chunkFloat32 returns the values of a one-row input record as float32
+// (the record's own buffer when it is float32: do not modify).
+func chunkFloat32(rec arrow.RecordBatch) []float32 {
+	switch v := rec.Column(4).(*array.List).ListValues().(type) {
 	case *array.Float32:
-		orig = v.Float32Values()
+		return v.Float32Values()
 	case *array.Float16:
-		orig = make([]float32, c.n)
+		out := make([]float32, v.Len())
 		for i, h := range v.Values() {
-			orig[i] = fp.HalfToFloat32(h.Uint16())
+			out[i] = fp.HalfToFloat32(h.Uint16())
 		}
+		return out
 	case *array.Uint16:
-		orig = make([]float32, c.n)
+		out := make([]float32, v.Len())
 		for i, b := range v.Uint16Values() {
-			orig[i] = fp.BF16ToFloat32(b)
+			out[i] = fp.BF16ToFloat32(b)
 		}
+		return out
 	}
+	return nil
+}
+
+func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {
+	orig := chunkFloat32(rec)
 	for i, v := range orig {
 		if v-v != 0 {
 			return kernels.Similarity{}, tensorErr(meta, c.off, &kernels.NonFiniteError{Index: int64(i), Value: v})
@@ -681,10 +738,14 @@ func (p *pipeline) assemble(meta TensorMeta, layer Layer, chunks []chunk) *tenso
 			int8Array(mem, int8(layer.BitWidth)), int32Array(mem, int32(layer.GroupSize)),
 			c.codes, c.scales, c.mins,
 			float64Array(mem, layer.CosineSimilarity), int8Array(mem, int8(layer.RequestedBitWidth)),
-			nullableString(mem, layer.FallbackReason),
+			nullableString(mem, layer.FallbackReason), groupParamsArray(mem, c.groupParams),
+			channelScalesArray(mem, layer.smoothing, c.off == 0),
 		}
 		out.records = append(out.records, array.NewRecordBatch(sch, cols, 1))
-		releaseAll(cols[3], cols[4], cols[6], cols[7], cols[11], cols[12], cols[13])
+		if c.off == 0 && layer.smoothing != nil {
+			out.layerBytes += 4 * int64(len(layer.smoothing.inv))
+		}
+		releaseAll(cols[3], cols[4], cols[6], cols[7], cols[11], cols[12], cols[13], cols[14], cols[15])
 		c.release()
 	}
 	out.layer.Bytes = out.layerBytes
@@ -695,6 +756,36 @@ func (p *pipeline) assemble(meta TensorMeta, layer Layer, chunks []chunk) *tenso
 func (t *tensorOutput) out(c *chunk) {
 	t.layerBytes += int64(c.codes.(*array.Binary).ValueLen(0))
 	t.layerBytes += 2 * int64(c.scales.(*array.List).ListValues().Len()+c.mins.(*array.List).ListValues().Len())
+	if c.groupParams != nil {
+		t.layerBytes += int64(c.groupParams.(*array.Binary).ValueLen(0))
+	}
+}
+
+// groupParamsArray is a row's group_params cell: the chunk's super-block
+// params, or null.
+func groupParamsArray(mem memory.Allocator, gp arrow.Array) arrow.Array {
+	if gp != nil {
+		gp.Retain()
+		return gp
+	}
+	b := array.NewBinaryBuilder(mem, arrow.BinaryTypes.Binary)
+	defer b.Release()
+	b.AppendNull()
+	return b.NewArray()
+}
+
+// supportsWeights reports whether a method has a weighted search.
+func supportsWeights(m kernels.Method) bool { return m.WeightedGroupParams != nil || m.IsSuperBlock() }
+
+// groupSizeOf is the group size a method's rows report at bits: its
+// sub-block size for super-block methods, else the configured one.
+func groupSizeOf(m kernels.Method, bits, configured int) int {
+	if m.IsSuperBlock() {
+		if sub, _, _, err := kernels.SuperBlockLayout(bits); err == nil {
+			return sub
+		}
+	}
+	return configured
 }
 
 func releaseAll(as ...arrow.Array) {

@@ -32,7 +32,12 @@ type Layer struct {
 	// X·Ŵᵀ estimated from the calibration's per-channel second moments
 	// (channels treated as uncorrelated).
 	OutputCosineSimilarity *float64 `json:"output_cosine_similarity,omitempty"`
-	Bytes                  int64    `json:"bytes"` // codes + group params (or raw values) stored
+	// Smoothing (spatial quantization with calibration): whether and how
+	// the tensor was smoothed (AWQ α, estimated gain).
+	Smoothing string `json:"smoothing,omitempty"`
+	Bytes     int64  `json:"bytes"` // codes, group params and channel scales (or raw values) stored
+
+	smoothing *smoothing // the applied smoothing, for the channel_scales column
 }
 
 // Quantized reports whether the tensor went through the bit-width ladder

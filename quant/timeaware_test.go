@@ -24,7 +24,7 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 	quantized := func(calibration string) []float32 {
 		cfg := config.Default()
 		cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = 2, 0, groups, 256
-		what, res, err := QuantizeFixture(layer, cfg, calibration)
+		what, res, err := QuantizeFixture(layer, cfg, calibration, "")
 		if err != nil {
 			t.Fatal(err)
 		}

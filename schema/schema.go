@@ -13,8 +13,13 @@ import (
 // FormatName and FormatVersion identify an ArrowQuant artifact.
 const (
 	FormatName    = "arrowquant"
-	FormatVersion = "1"
+	FormatVersion = "2"
 )
+
+// ReadableVersions are the artifact format versions this build reads.
+// Version 1 lacks the group_params and channel_scales columns (readers
+// treat them as null).
+var ReadableVersions = []string{"1", "2"}
 
 // Schema-level metadata keys of the quantized schema. JSON values are UTF-8 JSON text.
 const (
@@ -135,7 +140,13 @@ const (
 	ColCosine            = "cosine"
 	ColRequestedBitWidth = "requested_bit_width"
 	ColFallbackReason    = "fallback_reason"
+	ColGroupParams       = "group_params"
+	ColChannelScales     = "channel_scales"
 )
+
+// SuperBlockElems is the number of elements per super-block of rows with
+// double-quantized group parameters (group_params not null; see FORMAT.md).
+const SuperBlockElems = 256
 
 // Methods of rows that are not quantized: codes hold the raw little-endian
 // 16-bit values of the named format and bit_width is 16.
@@ -160,7 +171,14 @@ const (
 	IdxCosine
 	IdxRequestedBitWidth
 	IdxFallbackReason
+	// Version 2 columns.
+	IdxGroupParams   // binary, null unless the row's params are double-quantized super-blocks
+	IdxChannelScales // list<float32>, non-null only on the first row of a smoothed tensor
 )
+
+// numFieldsV1 is the column count of format version 1 (no group_params,
+// channel_scales).
+const numFieldsV1 = 14
 
 var quantizedFields = []arrow.Field{
 	{Name: ColName, Type: arrow.BinaryTypes.String},
@@ -177,6 +195,8 @@ var quantizedFields = []arrow.Field{
 	{Name: ColCosine, Type: arrow.PrimitiveTypes.Float64},
 	{Name: ColRequestedBitWidth, Type: arrow.PrimitiveTypes.Int8},
 	{Name: ColFallbackReason, Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: ColGroupParams, Type: arrow.BinaryTypes.Binary, Nullable: true},
+	{Name: ColChannelScales, Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true},
 }
 
 // Quantized is the schema of quantized tensors with the given schema-level
@@ -192,15 +212,23 @@ func Quantized(meta map[string]string) *arrow.Schema {
 }
 
 // CheckQuantized verifies that s is a quantized schema of a version this
-// code reads.
+// code reads (see ReadableVersions; a schema without a version is read as
+// the current one).
 func CheckQuantized(s *arrow.Schema) error {
-	if v, ok := s.Metadata().GetValue(MetaFormatVersion); ok && v != FormatVersion {
-		return fmt.Errorf("schema: artifact format version %s, this build reads version %s", v, FormatVersion)
+	want := len(quantizedFields)
+	if v, ok := s.Metadata().GetValue(MetaFormatVersion); ok {
+		switch v {
+		case "1":
+			want = numFieldsV1
+		case FormatVersion:
+		default:
+			return fmt.Errorf("schema: artifact format version %s, this build reads versions %v", v, ReadableVersions)
+		}
 	}
-	if s.NumFields() != len(quantizedFields) {
-		return fmt.Errorf("schema: artifact has %d columns, want %d", s.NumFields(), len(quantizedFields))
+	if s.NumFields() != want {
+		return fmt.Errorf("schema: artifact has %d columns, want %d", s.NumFields(), want)
 	}
-	for i, f := range quantizedFields {
+	for i, f := range quantizedFields[:want] {
 		if g := s.Field(i); g.Name != f.Name || !arrow.TypeEqual(g.Type, f.Type) {
 			return fmt.Errorf("schema: artifact column %d is %s %s, want %s %s", i, g.Name, g.Type, f.Name, f.Type)
 		}

@@ -44,8 +44,19 @@ func TestQuantizedSchema(t *testing.T) {
 	if err := CheckQuantized(s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Field(IdxCodes).Name != ColCodes || s.Field(IdxFallbackReason).Name != ColFallbackReason {
+	if s.Field(IdxCodes).Name != ColCodes || s.Field(IdxFallbackReason).Name != ColFallbackReason ||
+		s.Field(IdxGroupParams).Name != ColGroupParams || s.Field(IdxChannelScales).Name != ColChannelScales {
 		t.Fatal("column index constants out of sync with the fields")
+	}
+	v1 := arrow.NewSchema(s.Fields()[:numFieldsV1], &arrow.Metadata{})
+	v1md := arrow.MetadataFrom(map[string]string{MetaFormatVersion: "1"})
+	v1 = arrow.NewSchema(v1.Fields(), &v1md)
+	if err := CheckQuantized(v1); err != nil {
+		t.Fatalf("version 1 must stay readable: %v", err)
+	}
+	v1as2 := arrow.NewSchema(v1.Fields(), nil)
+	if err := CheckQuantized(v1as2); err == nil || !strings.Contains(err.Error(), "14 columns, want 16") {
+		t.Fatalf("got %v", err)
 	}
 	future := Quantized(map[string]string{MetaFormatVersion: "99"})
 	if err := CheckQuantized(future); err == nil || !strings.Contains(err.Error(), "99") {

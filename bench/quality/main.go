@@ -215,6 +215,9 @@ func report(w io.Writer, n, side, reps int) error {
 		if err != nil {
 			return err
 		}
+		if m.IsSuperBlock() {
+			continue // its own section: fixed block sizes, params in group_params
+		}
 		methods = append(methods, m)
 	}
 	for _, d := range datasets(n, side) {
@@ -260,7 +263,8 @@ func report(w io.Writer, n, side, reps int) error {
 }
 
 // diffusionFixture reports output error per time group on the synthetic
-// diffusion layer (internal/fixture): time-agnostic vs time-aware.
+// diffusion layer (internal/fixture): time-agnostic vs time-aware, spatial
+// off vs on, for the default methods and dq.
 func diffusionFixture(w io.Writer) error {
 	const groups, samples = 4, 64
 	layer := fixture.NewLayer("blk.proj", 256, 1024, 7)
@@ -277,17 +281,27 @@ func diffusionFixture(w io.Writer) error {
 	fmt.Fprintf(w, "A seeded %d×%d linear layer (`internal/fixture`) whose inputs shift with the timestep: log-normal per-channel scales, and every 64th input channel an outlier growing ×(1+30t). ", layer.Out, layer.In)
 	fmt.Fprintf(w, "Calibration: 512 rows over t ∈ [0, 1]; %d time groups; output x·Wᵀ vs x·Ŵᵀ on %d held-out inputs per group (cosine / SQNR). ", groups, samples)
 	fmt.Fprintf(w, "Time-agnostic: the default method alone; time-aware: the same with the calibration file (per-channel importance, each time group weighted equally, in the parameter search). ")
-	fmt.Fprintf(w, "Spatial quantization (AWQ smoothing, channel equalization) is not implemented yet, so it has no rows.\n\n")
-	fmt.Fprintf(w, "| bits | variant | reported output cosine |")
+	fmt.Fprintf(w, "Spatial on: AWQ smoothing with the calibration file (α searched per layer on the output-error estimate; without time-aware, statistics pool all timesteps, and the search weighs the output error as AWQ does). ")
+	fmt.Fprintf(w, "The last column is what the pipeline reported for the layer's smoothing.\n\n")
+	fmt.Fprintf(w, "| bits | method | variant | spatial | reported output cosine |")
 	for g := 0; g < groups; g++ {
 		fmt.Fprintf(w, " group %d cos / SQNR dB |", g)
 	}
-	fmt.Fprintf(w, "\n|---|---|---|%s\n", strings.Repeat("---|", groups))
-	for _, bits := range []int{2, 4} {
-		for _, v := range []struct{ name, cal string }{{"time-agnostic", ""}, {"time-aware", cal}} {
+	fmt.Fprintf(w, " smoothing |\n|---|---|---|---|---|%s---|\n", strings.Repeat("---|", groups))
+	type variant struct {
+		timeAware, spatial bool
+		cal                string
+	}
+	for _, run := range []struct {
+		bits   int
+		method string
+	}{{2, ""}, {4, ""}, {2, "dq"}, {4, "dq"}} {
+		for _, v := range []variant{{false, false, ""}, {true, false, cal}, {false, true, cal}, {true, true, cal}} {
 			cfg := config.Default()
-			cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = bits, 0, groups, 512
-			what, res, err := quant.QuantizeFixture(layer, cfg, v.cal)
+			cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = run.bits, 0, groups, 512
+			cfg.EnableTimeAware, cfg.EnableSpatial = v.timeAware, v.spatial
+			bits := run.bits
+			what, res, err := quant.QuantizeFixture(layer, cfg, v.cal, run.method)
 			if err != nil {
 				return err
 			}
@@ -299,11 +313,27 @@ func diffusionFixture(w io.Writer) error {
 			if oc := res.Layers[0].OutputCosineSimilarity; oc != nil {
 				reported = fmt.Sprintf("%.4f", *oc)
 			}
-			fmt.Fprintf(w, "| %d | %s | %s |", bits, v.name, reported)
+			name, on := "time-agnostic", "off"
+			if v.timeAware {
+				name = "time-aware"
+			}
+			if v.spatial {
+				on = "on"
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s |", bits, res.Layers[0].Method, name, on, reported)
 			for _, e := range errs {
 				fmt.Fprintf(w, " %.4f / %.2f |", e.Cosine, e.SQNR_dB)
 			}
-			fmt.Fprintln(w)
+			sm := res.Layers[0].Smoothing
+			switch {
+			case sm == "":
+				sm = "—"
+			case strings.HasPrefix(sm, "AWQ smoothing α="):
+				sm = "α = " + strings.TrimPrefix(sm[:strings.Index(sm, " (")], "AWQ smoothing α=")
+			default:
+				sm = "searched, α = 0 kept"
+			}
+			fmt.Fprintf(w, " %s |\n", sm)
 		}
 	}
 	fmt.Fprintln(w)

@@ -40,7 +40,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.Int("threads", 0, "worker threads (0 = all cores)")
 	fs.Bool("streaming", false, "one tensor in flight at a time (bounded memory)")
 	fs.Bool("time-aware", true, "time-aware quantization: timestep-conditioned layers at >= 8 bits, time groups in the metadata")
-	fs.Bool("spatial", true, "spatial quantization (reported as not applied: not implemented yet)")
+	fs.Bool("spatial", true, "spatial quantization: with --calibration, AWQ-style smoothing of calibrated weights where it lowers the output error (channel equalization is not implemented)")
 	return c
 }
 
@@ -68,8 +68,8 @@ func newQuantizeCmd() *cobra.Command {
 	cf := addConfigFlags(cmd.Flags())
 	cmd.Flags().StringVar(&model, "model", "", "model directory (model.safetensors or a sharded index)")
 	cmd.Flags().StringVar(&output, "output", "", "output directory (created; must be empty unless --overwrite)")
-	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group, importance-weighted weight search")
-	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, "force one quantization method (minmax, lsq, clip) at every bit width; default: clip for INT2, lsq for INT4, minmax for INT8")
+	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group, importance-weighted weight search, AWQ smoothing with --spatial")
+	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, "force one quantization method at every bit width: minmax, lsq, clip, or dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format); default: clip for INT2, lsq for INT4, minmax for INT8")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

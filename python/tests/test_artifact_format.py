@@ -1,5 +1,6 @@
 """The artifact is plain Arrow: pyarrow + numpy alone reproduce Go's dequantization bit for bit."""
 import json
+import pathlib
 import struct
 import subprocess
 
@@ -8,27 +9,28 @@ import pyarrow.ipc as ipc
 import pytest
 
 
-def unpack(codes, bits, n):
-    b = np.frombuffer(codes, np.uint8)
-    if bits == 8:
-        return b[:n]
-    if bits == 4:
-        return np.stack([b & 0xF, b >> 4], 1).reshape(-1)[:n]
-    return np.stack([b & 3, (b >> 2) & 3, (b >> 4) & 3, b >> 6], 1).reshape(-1)[:n]
+FORMAT_MD = pathlib.Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 
 
-def dequantize_row(r):
-    """The reader of docs/FORMAT.md, verbatim."""
-    n = r["chunk_elems"]
-    if r["method"] == "fp16":
-        return np.frombuffer(r["codes"], np.float16).astype(np.float32)
-    if r["method"] == "bf16":
-        return (np.frombuffer(r["codes"], np.uint16).astype(np.uint32) << 16).view(np.float32)
-    g = r["group_size"]
-    q = unpack(r["codes"], r["bit_width"], n).astype(np.float32)
-    s = np.repeat(np.asarray(r["scales"], np.float16).astype(np.float32), g)[:n]
-    m = np.repeat(np.asarray(r["mins"], np.float16).astype(np.float32), g)[:n]
-    return (q * s).astype(np.float32) + m
+def format_reader():
+    """The pyarrow-only reader of docs/FORMAT.md, executed as written: (namespace, run(path) -> weights)."""
+    text = FORMAT_MD.read_text()
+    section = text[text.index("## Reading an artifact with pyarrow only"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    assert 'ipc.open_file("out/model.arrow")' in code
+    defs, _, main = code.partition('reader = ipc.open_file("out/model.arrow")')
+    ns = {}
+    exec(defs, ns)
+
+    def run(path):
+        scope = dict(ns, reader=ipc.open_file(str(path)))
+        exec(main, scope)
+        return scope["weights"]
+    return ns, run
+
+
+dequantize_row = format_reader()[0]["dequantize_row"]
 
 
 def read_safetensors_f32(path):
@@ -47,37 +49,97 @@ def read_safetensors_f32(path):
     return out
 
 
-@pytest.mark.parametrize("profile", ["edge", "local", "cloud"])
-def test_numpy_dequantize_matches_go(tmp_path, arrowquant_bin, tiny_model, profile):
+def write_calibration(model_dir, path, rows=64):
+    """JSONL calibration for every 2-D weight of layer 1 of the tiny model: per-channel log-normal scales and
+    every 16th input channel an outlier growing with the timestep (where smoothing pays)."""
+    with open(model_dir / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    rng = np.random.default_rng(7)
+    layers = {k[:-len(".weight")]: v["shape"][1] for k, v in header.items()
+              if k.startswith("model.layers.1.") and k.endswith(".weight") and len(v["shape"]) == 2}
+    with open(path, "w") as f:
+        for name, ch in sorted(layers.items()):
+            base = np.exp(0.5 * rng.standard_normal(ch))
+            for k in range(rows):
+                t = k / (rows - 1)
+                s = base * np.where(np.arange(ch) % 16 == 0, 1 + 30 * t, 1)
+                f.write(json.dumps({"layer": name, "timestep": t,
+                                    "activation": (rng.standard_normal(ch) * s).astype(np.float32).tolist()}) + "\n")
+    return sorted(layers)
+
+
+VARIANTS = {
+    "edge": ["--profile", "edge"], "local": ["--profile", "local"], "cloud": ["--profile", "cloud"],
+    "dq-int2": ["--method", "dq", "--bit-width", "2"], "dq-int4": ["--method", "dq", "--bit-width", "4"],
+    "dq-int8": ["--method", "dq", "--bit-width", "8"],
+    "spatial-int4": ["--bit-width", "4", "--spatial", "--calibration"],
+    "spatial-dq-int4": ["--method", "dq", "--bit-width", "4", "--spatial", "--calibration"],
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_numpy_dequantize_matches_go(tmp_path, arrowquant_bin, tiny_model, variant):
+    """FORMAT.md's reader, run as written, and the package's reader equal Go's dequantize bit for bit."""
+    from arrow_quant_v2 import artifact
     q, d = tmp_path / "q", tmp_path / "d"
-    res = subprocess.run([arrowquant_bin, "quantize", "--model", str(tiny_model), "--output", str(q),
-                          "--profile", profile, "--json"], check=True, capture_output=True, text=True)
+    args = list(VARIANTS[variant])
+    calibrated = []
+    if args[-1] == "--calibration":
+        calibrated = write_calibration(tiny_model, tmp_path / "calib.jsonl")
+        args.append(str(tmp_path / "calib.jsonl"))
+    res = subprocess.run([arrowquant_bin, "quantize", "--model", str(tiny_model), "--output", str(q), "--json", *args],
+                         check=True, capture_output=True, text=True)
     result = json.loads(res.stdout)
     subprocess.run([arrowquant_bin, "dequantize", "--input", str(q), "--output", str(d)], check=True)
 
     reader = ipc.open_file(q / "model.arrow")
     meta = {k.decode(): v.decode() for k, v in reader.schema.metadata.items()}
-    assert meta["arrowquant.format"] == "arrowquant" and meta["arrowquant.format_version"] == "1"
+    assert meta["arrowquant.format"] == "arrowquant" and meta["arrowquant.format_version"] == "2"
     assert json.loads(meta["arrowquant.config"])["bit_width"] == result["bit_width"]
     index = json.loads(meta["arrowquant.index"])
     assert [e["name"] for e in index] == [l["name"] for l in result["layers"]]
 
-    rows = reader.read_all().to_pylist()
-    ours = {}
-    for r in rows:
-        ours.setdefault(r["name"], (r["shape"], []))[1].append(dequantize_row(r))
     go = read_safetensors_f32(d / "model.safetensors")
-    assert set(go) == set(ours)
-    for name, (shape, parts) in ours.items():
-        mine = np.concatenate(parts).reshape(shape)
-        assert mine.shape == go[name].shape
-        assert np.array_equal(mine.view(np.uint32), go[name].view(np.uint32)), name
+    ours = format_reader()[1](q / "model.arrow")
+    package = artifact.dequantize(q)
+    assert set(go) == set(ours) == set(package)
+    for name in go:
+        assert ours[name].shape == package[name].shape == go[name].shape
+        assert np.array_equal(ours[name].view(np.uint32), go[name].view(np.uint32)), name
+        assert np.array_equal(package[name].view(np.uint32), go[name].view(np.uint32)), name
 
-    # Codes really are packed: INT2 rows hold n/4 bytes, INT4 n/2.
+    rows = reader.read_all().to_pylist()
     for r in rows:
-        if r["method"] == "minmax":
-            assert len(r["codes"]) == (r["chunk_elems"] * r["bit_width"] + 7) // 8
+        if r["method"] in ("fp16", "bf16"):
+            continue
+        # Codes really are packed: INT2 rows hold n/4 bytes, INT4 n/2.
+        assert len(r["codes"]) == (r["chunk_elems"] * r["bit_width"] + 7) // 8
+        if r["method"] == "dq":
+            sub, p = {2: (16, 4), 4: (32, 6), 8: (32, 8)}[r["bit_width"]]
+            assert r["group_size"] == sub and r["scales"] == [] and r["mins"] == []
+            assert len(r["group_params"]) == -(-r["chunk_elems"] // 256) * (4 + 2 * (256 // sub) * p // 8)
+        else:
+            assert r["group_params"] is None
             assert len(r["scales"]) == -(-r["chunk_elems"] // r["group_size"])
+    smoothed = {r["name"]: r for r in rows if r["channel_scales"] is not None}
+    assert all(r["chunk_offset"] == 0 and len(r["channel_scales"]) == r["shape"][1] for r in smoothed.values())
+    layers = {l["name"]: l for l in result["layers"]}
+    if calibrated:
+        assert result["spatial"]["applied"] is True, result["spatial"]
+        assert smoothed and set(smoothed) <= {n + ".weight" for n in calibrated}
+        for name in smoothed:
+            assert layers[name]["smoothing"].startswith("AWQ smoothing"), layers[name]
+        bpw = result["bits_per_weight"]
+        assert bpw > 0
+    else:
+        assert not smoothed and result["spatial"]["applied"] is False
+    if variant.startswith("dq"):
+        bits = result["bit_width"]
+        # Every byte counted: a quantized tensor's bytes are exactly its codes and super-block params.
+        for l in result["layers"]:
+            if l["bit_width"] == bits:
+                n = l["params"]
+                assert l["bytes"] == (n * bits + 7) // 8 + -(-n // 256) * {2: 20, 4: 16, 8: 20}[bits]
 
 
 def test_one_tensor_via_index(tmp_path, arrowquant_bin, tiny_model):
