@@ -138,6 +138,8 @@ type PushOptions struct {
 	ChunkElems int64 // elements per row; default schema.ChunkElems
 	// Calibration is a calibration file (docs/FORMAT.md) sent with the upload.
 	Calibration string
+	// Method forces one quantization method at every bit width ("" = defaults).
+	Method string
 	// Progress receives source bytes sent and the total.
 	Progress func(sent, total int64)
 }
@@ -156,7 +158,7 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 		o.ChunkElems = schema.ChunkElems
 	}
 	cmd := flightsrv.PutCommand{Model: o.Name, Profile: o.Profile, Config: o.Config, Overwrite: o.Overwrite,
-		Files: map[string][]byte{}, Tensors: len(m.Tensors)}
+		Files: map[string][]byte{}, Tensors: len(m.Tensors), Method: o.Method}
 	aux, err := m.AuxFiles()
 	if err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ const (
 )
 
 var actionTypes = []*flight.ActionType{
-	{Type: ActionQuantize, Description: `Re-quantize a stored FP source (server started with --keep-source) under a new configuration. Body: {"model": SOURCE, "name": NEW, "profile"?: P, "config"?: {...}, "overwrite"?: bool}. Result: the quantization result JSON.`},
+	{Type: ActionQuantize, Description: `Re-quantize a stored FP source (server started with --keep-source) under a new configuration. Body: {"model": SOURCE, "name": NEW, "profile"?: P, "config"?: {...}, "method"?: M, "overwrite"?: bool}. Result: the quantization result JSON.`},
 	{Type: ActionValidateConfig, Description: `Resolve and validate a configuration against the server defaults. Body: {"profile"?: P, "config"?: {...}}. Result: {"valid": true, "config": {...}}; an invalid one fails with InvalidArgument "InvalidBitWidth(3): ...".`},
 	{Type: ActionProfiles, Description: `The deployment profiles' presets. Body: empty. Result: {"edge": {...}, "local": {...}, "cloud": {...}}.`},
 	{Type: ActionDelete, Description: `Delete a stored model. Body: {"model": NAME}. Result: {"deleted": NAME}.`},
@@ -58,6 +58,7 @@ type actionBody struct {
 	Profile   string         `json:"profile"`
 	Config    map[string]any `json:"config"`
 	Overwrite bool           `json:"overwrite"`
+	Method    string         `json:"method"`
 }
 
 func decodeBody(b []byte) (actionBody, error) {
@@ -137,6 +138,9 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	if err != nil {
 		return nil, err
 	}
+	if err := quant.CheckMethod(body.Method); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "method: %v", err)
+	}
 	mf, err := s.o.Store.Open(ctx, body.Model, SourceManifestName)
 	if err != nil {
 		if status.Code(storeErr(err)) == codes.NotFound {
@@ -187,7 +191,7 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	}()
 	src := &storedSource{s: s, model: body.Model, entries: manifest}
 	defer src.close()
-	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name, "")
+	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name, "", body.Method)
 	if err != nil {
 		return nil, pipelineErr(err)
 	}

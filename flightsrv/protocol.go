@@ -28,6 +28,9 @@ type PutCommand struct {
 	// Calibration is calibration activations (docs/FORMAT.md) sent with
 	// the upload: a file name whose extension tells the format, and its bytes.
 	Calibration *CalibrationFile `json:"calibration,omitempty"`
+	// Method forces one quantization method at every bit width (minmax,
+	// lsq, clip, dq); empty uses the defaults per bit width.
+	Method string `json:"method,omitempty"`
 }
 
 // CalibrationFile is a calibration file carried in a command (base64 in JSON).

@@ -219,6 +219,9 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := quant.CheckMethod(cmd.Method); err != nil {
+		return status.Errorf(codes.InvalidArgument, "method: %v", err)
+	}
 	for name := range cmd.Files {
 		if !validFileName(name) {
 			return status.Errorf(codes.InvalidArgument, "files: %q is not a plain file name", name)
@@ -269,7 +272,7 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 	go func() {
 		recvDone <- s.receive(rdr, ingest, sender)
 	}()
-	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath)
+	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath, cmd.Method)
 	if runErr != nil {
 		src.fail(runErr) // the receiver stops at the next batch
 	}
@@ -362,14 +365,14 @@ func (s *Service) receive(rdr *flight.Reader, ingest *ingestor, sender *putSende
 }
 
 // runPipeline quantizes src into the artifact file of dir.
-func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration string) (*quant.Result, *quant.Stats, error) {
+func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration, method string) (*quant.Result, *quant.Stats, error) {
 	w, err := artifact.Create(filepath.Join(dir, artifact.FileName), s.o.Mem)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer w.Abort()
 	res, stats, err := quant.Run(ctx, quant.Options{
-		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration,
+		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration, Method: method,
 		Logger: s.o.Logger.With().Str("model", model).Logger(),
 	}, src, w)
 	if err != nil {

@@ -35,3 +35,12 @@ func DefaultMethodFor(bits int) string {
 		return kernels.MinMax.Name
 	}
 }
+
+// CheckMethod validates a method name given by a user ("" = defaults).
+func CheckMethod(name string) error {
+	if name == DefaultMethod {
+		return nil
+	}
+	_, err := kernels.LookupMethod(name)
+	return err
+}

@@ -387,6 +387,13 @@ func TestFlightCommands(t *testing.T) {
 	if _, err, code := cli(t, nil, "push", "--server", server, "--model", tinyDir, "--name", "tiny"); code != 1 || !strings.Contains(err.Error(), "AlreadyExists") {
 		t.Errorf("second push: exit %d %v", code, err)
 	}
+	stdout, err, code = cli(t, nil, "push", "--server", server, "--model", tinyDir, "--name", "tiny-dq", "--method", "dq", "--json")
+	if r := readResult(t, stdout); code != 0 || r.Method != "dq" || r.Layers[0].GroupSize != 32 {
+		t.Fatalf("push --method dq: exit %d %v: method %q", code, err, r.Method)
+	}
+	if _, err, code := cli(t, nil, "push", "--server", server, "--model", tinyDir, "--name", "x", "--method", "nope"); code != 2 || !strings.Contains(err.Error(), `unknown quantization method "nope"`) {
+		t.Errorf("push --method nope: exit %d %v", code, err)
+	}
 	stdout, err, _ = cli(t, nil, "ls", "--server", server, "--json")
 	if err != nil || !strings.Contains(stdout, `"name": "tiny"`) {
 		t.Errorf("ls: %v %s", err, stdout)

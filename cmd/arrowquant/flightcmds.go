@@ -19,6 +19,7 @@ import (
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
+	"github.com/arrowquant/arrowquant/quant"
 )
 
 func newServeCmd() *cobra.Command {
@@ -108,10 +109,10 @@ func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
 }
 
 func newPushCmd() *cobra.Command {
-	var model, name, calibration string
+	var model, name, calibration, method string
 	var asJSON, overwrite bool
 	cmd := &cobra.Command{
-		Use:   "push --server URL --model DIR --name NAME [config flags] [--calibration FILE] [--json]",
+		Use:   "push --server URL --model DIR --name NAME [config flags] [--calibration FILE] [--method M] [--json]",
 		Short: "Upload a model to the server, which quantizes it as it arrives and stores the result",
 		Args:  exactArgs(0),
 	}
@@ -122,10 +123,14 @@ func newPushCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a stored model of that name")
 	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations sent with the upload (.arrow, .parquet or .jsonl)")
+	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, methodFlagHelp)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		out := cmd.OutOrStdout()
 		if model == "" {
 			return usagef("push needs --model")
+		}
+		if err := quant.CheckMethod(method); err != nil {
+			return usagef("--method: %v", err)
 		}
 		overrides, err := cf.requestConfig(cmd.Flags())
 		if err != nil {
@@ -138,7 +143,7 @@ func newPushCmd() *cobra.Command {
 		defer c.Close()
 		bar := newProgress(0, "pushing", true)
 		res, err := c.Push(cmd.Context(), model, client.PushOptions{
-			Name: name, Config: overrides, Overwrite: overwrite, Calibration: calibration,
+			Name: name, Config: overrides, Overwrite: overwrite, Calibration: calibration, Method: method,
 			Progress: func(sent, total int64) {
 				bar.update(sent, total, "")
 			},

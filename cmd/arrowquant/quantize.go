@@ -21,6 +21,8 @@ type configFlags struct {
 	keys map[string]string
 }
 
+const methodFlagHelp = "force one quantization method at every bit width: minmax, lsq, clip, or dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format); default: clip for INT2, lsq for INT4, minmax for INT8"
+
 func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	c := &configFlags{keys: map[string]string{
 		"bit-width": "bit_width", "group-size": "group_size", "num-time-groups": "num_time_groups",
@@ -69,7 +71,7 @@ func newQuantizeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&model, "model", "", "model directory (model.safetensors or a sharded index)")
 	cmd.Flags().StringVar(&output, "output", "", "output directory (created; must be empty unless --overwrite)")
 	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group, importance-weighted weight search, AWQ smoothing with --spatial")
-	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, "force one quantization method at every bit width: minmax, lsq, clip, or dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format); default: clip for INT2, lsq for INT4, minmax for INT8")
+	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, methodFlagHelp)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -404,7 +404,7 @@ class ArrowQuantV2:
                                  progress_callback: Optional[Callable[[Progress], Any]] = None, *,
                                  overwrite: bool = False, name: Optional[str] = None,
                                  keep_on_server: Optional[bool] = None,
-                                 calibration=None) -> Dict[str, Any]:
+                                 calibration=None, method: Optional[str] = None) -> Dict[str, Any]:
         """Quantize the Hugging Face model in ``model_path`` (model.safetensors, sharded with an index, or
         diffusion_pytorch_model*.safetensors; F32/F16/BF16/F64) into ``output_path``: model.arrow (the
         artifact), report.json and the model's config, tokenizer and generation files -- the layout of
@@ -417,8 +417,10 @@ class ArrowQuantV2:
         model's name on the server (default: the directory name plus a unique suffix); the model stays
         stored there when using an external server (``keep_on_server``, default True for external servers
         and False for the embedded one). ``calibration`` is a calibration file (.arrow, .parquet or .jsonl
-        rows of layer, timestep, activation; docs/FORMAT.md) sent with the upload for time-aware
-        quantization.
+        rows of layer, timestep, activation; docs/FORMAT.md) sent with the upload for time-aware and spatial
+        quantization. ``method`` forces one quantization method at every bit width (``"minmax"``, ``"lsq"``,
+        ``"clip"``, or ``"dq"``: double-quantized super-blocks at 2.625 / 4.5 bits per weight); None uses the
+        defaults per bit width.
 
         Returns the result (the keys of ``arrowquant quantize --json``: model_size_mb, cosine_similarity,
         compression_ratio, fallback_occurred, actual_bit_width, fallback_reason, layers, ...), with
@@ -433,7 +435,7 @@ class ArrowQuantV2:
             base = _SAFE_NAME.sub("-", os.path.basename(os.path.normpath(os.fspath(model_path)))).lstrip(".-")
             name = f"{base[:120] or 'model'}-{uuid.uuid4().hex[:12]}"
         result = self.push(model_path, cfg, name=name, overwrite=given_name and overwrite,
-                           progress_callback=progress_callback, calibration=calibration)
+                           progress_callback=progress_callback, calibration=calibration, method=method)
         try:
             # With a generated name, the artifact names the model after its directory, as a local run does.
             label = None if given_name else os.path.basename(os.path.normpath(os.path.abspath(os.fspath(model_path))))
@@ -452,7 +454,8 @@ class ArrowQuantV2:
         return local
 
     def push(self, model_path, config=None, *, name: Optional[str] = None, overwrite: bool = False,
-             progress_callback=None, chunk_elems: int = CHUNK_ELEMS, calibration=None) -> Dict[str, Any]:
+             progress_callback=None, chunk_elems: int = CHUNK_ELEMS, calibration=None,
+             method: Optional[str] = None) -> Dict[str, Any]:
         """Upload a model directory over DoPut; the server quantizes it and stores it as ``name``.
         Returns the server's result JSON."""
         cfg = self._config(config)
@@ -471,6 +474,8 @@ class ArrowQuantV2:
             with open(calibration, "rb") as f:
                 command["calibration"] = {"name": os.path.basename(os.fspath(calibration)),
                                           "data": base64.b64encode(f.read()).decode("ascii")}
+        if method is not None:
+            command["method"] = method
         wire = wire_type(model.dtypes)
         schema = input_schema(wire)
         descriptor = fl.FlightDescriptor.for_command(json.dumps(command).encode())

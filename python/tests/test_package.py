@@ -423,3 +423,25 @@ def test_calibration_argument(q, tiny_model, tmp_path):
     assert 0 < weighted[0]["output_cosine_similarity"] <= 1
     assert r["time_groups"]["calibration"]["rows_read"] == 16
     assert r["time_aware"]["applied"] is True
+
+
+def test_method_dq_over_flight_equals_local(q, tiny_model, tmp_path, arrowquant_bin):
+    """method="dq" travels in the DoPut command: the pulled artifact equals `arrowquant quantize --method dq`."""
+    cfg = DiffusionQuantConfig.from_profile("local")
+    ours = q.quantize_diffusion_model(tiny_model, tmp_path / "ours", cfg, method="dq")
+    res = subprocess.run([arrowquant_bin, "quantize", "--model", str(tiny_model), "--output", str(tmp_path / "theirs"),
+                          "--profile", "local", "--method", "dq", "--json"], check=True, capture_output=True, text=True)
+    theirs = json.loads(res.stdout)
+    assert ours["method"] == theirs["method"] == "dq"
+    assert any("group_size 128 does not apply" in w for w in ours["warnings"])
+    a, b = load_quantized(tmp_path / "ours"), load_quantized(tmp_path / "theirs")
+    assert a.equals(b)
+    gp = a.column("group_params").to_pylist()
+    assert any(v is not None for v in gp)
+    assert ours["bits_per_weight"] == theirs["bits_per_weight"]
+
+
+def test_unknown_method_refused_before_upload(q, tiny_model, tmp_path):
+    with pytest.raises(errors.InvalidArgument, match="method: .*unknown quantization method \"nope\""):
+        q.quantize_diffusion_model(tiny_model, tmp_path / "o", method="nope")
+    assert not (tmp_path / "o").exists()
