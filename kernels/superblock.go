@@ -84,8 +84,24 @@ func DecodeSuperBlockParams(p *SuperBlockParams, src []byte, nsub, paramBits int
 	p.D = binary.LittleEndian.Uint16(src[0:])
 	p.DMin = binary.LittleEndian.Uint16(src[2:])
 	seq := nsub * paramBits / 8
-	getCodes(p.Sc[:nsub], src[4:4+seq], paramBits)
-	getCodes(p.Mc[:nsub], src[4+seq:4+2*seq], paramBits)
+	switch {
+	case paramBits == 4 && nsub == 16:
+		for k, b := range (*[8]byte)(src[4:12]) {
+			p.Sc[2*k&15], p.Sc[(2*k+1)&15] = b&15, b>>4
+		}
+		for k, b := range (*[8]byte)(src[12:20]) {
+			p.Mc[2*k&15], p.Mc[(2*k+1)&15] = b&15, b>>4
+		}
+	case paramBits == 6 && nsub == 8:
+		sc := uint64(binary.LittleEndian.Uint32(src[4:])) | uint64(binary.LittleEndian.Uint16(src[8:]))<<32
+		mc := uint64(binary.LittleEndian.Uint32(src[10:])) | uint64(binary.LittleEndian.Uint16(src[14:]))<<32
+		for j := range 8 {
+			p.Sc[j], p.Mc[j] = uint8(sc>>(6*j)&63), uint8(mc>>(6*j)&63)
+		}
+	default:
+		getCodes(p.Sc[:nsub], src[4:4+seq], paramBits)
+		getCodes(p.Mc[:nsub], src[4+seq:4+2*seq], paramBits)
+	}
 }
 
 // putCodes packs P-bit codes LSB-first (nsub*P is a multiple of 8).
@@ -155,10 +171,47 @@ func DequantizeSuperBlocks(dst []float32, codes, params []byte, bits int) error 
 }
 
 // dequantSuperBlock reconstructs one super-block (out, len <= 256) from
-// its codes (starting at the super-block's first byte).
+// its codes (starting at the super-block's first byte). Every sub-block's
+// 2^bits values come from a table of SuperBlockValue (the same two
+// roundings), so the output is that formula's bit for bit.
 func dequantSuperBlock(out []float32, codes []byte, p *SuperBlockParams, bits, g int) {
+	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
+	if len(out) == SuperBlockElems {
+		switch bits {
+		case 4:
+			in := (*[SuperBlockElems / 2]byte)(codes)
+			for j := range SuperBlockElems / 32 {
+				s, m := float32(d*float32(p.Sc[j&7])), float32(dmin*float32(p.Mc[j&7]))
+				var lut [16]float32
+				for q := range lut {
+					lut[q] = SuperBlockValue(int32(q), s, m)
+				}
+				src := (*[16]byte)(in[16*j:])
+				dst := (*[32]float32)(out[32*j:])
+				for i := 0; i < 16; i += 2 {
+					b0, b1 := src[i], src[i+1]
+					dst[2*i], dst[2*i+1] = lut[b0&15], lut[b0>>4]
+					dst[2*i+2], dst[2*i+3] = lut[b1&15], lut[b1>>4]
+				}
+			}
+			return
+		case 2:
+			in := (*[SuperBlockElems / 4]byte)(codes)
+			for j := range SuperBlockElems / 16 {
+				s, m := float32(d*float32(p.Sc[j&15])), float32(dmin*float32(p.Mc[j&15]))
+				lut := [4]float32{SuperBlockValue(0, s, m), SuperBlockValue(1, s, m), SuperBlockValue(2, s, m), SuperBlockValue(3, s, m)}
+				src := (*[4]byte)(in[4*j:])
+				dst := (*[16]float32)(out[16*j:])
+				for i := range 4 {
+					b := src[i]
+					dst[4*i], dst[4*i+1], dst[4*i+2], dst[4*i+3] = lut[b&3], lut[b>>2&3], lut[b>>4&3], lut[b>>6]
+				}
+			}
+			return
+		}
+	}
 	for j := 0; j*g < len(out); j++ {
-		s, m := p.SubBlockParams(j)
+		s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
 		sub := out[j*g : min(len(out), (j+1)*g)]
 		base := j * g
 		switch bits {
@@ -207,13 +260,54 @@ func PackSuperBlock(dst []byte, x []float32, p *SuperBlockParams, bits int) {
 	if err != nil {
 		panic(err)
 	}
+	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
+	if len(x) == SuperBlockElems && bits != 8 {
+		for j := range SuperBlockElems / g {
+			s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
+			var inv float32
+			if s != 0 {
+				inv = 1 / s
+			}
+			if bits == 4 {
+				pack4x32((*[16]byte)(dst[16*j:]), (*[32]float32)(x[32*j:]), inv, m)
+			} else {
+				pack2x16((*[4]byte)(dst[4*j:]), (*[16]float32)(x[16*j:]), inv, m)
+			}
+		}
+		return
+	}
 	clear(dst[:PackedLen(int64(len(x)), bits)])
 	for j := 0; j*g < len(x); j++ {
-		s, m := p.SubBlockParams(j)
+		s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
 		var inv float32
 		if s != 0 {
 			inv = 1 / s
 		}
 		packGroup(dst, j*g, x[j*g:min(len(x), (j+1)*g)], inv, -m, bits)
 	}
+}
+
+// superCode is quantCode's code (v+m for v-(-m), the same float32):
+// clamp(int(float32((v+m)*inv) + 0.5), 0, qmax).
+func superCode(v, inv, m float32, qmax int64) uint32 {
+	return uint32(max(0, min(qmax, int64(float32((v+m)*inv)+0.5))))
+}
+
+func pack4x32(dst *[16]byte, x *[32]float32, inv, m float32) {
+	for w := 0; w < 4; w++ {
+		v := (*[8]float32)(x[8*w:])
+		lo := superCode(v[0], inv, m, 15) | superCode(v[1], inv, m, 15)<<4 |
+			superCode(v[2], inv, m, 15)<<8 | superCode(v[3], inv, m, 15)<<12
+		hi := superCode(v[4], inv, m, 15) | superCode(v[5], inv, m, 15)<<4 |
+			superCode(v[6], inv, m, 15)<<8 | superCode(v[7], inv, m, 15)<<12
+		binary.LittleEndian.PutUint32(dst[4*w:], lo|hi<<16)
+	}
+}
+
+func pack2x16(dst *[4]byte, v *[16]float32, inv, m float32) {
+	a := superCode(v[0], inv, m, 3) | superCode(v[1], inv, m, 3)<<2 | superCode(v[2], inv, m, 3)<<4 | superCode(v[3], inv, m, 3)<<6
+	b := superCode(v[4], inv, m, 3) | superCode(v[5], inv, m, 3)<<2 | superCode(v[6], inv, m, 3)<<4 | superCode(v[7], inv, m, 3)<<6
+	c := superCode(v[8], inv, m, 3) | superCode(v[9], inv, m, 3)<<2 | superCode(v[10], inv, m, 3)<<4 | superCode(v[11], inv, m, 3)<<6
+	e := superCode(v[12], inv, m, 3) | superCode(v[13], inv, m, 3)<<2 | superCode(v[14], inv, m, 3)<<4 | superCode(v[15], inv, m, 3)<<6
+	binary.LittleEndian.PutUint32(dst[:], a|b<<8|c<<16|e<<24)
 }

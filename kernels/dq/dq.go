@@ -151,9 +151,10 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 			sj.q, sj.qq, sj.xq = 0, 0, 0
 			continue
 		}
+		// The fit state of the best start so far: (s, b) and code sums.
 		bestE := math.Inf(1)
-		var best sub
-		for _, st := range cfg.starts {
+		var bs, bb, bq, bqq, bxq float64
+		for k, st := range cfg.starts {
 			lo, hi := sj.lo, sj.hi
 			if st.oneSided {
 				mean := float32(sj.x / sj.n)
@@ -173,13 +174,24 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 			sj.s, sj.b = float64(s), float64(b)
 			stats(sj, xs, ws, s, b, qmax)
 			refit(sj, 1)
+			if len(cfg.starts) == 1 {
+				break
+			}
 			if e := sj.errAt(sj.s, sj.b); e < bestE {
-				bestE, best = e, *sj
+				bestE, bs, bb, bq, bqq, bxq = e, sj.s, sj.b, sj.q, sj.qq, sj.xq
+			}
+			if k == len(cfg.starts)-1 {
+				sj.s, sj.b, sj.q, sj.qq, sj.xq = bs, bb, bq, bqq, bxq
 			}
 		}
-		*sj = best
 		for it := 0; it < cfg.iters; it++ {
+			q, qq, xq := sj.q, sj.qq, sj.xq
 			stats(sj, xs, ws, float32(sj.s), float32(sj.b), qmax)
+			if it == 0 && q == sj.q && qq == sj.qq && xq == sj.xq {
+				// The codes of the start's refit: (s, b) is their
+				// optimum already, and stays.
+				break
+			}
 			refit(sj, cfg.omega)
 		}
 	}
@@ -247,15 +259,17 @@ func half(v float64) uint16 {
 	return fp.Float32ToHalf(float32(v))
 }
 
-// moments fills lo, hi and the weighted moments of xs.
+// moments fills lo, hi and the weighted moments of xs. A NaN does not
+// reach lo or hi but makes xx NaN.
 func moments(sj *sub, xs, ws []float32) {
-	lo, hi := xs[0], xs[0]
 	if ws == nil {
+		lo, hi := key(xs[0]), key(xs[0])
 		var s0, s1, q0, q1 float32
 		i := 0
 		for ; i+2 <= len(xs); i += 2 {
 			a, b := xs[i], xs[i+1]
-			lo, hi = min(lo, min(a, b)), max(hi, max(a, b))
+			ka, kb := key(a), key(b)
+			lo, hi = min(lo, min(ka, kb)), max(hi, max(ka, kb))
 			s0 += a
 			s1 += b
 			q0 += a * a
@@ -263,19 +277,15 @@ func moments(sj *sub, xs, ws []float32) {
 		}
 		if i < len(xs) {
 			a := xs[i]
-			if a < lo {
-				lo = a
-			}
-			if a > hi {
-				hi = a
-			}
+			lo, hi = min(lo, key(a)), max(hi, key(a))
 			s0 += a
 			q0 += a * a
 		}
-		sj.lo, sj.hi = lo, hi
+		sj.lo, sj.hi = unkey(lo), unkey(hi)
 		sj.n, sj.x, sj.xx = float64(len(xs)), float64(s0)+float64(s1), float64(q0)+float64(q1)
 		return
 	}
+	lo, hi := xs[0], xs[0]
 	var n, s, q float64
 	for i, v := range xs {
 		lo, hi = min(lo, v), max(hi, v)
@@ -286,6 +296,15 @@ func moments(sj *sub, xs, ws []float32) {
 	}
 	sj.lo, sj.hi, sj.n, sj.x, sj.xx = lo, hi, n, s, q
 }
+
+// key maps a float32 to an int32 of the same order (-0 below +0), so
+// integer min and max (conditional moves) find the range.
+func key(v float32) int32 {
+	u := int32(math.Float32bits(v))
+	return u ^ int32(uint32(u>>31)>>1)
+}
+
+func unkey(k int32) float32 { return math.Float32frombits(uint32(k ^ int32(uint32(k>>31)>>1))) }
 
 // stats assigns the nearest codes for x̂ = s·q + b and sums them.
 func stats(sj *sub, xs, ws []float32, s, b, qmax float32) {
@@ -361,7 +380,8 @@ func (sj *sub) errAt(s, b float64) float64 {
 }
 
 // chooseCodes picks each sub-block's (sc, mc) among the codes next to its
-// float fit for the lowest error of its latest codes.
+// float fit for the lowest error of its latest codes (the first of equal
+// errors in the order (s0, m0), (s0, m1), (s1, m0), (s1, m1)).
 func chooseCodes(subs []sub, d, dmin float64, pmax int32) {
 	df, dmf := float32(d), float32(dmin)
 	var id, idm float64
@@ -371,26 +391,35 @@ func chooseCodes(subs []sub, d, dmin float64, pmax int32) {
 	if dmin != 0 {
 		idm = 1 / dmin
 	}
-	pm := float64(pmax)
+	pm := int64(pmax)
 	for j := range subs {
 		sj := &subs[j]
-		s0 := int32(max(0, min(pm, sj.s*id)))
-		m0 := int32(max(0, min(pm, -sj.b*idm)))
+		s0 := int32(max(0, min(pm, int64(sj.s*id))))
+		m0 := int32(max(0, min(pm, int64(-sj.b*idm))))
 		s1, m1 := min(s0+1, pmax), min(m0+1, pmax)
 		sa, sb := float64(float32(df*float32(s0))), float64(float32(df*float32(s1)))
 		ma, mb := -float64(float32(dmf*float32(m0))), -float64(float32(dmf*float32(m1)))
-		best, sc, mc := sj.errAt(sa, ma), s0, m0
-		if e := sj.errAt(sa, mb); e < best {
-			best, sc, mc = e, s0, m1
-		}
-		if e := sj.errAt(sb, ma); e < best {
-			best, sc, mc = e, s1, m0
-		}
-		if e := sj.errAt(sb, mb); e < best {
-			sc, mc = s1, m1
-		}
-		sj.sc, sj.mc = sc, mc
+		// errAt(s, b) = xx + s·(s·qq - 2·xq) + b·(b·n - 2·x) + 2·s·b·q;
+		// keys order the four errors (low bits: the candidate).
+		fa, fb := sa*(sa*sj.qq-2*sj.xq), sb*(sb*sj.qq-2*sj.xq)
+		ga, gb := ma*(ma*sj.n-2*sj.x), mb*(mb*sj.n-2*sj.x)
+		q2 := 2 * sj.q
+		k0 := errKey(sj.xx+fa+ga+q2*sa*ma, 0)
+		k1 := errKey(sj.xx+fa+gb+q2*sa*mb, 1)
+		k2 := errKey(sj.xx+fb+ga+q2*sb*ma, 2)
+		k3 := errKey(sj.xx+fb+gb+q2*sb*mb, 3)
+		k := min(min(k0, k1), min(k2, k3))
+		sj.sc = s0 + int32(k>>1&1)*(s1-s0)
+		sj.mc = m0 + int32(k&1)*(m1-m0)
 	}
+}
+
+// errKey orders errors by their float64 bits (a negative rounding of a
+// zero error counts as 0) with the candidate index in the two low bits.
+func errKey(e float64, idx uint64) uint64 {
+	b := int64(math.Float64bits(e))
+	b &^= b >> 63
+	return uint64(b)&^3 | idx
 }
 
 // refitD is the joint least-squares (d, dmin) for the sub-blocks' codes
