@@ -111,7 +111,8 @@ func ArtifactMetadata(res *quant.Result, stats *quant.Stats, model string) map[s
 	cfg, _ := json.Marshal(res.Config)
 	idx, _ := json.Marshal(stats.Index)
 	report := embeddedReport(res)
-	timeGroups, _ := json.Marshal(res.TimeGroups) // null when time-aware quantization is off
+	timeGroups, _ := json.Marshal(res.TimeGroups)     // null when time-aware quantization is off
+	equalization, _ := json.Marshal(res.Equalization) // null when channel equalization did not run
 	return map[string]string{
 		schema.MetaFormat:        schema.FormatName,
 		schema.MetaFormatVersion: schema.FormatVersion,
@@ -121,6 +122,7 @@ func ArtifactMetadata(res *quant.Result, stats *quant.Stats, model string) map[s
 		schema.MetaReport:        report,
 		schema.MetaModelName:     model,
 		schema.MetaIndex:         string(idx),
+		schema.MetaEqualization:  string(equalization),
 	}
 }
 

@@ -122,6 +122,11 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		}
 	}
 	p.calib = cst
+	if o.Config.EnableSpatial {
+		p.eq = newEqualizer(o.Mem, groupSizeOf(methods[o.Config.BitWidth], o.Config.BitWidth, o.Config.GroupSize))
+		res.Equalization = p.eq.res
+		src = newEqualizingSource(src, p.eq)
+	}
 	if o.Config.EnableTimeAware {
 		res.TimeGroups = newTimeGroups(o.Config.NumTimeGroups, cst)
 	}
@@ -226,7 +231,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 		}
 		res.TimeAware = timeAwareStatus(true, res.TimeGroups, matched, weighted)
 	}
-	res.Spatial = spatialStatus(o.Config.EnableSpatial, cst != nil, res.Layers)
+	res.Spatial = spatialStatus(o.Config.EnableSpatial, cst != nil, res.Layers, res.Equalization)
 	res.QuantizationTimeS = time.Since(start).Seconds()
 	if res.NumParams > 0 {
 		res.BitsPerWeight = float64(res.ArtifactBytes) * 8 / float64(res.NumParams)
@@ -263,6 +268,7 @@ func (p *pipeline) importance(meta TensorMeta) []float32 {
 
 type pipeline struct {
 	calib      *calib.Stats // nil without calibration data
+	eq         *equalizer   // nil unless channel equalization ran
 	o          Options
 	methods    [9]kernels.Method // by bit width
 	threads    int
@@ -368,6 +374,10 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		Name: meta.Name, Shape: meta.Shape, DType: meta.DType, Params: n,
 		RequestedBitWidth: cfg.BitWidth,
 	}
+	eq := p.eq.scaling(meta.Name)
+	if eq != nil {
+		layer.Equalization = strings.Join(eq.notes, "; ")
+	}
 	log := p.o.Logger.With().Str("tensor", meta.Name).Logger()
 	firstPass := true
 	if len(meta.Shape) < 2 {
@@ -382,20 +392,38 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 	}
 	importance := p.importance(meta)
 	mag := p.smoothable(meta)
+	var equalizing []float32 // channel equalization's s (pair consumers)
+	if eq != nil {
+		equalizing = eq.scale
+	}
 	var reasons []string
 	for bits := start; bits <= 8; bits *= 2 {
 		var sm *smoothing
 		w := importance
 		layer.Smoothing = ""
-		if mag != nil && importance != nil && supportsWeights(p.methods[bits]) {
+		switch {
+		case mag != nil && importance != nil && supportsWeights(p.methods[bits]):
 			var note string
 			var err error
-			if sm, note, err = p.searchAlpha(ctx, t, bits, importance, mag); err != nil {
+			if sm, note, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil {
 				return nil, err
 			}
 			layer.Smoothing = note
 			if sm != nil {
 				w = sm.errorWeights(importance)
+			}
+		case equalizing != nil:
+			sm = newSmoothing(nil, 0, equalizing)
+			w = nil // unweighted on W·diag(s) when the method cannot weigh
+			if supportsWeights(p.methods[bits]) {
+				imp := importance
+				if imp == nil {
+					imp = eq.importance // γ²: a norm's output power per channel
+				}
+				if imp == nil {
+					imp = ones(len(equalizing))
+				}
+				w = sm.errorWeights(imp) // the error of W itself, as the output sees it
 			}
 		}
 		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, w, sm)
@@ -522,9 +550,6 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
 	m := p.methods[bits]
 	weighted := importance != nil && supportsWeights(m)
-	if sm != nil && !weighted {
-		return nil, kernels.Similarity{}, fmt.Errorf("quant: smoothing %s needs a weighted search", meta.Name)
-	}
 	var fullChunk arrow.Array // the weights of every full chunk, when they repeat
 	if weighted && schema.ChunkElems%int64(len(importance)) == 0 && meta.NumElements() >= schema.ChunkElems {
 		fullChunk = channelWeights(p.o.Mem, importance, 0, schema.ChunkElems)

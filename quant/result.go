@@ -35,7 +35,10 @@ type Layer struct {
 	// Smoothing (spatial quantization with calibration): whether and how
 	// the tensor was smoothed (AWQ α, estimated gain).
 	Smoothing string `json:"smoothing,omitempty"`
-	Bytes     int64  `json:"bytes"` // codes, group params and channel scales (or raw values) stored
+	// Equalization (spatial, whole model): how channel equalization
+	// rescaled this tensor; its stored values are the equalized ones.
+	Equalization string `json:"equalization,omitempty"`
+	Bytes        int64  `json:"bytes"` // codes, group params and channel scales (or raw values) stored
 
 	smoothing *smoothing // the applied smoothing, for the channel_scales column
 }
@@ -92,8 +95,11 @@ type Result struct {
 	TimeAware  FeatureStatus `json:"time_aware"`
 	TimeGroups *TimeGroups   `json:"time_groups"` // null when enable_time_aware is false
 	Spatial    FeatureStatus `json:"spatial"`
-	Streaming  FeatureStatus `json:"streaming"`
-	Warnings   []string      `json:"warnings"`
+	// Equalization: the layer pairs channel equalization changed (null
+	// when it did not run: spatial off, or a streamed source).
+	Equalization *Equalization `json:"equalization"`
+	Streaming    FeatureStatus `json:"streaming"`
+	Warnings     []string      `json:"warnings"`
 
 	Config config.DiffusionQuantConfig `json:"config"`
 	Layers []Layer                     `json:"layers"`

@@ -40,25 +40,41 @@ type smoothing struct {
 	inv   []float32 // 1/s: stored as channel_scales
 }
 
-// newSmoothing builds s = a^α normalized so that sqrt(max·min) = 1 (as
-// AWQ does); channels with no activation get the smallest kept magnitude.
-func newSmoothing(mag []float32, alpha float64) *smoothing {
-	var hi float32
-	for _, v := range mag {
-		hi = max(hi, v)
+// newSmoothing builds s = base · a^α, a^α normalized so that
+// sqrt(max·min) = 1 (as AWQ does; channels with no activation get the
+// smallest kept magnitude). base (channel equalization's scales) may be
+// nil; with α = 0, s = base.
+func newSmoothing(mag []float32, alpha float64, base []float32) *smoothing {
+	n := len(base)
+	if alpha > 0 {
+		n = len(mag)
 	}
-	floor := hi * 1e-4
-	sm := &smoothing{alpha: alpha, scale: make([]float32, len(mag)), inv: make([]float32, len(mag))}
-	lo, top := math.Inf(1), 0.0
-	for j, v := range mag {
-		s := math.Pow(float64(max(v, floor)), alpha)
-		sm.scale[j] = float32(s)
-		lo, top = min(lo, s), max(top, s)
-	}
-	norm := math.Sqrt(lo * top)
+	sm := &smoothing{alpha: alpha, scale: make([]float32, n), inv: make([]float32, n)}
 	for j := range sm.scale {
-		sm.scale[j] = float32(float64(sm.scale[j]) / norm)
-		sm.inv[j] = 1 / sm.scale[j]
+		sm.scale[j] = 1
+		if base != nil {
+			sm.scale[j] = base[j]
+		}
+	}
+	if alpha > 0 {
+		var hi float32
+		for _, v := range mag {
+			hi = max(hi, v)
+		}
+		floor := hi * 1e-4
+		pow := make([]float64, n)
+		lo, top := math.Inf(1), 0.0
+		for j, v := range mag {
+			pow[j] = math.Pow(float64(max(v, floor)), alpha)
+			lo, top = min(lo, pow[j]), max(top, pow[j])
+		}
+		norm := math.Sqrt(lo * top)
+		for j := range sm.scale {
+			sm.scale[j] = float32(float64(sm.scale[j]) * pow[j] / norm)
+		}
+	}
+	for j, v := range sm.scale {
+		sm.inv[j] = 1 / v
 	}
 	return sm
 }
@@ -92,20 +108,26 @@ func (p *pipeline) smoothable(meta TensorMeta) []float32 {
 }
 
 // searchAlpha picks α from alphaGrid by the output-error estimate on the
-// tensor's first rows (up to one chunk); nil when α = 0 wins. note
-// describes the choice for the layer's report.
-func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importance, mag []float32) (best *smoothing, note string, err error) {
+// tensor's first rows (up to one chunk), on top of channel equalization's
+// scales (base, may be nil). When α = 0 wins it returns the base
+// smoothing (nil without base). note describes the choice for the
+// layer's report.
+func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importance, mag, base []float32) (best *smoothing, note string, err error) {
 	meta := t.Meta()
 	in := meta.Shape[1]
 	rows := max(1, min(meta.Shape[0], schema.ChunkElems/in))
 	head := &headTensor{Tensor: t, meta: TensorMeta{Name: meta.Name, Shape: []int64{rows, in}, DType: meta.DType}}
 	baseErr, bestErr := 0.0, math.Inf(1)
+	var zero *smoothing // the α = 0 candidate
 	for _, alpha := range alphaGrid {
 		var sm *smoothing
 		w := importance
-		if alpha > 0 {
-			sm = newSmoothing(mag, alpha)
+		if alpha > 0 || base != nil {
+			sm = newSmoothing(mag, alpha, base)
 			w = sm.errorWeights(importance)
+		}
+		if alpha == 0 {
+			zero = sm
 		}
 		chunks, _, err := p.quantize(ctx, head, bits, false, w, sm)
 		releaseChunks(chunks)
@@ -123,11 +145,11 @@ func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importan
 			best, bestErr = sm, out.Err2
 		}
 	}
-	if best != nil && bestErr > baseErr*minSmoothingGain {
-		best = nil // not worth a per-channel column
+	if best != zero && bestErr > baseErr*minSmoothingGain {
+		best = zero // not worth it
 	}
-	if best == nil {
-		return nil, fmt.Sprintf("AWQ smoothing searched (α in %v on the first %d rows): none lowered the output-error estimate by 1%% or more, so none is applied", alphaGrid, rows), nil
+	if best == zero {
+		return zero, fmt.Sprintf("AWQ smoothing searched (α in %v on the first %d rows): none lowered the output-error estimate by 1%% or more, so none is applied", alphaGrid, rows), nil
 	}
 	gain := 0.0
 	if baseErr > 0 {
@@ -211,13 +233,23 @@ func channelScalesArray(mem memory.Allocator, sm *smoothing, first bool) arrow.A
 }
 
 // spatialStatus describes honestly what spatial quantization did.
-func spatialStatus(requested, calibrated bool, layers []Layer) FeatureStatus {
+func spatialStatus(requested, calibrated bool, layers []Layer, eq *Equalization) FeatureStatus {
 	s := FeatureStatus{Requested: requested}
 	if !requested {
 		return s
 	}
-	const dfq = "channel equalization between layer pairs (DFQ) is not implemented"
+	var dfq string
+	switch {
+	case len(eq.Pairs) > 0:
+		dfq = fmt.Sprintf("channel equalization (DFQ): %d of %d legal layer pairs equalized (norm -> q/k/v, post-attention norm -> gate/up, up -> down; see \"equalization\")", len(eq.Pairs), eq.Considered)
+	case eq.Considered > 0:
+		dfq = fmt.Sprintf("channel equalization (DFQ): none of %d legal layer pairs lowered the quantization-noise estimate by 1%% or more, so none was equalized", eq.Considered)
+	default:
+		dfq = "channel equalization (DFQ): no legal layer pair (norm -> q/k/v, post-attention norm -> gate/up, up -> down, by Llama-family names) in this model"
+	}
+	equalized := eq != nil && len(eq.Pairs) > 0
 	if !calibrated {
+		s.Applied = equalized
 		s.Reason = "activation smoothing (AWQ) needs calibration data and none was given, so nothing was smoothed; " + dfq
 		return s
 	}
@@ -226,11 +258,11 @@ func spatialStatus(requested, calibrated bool, layers []Layer) FeatureStatus {
 		if l.Smoothing != "" {
 			searched++
 		}
-		if l.smoothing != nil {
+		if strings.HasPrefix(l.Smoothing, "AWQ smoothing α=") {
 			smoothed++
 		}
 	}
-	s.Applied = smoothed > 0
+	s.Applied = smoothed > 0 || equalized
 	switch {
 	case searched == 0:
 		s.Reason = "no quantized 2-D weight matched a calibrated layer with the same input channels (or its method has no weighted search), so nothing was smoothed; " + dfq

@@ -31,6 +31,7 @@ const (
 	MetaReport        = "arrowquant.report"         // JSON: the quantization result
 	MetaModelName     = "arrowquant.model"          // model name (directory or Flight name)
 	MetaIndex         = "arrowquant.index"          // JSON: per tensor, its batches (see FORMAT.md)
+	MetaEqualization  = "arrowquant.equalization"   // JSON: layer pairs changed by channel equalization, or null
 )
 
 // ChunkElems is the most elements one row holds. Every row but a tensor's

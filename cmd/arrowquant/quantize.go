@@ -42,7 +42,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.Int("threads", 0, "worker threads (0 = all cores)")
 	fs.Bool("streaming", false, "one tensor in flight at a time (bounded memory)")
 	fs.Bool("time-aware", true, "time-aware quantization: timestep-conditioned layers at >= 8 bits, time groups in the metadata")
-	fs.Bool("spatial", true, "spatial quantization: with --calibration, AWQ-style smoothing of calibrated weights where it lowers the output error (channel equalization is not implemented)")
+	fs.Bool("spatial", true, "spatial quantization: channel equalization between Llama-family layer pairs (calibration-free) and, with --calibration, AWQ-style smoothing, where they lower the estimated output error")
 	return c
 }
 

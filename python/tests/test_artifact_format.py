@@ -124,22 +124,27 @@ def test_numpy_dequantize_matches_go(tmp_path, arrowquant_bin, tiny_model, varia
     smoothed = {r["name"]: r for r in rows if r["channel_scales"] is not None}
     assert all(r["chunk_offset"] == 0 and len(r["channel_scales"]) == r["shape"][1] for r in smoothed.values())
     layers = {l["name"]: l for l in result["layers"]}
+    # Channel scales come from channel equalization (DFQ pairs, calibration-free) and AWQ smoothing.
+    equalized = {c for p in (result["equalization"] or {"pairs": []})["pairs"] for c in p["consumers"]}
+    awq = {n for n, l in layers.items() if l.get("smoothing", "").startswith("AWQ smoothing α=")}
+    assert set(smoothed) == equalized | awq
+    assert all("DFQ" in layers[n]["equalization"] for n in equalized)
+    assert result["spatial"]["applied"] is bool(smoothed)
     if calibrated:
-        assert result["spatial"]["applied"] is True, result["spatial"]
-        assert smoothed and set(smoothed) <= {n + ".weight" for n in calibrated}
-        for name in smoothed:
-            assert layers[name]["smoothing"].startswith("AWQ smoothing"), layers[name]
-        bpw = result["bits_per_weight"]
-        assert bpw > 0
+        assert awq and awq <= {n + ".weight" for n in calibrated}
+    elif result["config"]["enable_spatial"]:
+        assert not awq and equalized  # the generated model has outlier input columns: equalization pays
     else:
-        assert not smoothed and result["spatial"]["applied"] is False
+        assert result["equalization"] is None and not smoothed
     if variant.startswith("dq"):
         bits = result["bit_width"]
-        # Every byte counted: a quantized tensor's bytes are exactly its codes and super-block params.
+        # Every byte counted: a quantized tensor's bytes are exactly its codes, super-block params and
+        # channel scales.
         for l in result["layers"]:
             if l["bit_width"] == bits:
                 n = l["params"]
-                assert l["bytes"] == (n * bits + 7) // 8 + -(-n // 256) * {2: 20, 4: 16, 8: 20}[bits]
+                extra = 4 * l["shape"][1] if l["name"] in smoothed else 0  # float32 channel scales
+                assert l["bytes"] == (n * bits + 7) // 8 + -(-n // 256) * {2: 20, 4: 16, 8: 20}[bits] + extra
 
 
 def test_one_tensor_via_index(tmp_path, arrowquant_bin, tiny_model):
