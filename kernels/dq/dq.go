@@ -69,12 +69,22 @@ var settings = [9]setting{
 
 // sub is the state of one sub-block.
 type sub struct {
-	lo, hi     float32
-	n, x, xx   float64 // Σw, Σw·x, Σw·x²
-	q, qq, xq  float64 // Σw·q, Σw·q², Σw·x·q of the latest codes
-	s, b       float64 // float fit: x̂ = s·q + b
-	sc, mc     int32
-	hasWeights bool
+	lo, hi    float32
+	n, x, xx  float64 // Σw, Σw·x, Σw·x²
+	q, qq, xq float64 // Σw·q, Σw·q², Σw·x·q of the latest codes
+	s, b      float64 // float fit: x̂ = s·q + b
+	sc, mc    int32
+	e         float64 // error of the best start
+	done      bool    // float fit final
+}
+
+// subSlices are sub-block j's values and weights (nil without weights).
+func subSlices(x, w []float32, j, g int) (xs, ws []float32) {
+	xs = x[j*g : min(len(x), (j+1)*g)]
+	if w != nil {
+		ws = w[j*g : j*g+len(xs)]
+	}
+	return xs, ws
 }
 
 // Quantize is dq's kernels.SuperBlockFunc.
@@ -138,23 +148,26 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 		}
 		return nil
 	}
-	// Float fit of every sub-block.
+	// Float fit of every sub-block, step by step across the sub-blocks
+	// (their fits are independent and overlap in the pipeline).
 	for j := range subs {
-		sj := &subs[j]
-		xs := x[j*g : min(len(x), (j+1)*g)]
-		var ws []float32
-		if w != nil {
-			ws = w[j*g : j*g+len(xs)]
-		}
-		if sj.lo == sj.hi {
+		if sj := &subs[j]; sj.lo == sj.hi {
 			sj.s, sj.b = 0, float64(sj.lo)
 			sj.q, sj.qq, sj.xq = 0, 0, 0
-			continue
+			sj.done = true
+		} else {
+			sj.done = false
+			sj.e = math.Inf(1)
 		}
-		// The fit state of the best start so far: (s, b) and code sums.
-		bestE := math.Inf(1)
-		var bs, bb, bq, bqq, bxq float64
-		for k, st := range cfg.starts {
+	}
+	multi := len(cfg.starts) > 1
+	for _, st := range cfg.starts {
+		for j := range subs {
+			sj := &subs[j]
+			if sj.done {
+				continue
+			}
+			xs, ws := subSlices(x, w, j, g)
 			lo, hi := sj.lo, sj.hi
 			if st.oneSided {
 				mean := float32(sj.x / sj.n)
@@ -171,26 +184,34 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 				lo, hi = c-(c-lo)*st.beta, c+(hi-c)*st.beta
 			}
 			s, b := (hi-lo)/qmax, lo
+			// The best start so far stays in (s, b) and its sums.
+			bs, bb, bq, bqq, bxq := sj.s, sj.b, sj.q, sj.qq, sj.xq
 			sj.s, sj.b = float64(s), float64(b)
 			stats(sj, xs, ws, s, b, qmax)
 			refit(sj, 1)
-			if len(cfg.starts) == 1 {
-				break
-			}
-			if e := sj.errAt(sj.s, sj.b); e < bestE {
-				bestE, bs, bb, bq, bqq, bxq = e, sj.s, sj.b, sj.q, sj.qq, sj.xq
-			}
-			if k == len(cfg.starts)-1 {
-				sj.s, sj.b, sj.q, sj.qq, sj.xq = bs, bb, bq, bqq, bxq
+			if multi {
+				if e := sj.errAt(sj.s, sj.b); e < sj.e {
+					sj.e = e
+				} else {
+					sj.s, sj.b, sj.q, sj.qq, sj.xq = bs, bb, bq, bqq, bxq
+				}
 			}
 		}
-		for it := 0; it < cfg.iters; it++ {
+	}
+	for it := 0; it < cfg.iters; it++ {
+		for j := range subs {
+			sj := &subs[j]
+			if sj.done {
+				continue
+			}
+			xs, ws := subSlices(x, w, j, g)
 			q, qq, xq := sj.q, sj.qq, sj.xq
 			stats(sj, xs, ws, float32(sj.s), float32(sj.b), qmax)
 			if it == 0 && q == sj.q && qq == sj.qq && xq == sj.xq {
 				// The codes of the start's refit: (s, b) is their
 				// optimum already, and stays.
-				break
+				sj.done = true
+				continue
 			}
 			refit(sj, cfg.omega)
 		}
@@ -314,6 +335,19 @@ func stats(sj *sub, xs, ws []float32, s, b, qmax float32) {
 	}
 	qm := int32(qmax)
 	if ws == nil {
+		if n := len(xs) &^ 7; n > 0 && inv < maxInv {
+			var lanes [8]float32
+			q, qq := codeSums(xs[:n], b, inv, qmax, &lanes)
+			xq := float64((lanes[0]+lanes[4])+(lanes[1]+lanes[5])) + float64((lanes[2]+lanes[6])+(lanes[3]+lanes[7]))
+			for _, v := range xs[n:] {
+				c := max(0, min(qm, int32(float32((v-b)*inv)+0.5)))
+				q += float32(c)
+				qq += float32(c * c)
+				xq += float64(v * float32(c))
+			}
+			sj.q, sj.qq, sj.xq = float64(q), float64(qq), xq
+			return
+		}
 		var qi, qqi int32
 		var xq0, xq1, xq2, xq3 float32
 		i := 0
