@@ -14,6 +14,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/fixture"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/schema"
@@ -73,57 +74,6 @@ func readModel(t *testing.T, dir string) map[string][]float32 {
 	}
 }
 
-// matVec is W·x for a row-major [rows, len(x)] W.
-func matVec(w, x []float32) []float64 {
-	in := len(x)
-	y := make([]float64, len(w)/in)
-	for r := range y {
-		var s float64
-		for j, v := range w[r*in : (r+1)*in] {
-			s += float64(v) * float64(x[j])
-		}
-		y[r] = s
-	}
-	return y
-}
-
-// blockOutputs computes, for a normalized hidden state x, the outputs of
-// layer 1's attention input projections and its MLP.
-func blockOutputs(w map[string][]float32, x []float32) []float64 {
-	const pre = "model.layers.1."
-	scaled := func(norm string) []float32 {
-		g := w[pre+norm]
-		out := make([]float32, len(x))
-		for j := range x {
-			out[j] = x[j] * g[j]
-		}
-		return out
-	}
-	var y []float64
-	a := scaled("input_layernorm.weight")
-	for _, p := range []string{"q", "k", "v"} {
-		y = append(y, matVec(w[pre+"self_attn."+p+"_proj.weight"], a)...)
-	}
-	m := scaled("post_attention_layernorm.weight")
-	gate, up := matVec(w[pre+"mlp.gate_proj.weight"], m), matVec(w[pre+"mlp.up_proj.weight"], m)
-	h := make([]float32, len(gate))
-	for i := range h {
-		h[i] = float32(gate[i] / (1 + math.Exp(-gate[i])) * up[i])
-	}
-	return append(y, matVec(w[pre+"mlp.down_proj.weight"], h)...)
-}
-
-func sqnr(ref, got [][]float64) float64 {
-	var s, e float64
-	for k := range ref {
-		for i, v := range ref[k] {
-			d := v - got[k][i]
-			s, e = s+v*v, e+d*d
-		}
-	}
-	return 10 * math.Log10(s/e)
-}
-
 // Channel equalization on the generated tiny model (outlier input columns
 // shared by q/k/v and gate/up, as in LLMs): the equalized model computes
 // quantized with equalization is closer to the original block outputs than
@@ -143,12 +93,12 @@ func TestEqualizationLowersBlockOutputError(t *testing.T) {
 		for j := range xs[k] {
 			xs[k][j] = float32(rng.NormFloat64())
 		}
-		ref[k] = blockOutputs(orig, xs[k])
+		ref[k] = fixture.BlockOutputs(orig, "model.layers.1.", xs[k])
 	}
 	outputs := func(w map[string][]float32) [][]float64 {
 		out := make([][]float64, len(xs))
 		for k, x := range xs {
-			out[k] = blockOutputs(w, x)
+			out[k] = fixture.BlockOutputs(w, "model.layers.1.", x)
 		}
 		return out
 	}
@@ -165,7 +115,7 @@ func TestEqualizationLowersBlockOutputError(t *testing.T) {
 		if !strings.Contains(resOn.Spatial.Reason, "legal layer pairs equalized") || !resOn.Spatial.Applied {
 			t.Fatalf("spatial status: %+v", resOn.Spatial)
 		}
-		sOff, sOn := sqnr(ref, outputs(off)), sqnr(ref, outputs(on))
+		sOff, sOn := fixture.SQNR(ref, outputs(off)), fixture.SQNR(ref, outputs(on))
 		t.Logf("INT%d: block output SQNR without equalization %.2f dB, with %.2f dB (%+.2f; %d of %d pairs)", bits, sOff, sOn, sOn-sOff, len(resOn.Equalization.Pairs), resOn.Equalization.Considered)
 		if bits < 8 && sOn < sOff+1 {
 			t.Errorf("INT%d: equalization gains %.2f dB, want >= 1", bits, sOn-sOff)

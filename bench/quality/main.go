@@ -259,7 +259,10 @@ func report(w io.Writer, n, side, reps int) error {
 	if err := superBlockSection(w, ctx, mem, n, side, reps); err != nil {
 		return err
 	}
-	return diffusionFixture(w)
+	if err := diffusionFixture(w); err != nil {
+		return err
+	}
+	return equalizationSection(w)
 }
 
 // diffusionFixture reports output error per time group on the synthetic
