@@ -3,6 +3,7 @@
 # 15.2 GB of BF16): generate the model, quantize it with a profile, and report
 # wall time and peak RSS from /usr/bin/time -v. Needs ~20 GB of free disk.
 #   bash bench/e2e.sh [profile] [workdir]      (defaults: edge, a temp dir)
+# Extra quantize flags go in AQ_E2E_FLAGS, e.g. AQ_E2E_FLAGS="--method dq".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-edge}
@@ -17,16 +18,23 @@ if [ ! -f "$work/dream-7b/model.safetensors.index.json" ]; then
   echo "== gen-model --preset dream-7b (bf16) into $work/dream-7b"
   /usr/bin/time -f "gen-model: wall %e s, peak RSS %M KB" "$bin" gen-model --preset dream-7b --dtype bf16 --out "$work/dream-7b" --seed 1
 fi
-echo "== quantize --profile $profile"
-/usr/bin/time -v "$bin" quantize --model "$work/dream-7b" --output "$work/q-$profile" --profile "$profile" --overwrite --json \
-  >"$work/result-$profile.json" 2>"$work/time-$profile.txt" || { cat "$work/time-$profile.txt"; exit 1; }
-grep -E "Elapsed \(wall|Maximum resident" "$work/time-$profile.txt"
-python3 - "$work/result-$profile.json" <<'PY'
+flags=${AQ_E2E_FLAGS:-}
+label=$profile$(echo "$flags" | tr -cs 'a-zA-Z0-9' '-' | sed 's/-*$//')
+echo "== quantize --profile $profile $flags"
+# shellcheck disable=SC2086
+/usr/bin/time -v "$bin" quantize --model "$work/dream-7b" --output "$work/q-$label" --profile "$profile" $flags --overwrite --json \
+  >"$work/result-$label.json" 2>"$work/time-$label.txt" || { cat "$work/time-$label.txt"; exit 1; }
+grep -E "Elapsed \(wall|Maximum resident" "$work/time-$label.txt"
+python3 - "$work/result-$label.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"tensors {r['num_tensors']}, params {r['num_params']:,}, source {r['source_bytes']/1e9:.2f} GB")
 print(f"artifact {r['model_size_mb']:.1f} MB, {r['bits_per_weight']:.3f} bits/weight, compression {r['compression_ratio']:.2f}x ({r['compression_basis']})")
 print(f"cosine mean {r['cosine_similarity']:.4f} min {r['min_cosine_similarity']:.4f}; fallback: {r['fallback_reason']}")
 print(f"quantization_time_s {r['quantization_time_s']:.1f}")
+eq = r.get("equalization") or {}
+print(f"method {r['method']}; spatial: {r['spatial']['reason']}")
+if eq.get("pairs"):
+    print(f"equalized {len(eq['pairs'])} of {eq['considered']} layer pairs")
 PY
 echo "(work dir: $work; remove it when done)"

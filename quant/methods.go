@@ -25,6 +25,10 @@ import (
 //     0.9869 cost 0.15 GB/s, below the budget.
 //   - INT8: "minmax". At 255 levels clipping buys nothing that matters
 //     (N(0,1) g64 0.999986, clip 0.999987) and minmax is the fastest.
+//
+// "dq" (double-quantized super-blocks) is never the default: it fixes its
+// own block sizes (2.625 / 4.5 bits per weight at INT2 / INT4), so it
+// would ignore the configured group_size.
 func DefaultMethodFor(bits int) string {
 	switch bits {
 	case 2:
