@@ -33,7 +33,7 @@ print(f"artifact {r['model_size_mb']:.1f} MB, {r['bits_per_weight']:.3f} bits/we
 print(f"cosine mean {r['cosine_similarity']:.4f} min {r['min_cosine_similarity']:.4f}; fallback: {r['fallback_reason']}")
 print(f"quantization_time_s {r['quantization_time_s']:.1f}")
 eq = r.get("equalization") or {}
-print(f"method {r['method']}; spatial: {r['spatial']['reason']}")
+print(f"method {r['method']}; spatial: {r['spatial'].get('reason', 'off')}")
 if eq.get("pairs"):
     print(f"equalized {len(eq['pairs'])} of {eq['considered']} layer pairs")
 PY
