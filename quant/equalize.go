@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -146,8 +147,11 @@ type channelScaling struct {
 	notes      []string
 }
 
-// equalizer holds the plan: per tensor name, its scaling.
+// equalizer holds the plan: per tensor name, its scaling. The source
+// plans blocks while earlier tensors are being quantized, so the map is
+// guarded; a tensor's entry does not change once it has been yielded.
 type equalizer struct {
+	mu        sync.RWMutex
 	scale     map[string]*channelScaling
 	res       *Equalization
 	mem       memory.Allocator
@@ -162,6 +166,8 @@ func (e *equalizer) scaling(name string) *channelScaling {
 	if e == nil {
 		return nil
 	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	return e.scale[name]
 }
 
@@ -176,8 +182,12 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 	lookup := func(name string) (Tensor, bool) { t, ok := tensors[name]; return t, ok }
 	pairs := findPairs(lookup, names)
 	mem, groupSize, res := eq.mem, eq.groupSize, eq.res
+	eq.mu.Lock()
 	res.Considered += len(pairs)
+	eq.mu.Unlock()
 	get := func(name string) *channelScaling {
+		eq.mu.Lock()
+		defer eq.mu.Unlock()
 		if eq.scale[name] == nil {
 			eq.scale[name] = &channelScaling{}
 		}
@@ -257,8 +267,10 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 			fold = "its output rows ×1/s"
 		}
 		get(pr.producer).notes = append(get(pr.producer).notes, fmt.Sprintf("producer of equalized %s (DFQ, β=%g): stored unchanged; a runtime may fold their channel_scales into it (%s) and skip them", strings.Join(pr.consumers, ", "), bestBeta, fold))
+		eq.mu.Lock()
 		res.Pairs = append(res.Pairs, EqualizedPair{Producer: pr.producer, Consumers: pr.consumers, Channels: in,
 			Beta: bestBeta, EstimatedGainDB: 10 * math.Log10(base/best)})
+		eq.mu.Unlock()
 	}
 	return nil
 }
