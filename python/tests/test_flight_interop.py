@@ -341,3 +341,51 @@ def test_unavailable_when_nothing_listens():
     with pytest.raises(fl.FlightUnavailableError):
         list(c.list_actions(options=fl.FlightCallOptions(timeout=5)))
     c.close()
+
+
+def llama_block(hidden=256, inter=512, seed=5):
+    """One Llama-family block whose q/k/v and gate/up share outlier input columns (as LLMs do)."""
+    rng = np.random.default_rng(seed)
+    cols = np.ones(hidden, np.float32)
+    cols[rng.choice(hidden, 3, replace=False)] = 12
+    p = "model.layers.0."
+    t = {p + "input_layernorm.weight": (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32),
+         p + "post_attention_layernorm.weight": (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)}
+    for name, shape in [("self_attn.q_proj", (hidden, hidden)), ("self_attn.k_proj", (hidden // 2, hidden)),
+                        ("self_attn.v_proj", (hidden // 2, hidden)), ("mlp.gate_proj", (inter, hidden)),
+                        ("mlp.up_proj", (inter, hidden)), ("mlp.down_proj", (hidden, inter))]:
+        w = rng.standard_normal(shape).astype(np.float32) * 0.02
+        if shape[1] == hidden:
+            w *= cols
+        t[p + name + ".weight"] = w
+    return t
+
+
+def test_equalized_dq_model_over_plain_flight(client):
+    """A streamed upload gets channel equalization and dq super-blocks; the quantized rows (group_params,
+    channel_scales) decoded with numpy equal the server's own dequantize ticket bit for bit."""
+    from arrow_quant_v2 import artifact
+    tensors = llama_block()
+    *_, result = upload(client, "block-dq", tensors, profile="local", method="dq",
+                        config={"modality": "text", "bit_width": 4})
+    assert result["method"] == "dq" and result["spatial"]["applied"] is True
+    pairs = result["equalization"]["pairs"]
+    assert {p["producer"].rsplit(".", 2)[-2] for p in pairs} >= {"input_layernorm", "post_attention_layernorm"}
+    table = client.do_get(fl.Ticket(json.dumps({"model": "block-dq"}).encode())).read_all()
+    assert "group_params" in table.column_names and "channel_scales" in table.column_names
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight"):
+        rows = [r for r in table.to_pylist() if r["name"] == name]
+        mine = []
+        for r in rows:
+            v = artifact.dequantize_chunk(r["method"], r["bit_width"], r["group_size"], r["chunk_elems"], r["codes"],
+                                          r["scales"], r["mins"], r["group_params"])
+            if r["chunk_offset"] == 0:
+                cs = np.asarray(r["channel_scales"] or [1], np.float32)
+            mine.append(v * cs[(r["chunk_offset"] + np.arange(v.size)) % cs.size])
+        mine = np.concatenate(mine)
+        t = json.dumps({"model": "block-dq", "tensor": name, "dequantize": True}).encode()
+        theirs = np.concatenate([np.asarray(r["values"], np.float32)
+                                 for r in client.do_get(fl.Ticket(t)).read_all().to_pylist()])
+        assert np.array_equal(mine.view(np.uint32), theirs.view(np.uint32)), name
+        w = tensors[name].ravel()
+        assert float(np.dot(w, theirs) / np.linalg.norm(w) / np.linalg.norm(theirs)) > 0.99  # W itself comes back
