@@ -127,6 +127,39 @@ func BenchmarkFusedQuantize(b *testing.B) {
 	}
 }
 
+// BenchmarkWeightedQuantize: <method>_quantize_weighted, the path of
+// calibrated and equalized weights (per-element error weights), next to
+// the unweighted fused kernel of BenchmarkFusedQuantize; INT2/INT4 g128,
+// dq at its own block sizes. GB/s of fp32 input.
+func BenchmarkWeightedQuantize(b *testing.B) {
+	ctx := kernels.NewContext(context.Background())
+	values := normalRow(memory.DefaultAllocator, benchElems)
+	defer values.Release()
+	weights := normalRow(memory.DefaultAllocator, benchElems) // |N(0,1)| as weights
+	defer weights.Release()
+	for i, v := range weights.(*array.List).ListValues().(*array.Float32).Float32Values() {
+		weights.(*array.List).ListValues().(*array.Float32).Float32Values()[i] = v * v
+	}
+	for _, name := range kernels.Methods() {
+		m, err := kernels.LookupMethod(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m.WeightedGroupParams == nil && !m.IsSuperBlock() {
+			continue
+		}
+		for _, bits := range []int{2, 4} {
+			b.Run(fmt.Sprintf("%s/int%d", name, bits), func(b *testing.B) {
+				opts := &kernels.QuantOptions{Bits: bits, GroupSize: 128}
+				b.SetBytes(4 * benchElems)
+				for b.Loop() {
+					call(b, ctx, m.WeightedQuantizeFunc(), opts, values, weights).Release()
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkSuperBlock: the dq super-block method, GB/s of fp32: quantize
 // (params + pack, the method's SuperBlockFunc on one row), fused (the
 // registered dq_quantize: params, pack, dequantize and similarity) and
