@@ -266,7 +266,7 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 		if !pr.norm {
 			fold = "its output rows ×1/s"
 		}
-		get(pr.producer).notes = append(get(pr.producer).notes, fmt.Sprintf("producer of equalized %s (DFQ, β=%g): stored unchanged; a runtime may fold their channel_scales into it (%s) and skip them", strings.Join(pr.consumers, ", "), bestBeta, fold))
+		get(pr.producer).notes = append(get(pr.producer).notes, fmt.Sprintf("producer of equalized %s (DFQ, β=%g): stored unchanged; when its consumers' channel_scales are identical, a runtime may fold them into it (%s) and skip them", strings.Join(pr.consumers, ", "), bestBeta, fold))
 		eq.mu.Lock()
 		res.Pairs = append(res.Pairs, EqualizedPair{Producer: pr.producer, Consumers: pr.consumers, Channels: in,
 			Beta: bestBeta, EstimatedGainDB: 10 * math.Log10(base/best)})
