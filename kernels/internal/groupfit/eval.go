@@ -67,27 +67,55 @@ func Eval(st *Stats, x []float32, scaleH, minH uint16, qmax int64) {
 
 // EvalWeighted is Eval with a weight per element on every sum (Err, R,
 // RQ, Q, QQ, N = Σw): the refit and Bound then minimize the weighted
-// squared error.
+// squared error. Two lanes of float32 accumulators, as Eval.
 func EvalWeighted(st *Stats, x, w []float32, scaleH, minH uint16, qmax int64) {
 	s, m := fp.HalfToFloat32(scaleH), fp.HalfToFloat32(minH)
 	var inv float32
 	if s != 0 {
 		inv = 1 / s
 	}
-	var e, r, rq, q, qq, n float64
+	var e0, e1, r0, r1, rq0, rq1, q0, q1, qq0, qq1, n0, n1 float32
 	w = w[:len(x)]
-	for i, v := range x {
+	i := 0
+	for ; i+2 <= len(x); i += 2 {
+		v := x[i : i+2 : i+2]
+		ww := w[i : i+2 : i+2]
+		c0 := max(0, min(qmax, int64(float32((v[0]-m)*inv)+0.5)))
+		c1 := max(0, min(qmax, int64(float32((v[1]-m)*inv)+0.5)))
+		f0, f1 := float32(c0), float32(c1)
+		d0 := v[0] - (float32(f0*s) + m)
+		d1 := v[1] - (float32(f1*s) + m)
+		wd0, wd1 := float32(ww[0]*d0), float32(ww[1]*d1)
+		wf0, wf1 := float32(ww[0]*f0), float32(ww[1]*f1)
+		e0 += float32(wd0 * d0)
+		e1 += float32(wd1 * d1)
+		r0 += wd0
+		r1 += wd1
+		rq0 += float32(wd0 * f0)
+		rq1 += float32(wd1 * f1)
+		q0 += wf0
+		q1 += wf1
+		qq0 += float32(wf0 * f0)
+		qq1 += float32(wf1 * f1)
+		n0 += ww[0]
+		n1 += ww[1]
+	}
+	if i < len(x) {
+		v, wi := x[i], w[i]
 		c := max(0, min(qmax, int64(float32((v-m)*inv)+0.5)))
 		f := float32(c)
-		d := float64(v - (float32(f*s) + m))
-		wi := float64(w[i])
-		fc := float64(c)
-		e += wi * d * d
-		r += wi * d
-		rq += wi * d * fc
-		q += wi * fc
-		qq += wi * fc * fc
-		n += wi
+		d := v - (float32(f*s) + m)
+		wd, wf := float32(wi*d), float32(wi*f)
+		e0 += float32(wd * d)
+		r0 += wd
+		rq0 += float32(wd * f)
+		q0 += wf
+		qq0 += float32(wf * f)
+		n0 += wi
 	}
-	*st = Stats{Err: e, R: r, RQ: rq, Q: q, QQ: qq, N: n, Scale: s, Min: m, ScaleH: scaleH, MinH: minH, Weighted: true}
+	*st = Stats{
+		Err: float64(e0) + float64(e1), R: float64(r0) + float64(r1), RQ: float64(rq0) + float64(rq1),
+		Q: float64(q0) + float64(q1), QQ: float64(qq0) + float64(qq1), N: float64(n0) + float64(n1),
+		Scale: s, Min: m, ScaleH: scaleH, MinH: minH, Weighted: true,
+	}
 }
