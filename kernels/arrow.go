@@ -474,6 +474,26 @@ func newWeightedQuantizeFunction(m Method) compute.Function {
 		[]string{"values", "weights"}, WeightedQuantizedType, []exec.InputType{listOf(arrow.FLOAT32)}, run)
 }
 
+// valuesAndWeights reads the values rows of a fused kernel and, when
+// weighted, its weights rows (one weight per value).
+func valuesAndWeights(batch *exec.ExecSpan, weighted bool) (in, weights rows, err error) {
+	if in, err = listRows(&batch.Values[0].Array, "values"); err != nil {
+		return
+	}
+	if !weighted {
+		return
+	}
+	if weights, err = listRows(&batch.Values[1].Array, "weights"); err != nil {
+		return
+	}
+	for i := 0; i < int(batch.Len); i++ {
+		if weights.len(i) != in.len(i) {
+			return in, weights, fmt.Errorf("kernels: row %d: %d weights for %d values", i, weights.len(i), in.len(i))
+		}
+	}
+	return
+}
+
 func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
 	o, err := options(ctx, true)
 	if err != nil {
@@ -482,34 +502,17 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	if fusedBlock%o.GroupSize != 0 {
 		return fmt.Errorf("kernels: group size %d must divide %d for the fused kernel", o.GroupSize, fusedBlock)
 	}
-	in, err := listRows(&batch.Values[0].Array, "values")
+	in, weights, err := valuesAndWeights(batch, weighted)
 	if err != nil {
 		return err
-	}
-	var weights rows
-	if weighted {
-		if weights, err = listRows(&batch.Values[1].Array, "weights"); err != nil {
-			return err
-		}
-		for i := 0; i < int(batch.Len); i++ {
-			if weights.len(i) != in.len(i) {
-				return fmt.Errorf("kernels: row %d: %d weights for %d values", i, weights.len(i), in.len(i))
-			}
-		}
 	}
 	mem := exec.GetAllocator(ctx.Ctx)
 	n := int(batch.Len)
 	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
 	scales := newListBuilder(mem, ListF16, groups, n)
 	mins := newListBuilder(mem, ListF16, groups, n)
-	codeOffsets := memory.NewResizableBuffer(mem)
-	codeOffsets.Resize(4 * (n + 1))
+	codeOffsets, codeData := newBinaryBuffers(mem, n, func(i int) int64 { return PackedLen(int64(in.len(i)), o.Bits) })
 	offs := arrow.Int32Traits.CastFromBytes(codeOffsets.Bytes())
-	for i := 0; i < n; i++ {
-		offs[i+1] = offs[i] + int32(PackedLen(int64(in.len(i)), o.Bits))
-	}
-	codeData := memory.NewResizableBuffer(mem)
-	codeData.Resize(int(offs[n]))
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
 	scratch := scratchPool.Get().(*[]float32)
 	defer scratchPool.Put(scratch)
@@ -547,9 +550,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 			}
 		}
 	}
-	codesData := array.NewData(arrow.BinaryTypes.Binary, n, []*memory.Buffer{nil, codeOffsets, codeData}, nil, 0, 0)
-	codeOffsets.Release()
-	codeData.Release()
+	codesData := binaryData(n, codeOffsets, codeData)
 	if weighted {
 		setOutput(out, structData(WeightedQuantizedType, n, codesData, scales.finish(), mins.finish(), similarityData(mem, sims), similarityData(mem, wsims)))
 		return nil

@@ -158,20 +158,9 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 		return err
 	}
 	_, _, bpsb, _ := SuperBlockLayout(bits)
-	in, err := listRows(&batch.Values[0].Array, "values")
+	in, weights, err := valuesAndWeights(batch, weighted)
 	if err != nil {
 		return err
-	}
-	var weights rows
-	if weighted {
-		if weights, err = listRows(&batch.Values[1].Array, "weights"); err != nil {
-			return err
-		}
-		for i := 0; i < int(batch.Len); i++ {
-			if weights.len(i) != in.len(i) {
-				return fmt.Errorf("kernels: row %d: %d weights for %d values", i, weights.len(i), in.len(i))
-			}
-		}
 	}
 	mem := exec.GetAllocator(ctx.Ctx)
 	n := int(batch.Len)

@@ -335,7 +335,6 @@ type chunk struct {
 	codes, scales, mins arrow.Array
 	groupParams         arrow.Array        // super-block params (methods with a super-block format), else nil
 	output              kernels.Similarity // importance-weighted sums (calibrated layers)
-	smoothed            bool               // codes are of W·diag(s)
 }
 
 func (c *chunk) release() {
@@ -542,9 +541,10 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 
 // quantize runs the method's fused kernel on every chunk at bits; with
 // per-input-channel importance (calibration) and a method that supports
-// it, the weighted kernel. With smoothing (sm, whose weighted search
-// importance must carry), the kernel quantizes W·diag(s) and the
-// similarity returned is that of W against the reconstruction times 1/s.
+// it, the weighted kernel. With sm (AWQ smoothing, channel equalization)
+// the kernel quantizes W·diag(s), importance then being the weights of
+// that domain, and the similarity returned is that of W against the
+// reconstruction times 1/s.
 func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32, sm *smoothing) ([]chunk, kernels.Similarity, error) {
 	meta := t.Meta()
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
@@ -600,7 +600,6 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 			c.output = readSimilarity(res.Field(4).(*array.Struct))
 		}
 		if sm != nil {
-			c.smoothed = true
 			return unsmoothedSimilarity(x, c, bits, opts.GroupSize, sm)
 		}
 		return readSimilarity(res.Field(3).(*array.Struct)), nil
