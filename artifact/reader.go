@@ -216,16 +216,23 @@ func (d *Dequantizer) unsmooth(rec arrow.RecordBatch, name string, vals *array.L
 			continue
 		}
 		s, e := vals.ValueOffsets(i)
-		c := int64(len(d.channelScales))
-		k := off % c
-		for j := s; j < e; j++ {
-			flat[j] *= d.channelScales[k]
-			if k++; k == c {
-				k = 0
-			}
-		}
+		ScaleChannels(flat[s:e], off, d.channelScales)
 	}
 	return nil
+}
+
+// ScaleChannels multiplies v[k], element off+k of a row-major tensor whose
+// rows have len(scales) elements, by scales[(off+k) mod len(scales)] (in
+// float32): the channel-scale rule of FORMAT.md.
+func ScaleChannels(v []float32, off int64, scales []float32) {
+	c := int64(len(scales))
+	k := off % c
+	for j := range v {
+		v[j] *= scales[k]
+		if k++; k == c {
+			k = 0
+		}
+	}
 }
 
 func decodeRaw(mem memory.Allocator, method string, codes *array.Binary, elems *array.Int64) (*array.List, error) {

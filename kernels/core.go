@@ -251,44 +251,50 @@ func Code(codes []byte, i int, bits int) int32 {
 func DequantizeGroups(dst []float32, codes []byte, scales, mins []uint16, bits, groupSize int) {
 	for g := 0; g*groupSize < len(dst); g++ {
 		start := g * groupSize
-		out := dst[start:min(len(dst), start+groupSize)]
-		s, m := fp.HalfToFloat32(scales[g]), fp.HalfToFloat32(mins[g])
-		switch bits {
-		case 8:
-			for i, c := range codes[start : start+len(out)] {
-				out[i] = DequantizeValue(int32(c), s, m)
-			}
-		case 4:
-			var lut [16]float32
-			for q := range lut {
-				lut[q] = DequantizeValue(int32(q), s, m)
-			}
-			in := codes[start/2:]
-			i := 0
-			for ; i+2 <= len(out); i += 2 {
-				b := in[i/2]
-				out[i], out[i+1] = lut[b&0xf], lut[b>>4]
-			}
-			if i < len(out) {
-				out[i] = lut[in[i/2]&0xf]
-			}
-		case 2:
-			var lut [4]float32
-			for q := range lut {
-				lut[q] = DequantizeValue(int32(q), s, m)
-			}
-			in := codes[start/4:]
-			i := 0
-			for ; i+4 <= len(out); i += 4 {
-				b := in[i/4]
-				out[i], out[i+1], out[i+2], out[i+3] = lut[b&3], lut[b>>2&3], lut[b>>4&3], lut[b>>6]
-			}
-			for k := 0; i < len(out); i, k = i+1, k+1 {
-				out[i] = lut[in[i/4]>>(2*k)&3]
-			}
-		default:
-			panic(fmt.Sprintf("kernels: unsupported bit width %d", bits))
+		dequantizeGroup(dst[start:min(len(dst), start+groupSize)], codes, start, fp.HalfToFloat32(scales[g]), fp.HalfToFloat32(mins[g]), bits)
+	}
+}
+
+// dequantizeGroup writes DequantizeValue(q, s, m) for the codes of
+// elements [start, start+len(out)) of a row's packed codes (start a
+// multiple of 4). Super-block sub-blocks use it with m negated: their
+// x̂ = float32(q·s) − m equals float32(q·s) + (−m) exactly.
+func dequantizeGroup(out []float32, codes []byte, start int, s, m float32, bits int) {
+	switch bits {
+	case 8:
+		for i, c := range codes[start : start+len(out)] {
+			out[i] = DequantizeValue(int32(c), s, m)
 		}
+	case 4:
+		var lut [16]float32
+		for q := range lut {
+			lut[q] = DequantizeValue(int32(q), s, m)
+		}
+		in := codes[start/2:]
+		i := 0
+		for ; i+2 <= len(out); i += 2 {
+			b := in[i/2]
+			out[i], out[i+1] = lut[b&0xf], lut[b>>4]
+		}
+		if i < len(out) {
+			out[i] = lut[in[i/2]&0xf]
+		}
+	case 2:
+		var lut [4]float32
+		for q := range lut {
+			lut[q] = DequantizeValue(int32(q), s, m)
+		}
+		in := codes[start/4:]
+		i := 0
+		for ; i+4 <= len(out); i += 4 {
+			b := in[i/4]
+			out[i], out[i+1], out[i+2], out[i+3] = lut[b&3], lut[b>>2&3], lut[b>>4&3], lut[b>>6]
+		}
+		for k := 0; i < len(out); i, k = i+1, k+1 {
+			out[i] = lut[in[i/4]>>(2*k)&3]
+		}
+	default:
+		panic(fmt.Sprintf("kernels: unsupported bit width %d", bits))
 	}
 }
 

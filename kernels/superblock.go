@@ -212,42 +212,7 @@ func dequantSuperBlock(out []float32, codes []byte, p *SuperBlockParams, bits, g
 	}
 	for j := 0; j*g < len(out); j++ {
 		s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
-		sub := out[j*g : min(len(out), (j+1)*g)]
-		base := j * g
-		switch bits {
-		case 8:
-			for i, c := range codes[base : base+len(sub)] {
-				sub[i] = SuperBlockValue(int32(c), s, m)
-			}
-		case 4:
-			var lut [16]float32
-			for q := range lut {
-				lut[q] = SuperBlockValue(int32(q), s, m)
-			}
-			in := codes[base/2:]
-			i := 0
-			for ; i+2 <= len(sub); i += 2 {
-				b := in[i/2]
-				sub[i], sub[i+1] = lut[b&0xf], lut[b>>4]
-			}
-			if i < len(sub) {
-				sub[i] = lut[in[i/2]&0xf]
-			}
-		case 2:
-			var lut [4]float32
-			for q := range lut {
-				lut[q] = SuperBlockValue(int32(q), s, m)
-			}
-			in := codes[base/4:]
-			i := 0
-			for ; i+4 <= len(sub); i += 4 {
-				b := in[i/4]
-				sub[i], sub[i+1], sub[i+2], sub[i+3] = lut[b&3], lut[b>>2&3], lut[b>>4&3], lut[b>>6]
-			}
-			for k := 0; i < len(sub); i, k = i+1, k+1 {
-				sub[i] = lut[in[i/4]>>(2*k)&3]
-			}
-		}
+		dequantizeGroup(out[j*g:min(len(out), (j+1)*g)], codes, j*g, s, -m, bits)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -171,17 +172,10 @@ func (h *headTensor) Meta() TensorMeta { return h.meta }
 func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64) arrow.Array {
 	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
 	defer b.Release()
-	vb := b.ValueBuilder().(*array.Float32Builder)
-	vb.Reserve(len(x))
+	scaled := append([]float32(nil), x...)
+	artifact.ScaleChannels(scaled, off, sm.scale)
 	b.Append(true)
-	in := int64(len(sm.scale))
-	j := off % in
-	for _, v := range x {
-		vb.UnsafeAppend(v * sm.scale[j])
-		if j++; j == in {
-			j = 0
-		}
-	}
+	b.ValueBuilder().(*array.Float32Builder).AppendValues(scaled, nil)
 	return b.NewArray()
 }
 
@@ -197,14 +191,7 @@ func unsmoothedSimilarity(x []float32, c *chunk, bits, groupSize int, sm *smooth
 	} else {
 		kernels.DequantizeGroups(back, codes, halves(c.scales), halves(c.mins), bits, groupSize)
 	}
-	in := int64(len(sm.inv))
-	j := c.off % in
-	for k := range back {
-		back[k] *= sm.inv[j]
-		if j++; j == in {
-			j = 0
-		}
-	}
+	artifact.ScaleChannels(back, c.off, sm.inv) // as every reader does
 	return kernels.SimilarityOf(x, back), nil
 }
 

@@ -129,8 +129,8 @@ func newPushCmd() *cobra.Command {
 		if model == "" {
 			return usagef("push needs --model")
 		}
-		if err := quant.CheckMethod(method); err != nil {
-			return usagef("--method: %v", err)
+		if err := checkMethodFlag(method); err != nil {
+			return err
 		}
 		overrides, err := cf.requestConfig(cmd.Flags())
 		if err != nil {

@@ -23,6 +23,14 @@ type configFlags struct {
 
 const methodFlagHelp = "force one quantization method at every bit width: minmax, lsq, clip, or dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format); default: clip for INT2, lsq for INT4, minmax for INT8"
 
+// checkMethodFlag refuses an unknown --method as a usage error (exit 2).
+func checkMethodFlag(method string) error {
+	if err := quant.CheckMethod(method); err != nil {
+		return usagef("--method: %v", err)
+	}
+	return nil
+}
+
 func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	c := &configFlags{keys: map[string]string{
 		"bit-width": "bit_width", "group-size": "group_size", "num-time-groups": "num_time_groups",
@@ -78,6 +86,9 @@ func newQuantizeCmd() *cobra.Command {
 		out := cmd.OutOrStdout()
 		if model == "" || output == "" {
 			return usagef("quantize needs --model and --output")
+		}
+		if err := checkMethodFlag(method); err != nil {
+			return err
 		}
 		cfg, err := cf.resolve(cmd.Flags())
 		if err != nil {
