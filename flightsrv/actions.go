@@ -138,6 +138,11 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	if body.Model == "" || body.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, `quantize needs {"model": SOURCE, "name": NEW}`)
 	}
+	for _, n := range []string{body.Model, body.Name} {
+		if err := store.ValidateName(n); err != nil {
+			return nil, storeErr(err)
+		}
+	}
 	cfg, err := s.resolveConfig(body.Profile, body.Config)
 	if err != nil {
 		return nil, err

@@ -119,6 +119,7 @@ func TestStrictJSONAndNames(t *testing.T) {
 	}
 	for _, cmd := range []string{
 		`{"model":"m"} x`, `{"model":"m"}{}`, `{"model":"m","extra":1}`, `{"model":5}`, `{"model":"m","tensors":-1}`,
+		`{"Model":"m"}`, `{"model":"m","calibration":{"Name":"c.jsonl","data":"eA=="}}`,
 		`{"model":"` + strings.Repeat("x", 100000) + `"}`, `{"model":"../x"}`, `{"model":"a//b"}`,
 	} {
 		_, err := rawPut(t, ts.addr, &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(cmd)}, one)

@@ -437,6 +437,11 @@ func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 			}
 			continue
 		}
+		if len(d.DataHeader) > 0 {
+			if err := checkIPCHeader(d.DataHeader, d.DataBody); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "DoPut stream: %v", err)
+			}
+		}
 		return d, nil
 	}
 }

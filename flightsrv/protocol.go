@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
@@ -96,8 +98,9 @@ func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
 	return c, nil
 }
 
-// decodeStrict decodes exactly one JSON value into v: unknown keys and
-// anything after the value but white space are errors.
+// decodeStrict decodes exactly one JSON value into v: unknown keys, keys
+// spelled in another case ("Model" for "model": encoding/json would accept
+// it) and anything after the value but white space are errors.
 func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -106,6 +109,41 @@ func decodeStrict(b []byte, v any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("unexpected data after the JSON value")
+	}
+	return exactKeys(b, reflect.TypeOf(v))
+}
+
+// exactKeys checks that every key of the JSON object b names a field of
+// struct type t exactly as its json tag spells it, recursing into nested
+// structs.
+func exactKeys(b []byte, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) != nil {
+		return nil // null, or not an object: Decode already judged it
+	}
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	for k, raw := range obj {
+		ft, ok := fields[k]
+		if !ok {
+			return fmt.Errorf("unknown key %.100q (keys are case-sensitive)", k)
+		}
+		if err := exactKeys(raw, ft); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
 	}
 	return nil
 }

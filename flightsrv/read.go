@@ -211,6 +211,9 @@ func (s *Service) sendFile(ctx context.Context, tk Ticket, stream flight.FlightS
 	if tk.File == artifact.FileName || tk.Tensor != "" || tk.Dequantize {
 		return status.Errorf(codes.InvalidArgument, "a file ticket names one file other than %s, without tensor or dequantize", artifact.FileName)
 	}
+	if tk.File != artifact.ReportName && !validFileName(tk.File) {
+		return status.Errorf(codes.InvalidArgument, "file %.200q: a file ticket names one plain file of the model (config.json, report.json, tokenizer files: see GetFlightInfo's \"files\")", tk.File)
+	}
 	data, err := s.readFile(ctx, tk.Model, tk.File)
 	if err != nil {
 		return storeErr(err)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
@@ -236,9 +238,20 @@ func modalityFor(cfg config.DiffusionQuantConfig, files map[string][]byte) (stri
 	return m, ev, nil
 }
 
+// validFileName accepts the plain names of a model's extra files
+// (config.json, tokenizer files): no directories, no dot files, nothing
+// ArrowQuant writes itself, at most 255 bytes of printable UTF-8.
 func validFileName(name string) bool {
-	return name != "" && name == filepath.Base(name) && name != "." && name != ".." &&
-		name != artifact.FileName && name != artifact.ReportName && name[0] != '.'
+	if name == "" || len(name) > 255 || name != filepath.Base(name) || name[0] == '.' ||
+		name == artifact.FileName || name == artifact.ReportName || !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || r == '/' || r == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // DoPut receives FP weights, quantizes them as they arrive and commits the model.
@@ -359,7 +372,7 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 			recvDone <- err
 		}()
 		defer safe.Recover("receive the DoPut stream of "+cmd.Model, &err)
-		err = s.receive(rdr, ingest, sender)
+		err = receive(rdr, ingest, func(a Ack) { sender.send(a) })
 	}()
 	waitReceived := func() error {
 		select {
@@ -419,7 +432,11 @@ func openPutReader(stream *metadataTolerantStream, watch *idleWatch, mem memory.
 	go func() {
 		var r result
 		defer func() { ch <- r }()
-		defer safe.Recover("read the DoPut schema", &r.err)
+		defer func() {
+			if p := recover(); p != nil { // the decoder choked on the client's bytes
+				r.err = status.Errorf(codes.InvalidArgument, "DoPut: malformed Arrow IPC stream (the decoder failed: %v)", p)
+			}
+		}()
 		r.rdr, r.err = flight.NewRecordReader(stream, ipc.WithAllocator(mem))
 		if r.err != nil {
 			if _, ok := status.FromError(r.err); !ok || status.Code(r.err) == codes.Unknown {
@@ -505,15 +522,31 @@ func writeCalibration(c *CalibrationFile) (string, error) {
 	return p, nil
 }
 
-// receive spools the stream and acknowledges every batch.
-func (s *Service) receive(rdr *flight.Reader, ingest *ingestor, sender *putSender) error {
-	for rdr.Next() {
-		ack, err := ingest.batch(rdr.RecordBatch())
+// recordStream is what receive reads: a flight.Reader on the server, an
+// ipc.Reader in the fuzz test.
+type recordStream interface {
+	Next() bool
+	RecordBatch() arrow.RecordBatch
+	Err() error
+}
+
+// receive spools the stream and acknowledges every batch through ack.
+func receive(rdr recordStream, ingest *ingestor, ack func(Ack)) error {
+	for {
+		more, err := nextBatch(rdr)
 		if err != nil {
 			ingest.src.fail(err)
 			return err
 		}
-		sender.send(ack)
+		if !more {
+			break
+		}
+		a, err := ingest.batch(rdr.RecordBatch())
+		if err != nil {
+			ingest.src.fail(err)
+			return err
+		}
+		ack(a)
 		if ingest.src.failure() != nil {
 			return nil // the pipeline failed; DoPut returns its error and the client stops sending
 		}
@@ -532,6 +565,18 @@ func (s *Service) receive(rdr *flight.Reader, ingest *ingestor, sender *putSende
 	return nil
 }
 
+// nextBatch advances the stream. The bytes it decodes are the client's: a
+// panic in the IPC decoder is malformed input (InvalidArgument), not a
+// server fault.
+func nextBatch(rdr recordStream) (more bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			more, err = false, status.Errorf(codes.InvalidArgument, "DoPut stream: malformed Arrow IPC message (the decoder failed: %v)", p)
+		}
+	}()
+	return rdr.Next(), nil
+}
+
 // runPipeline quantizes src into the artifact file of dir.
 func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration, method string) (*quant.Result, *quant.Stats, error) {
 	w, err := artifact.Create(filepath.Join(dir, artifact.FileName), s.o.Mem)
@@ -541,6 +586,7 @@ func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConf
 	defer w.Abort()
 	res, stats, err := quant.Run(ctx, quant.Options{
 		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration, Method: method,
+		CalibrationName: filepath.Base(calibration), // the client's file name, never the server's temporary path
 		Logger: s.o.Logger.With().Str("model", model).Logger(),
 	}, src, w)
 	if err != nil {

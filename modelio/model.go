@@ -199,7 +199,10 @@ func locateShards(dir string) (shards []string, index *indexJSON, indexPath stri
 			}
 			return names, idx, ip, nil
 		}
-		if st, err := os.Stat(filepath.Join(dir, pair[1])); err == nil && !st.IsDir() {
+		if st, err := os.Stat(filepath.Join(dir, pair[1])); err == nil {
+			if st.IsDir() {
+				return nil, nil, "", &FormatError{File: filepath.Join(dir, pair[1]), Reason: "is a directory, not a safetensors file"}
+			}
 			return []string{pair[1]}, nil, "", nil
 		}
 	}

@@ -43,6 +43,16 @@ type Options struct {
 	Progress func(Progress)
 	// Calibration is the path of calibration data, if the user gave one.
 	Calibration string
+	// CalibrationName names the calibration data in the result (the
+	// client's file name for an upload); Calibration's path when empty.
+	CalibrationName string
+}
+
+func (o Options) calibrationName() string {
+	if o.CalibrationName != "" {
+		return o.CalibrationName
+	}
+	return o.Calibration
 }
 
 // Progress is a snapshot of a run.
@@ -120,8 +130,11 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 				return nil, nil, err
 			}
 		} else {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware and enable_spatial are false", o.Calibration))
+			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware and enable_spatial are false", o.calibrationName()))
 		}
+	}
+	if cst != nil {
+		cst.File = o.calibrationName()
 	}
 	p.calib = cst
 	if o.Config.EnableSpatial {

@@ -25,6 +25,9 @@ func newDequantizeCmd() *cobra.Command {
 			if input == "" || output == "" {
 				return usagef("dequantize needs --input and --output")
 			}
+			if _, err := os.Stat(input); err != nil {
+				return usagef("--input %s: no such output directory or model.arrow (give what `arrowquant quantize` or `pull` wrote)", input)
+			}
 			dt := modelio.DType(strings.ToUpper(dtype))
 			if dt != modelio.F32 && dt != modelio.F16 && dt != modelio.BF16 {
 				return usagef("--dtype %q: want f32, f16 or bf16", dtype)
