@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/internal/fsutil"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -114,7 +115,7 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 		return fmt.Errorf("artifact: rename into %s: %w", w.path, err)
 	}
 	os.Remove(w.tmp.Name())
-	return SyncDir(filepath.Dir(w.path))
+	return fsutil.SyncDir(filepath.Dir(w.path))
 }
 
 func rewrite(src io.Reader, dst io.Writer, meta map[string]string, mem memory.Allocator) error {
@@ -154,17 +155,4 @@ func (w *Writer) Abort() {
 	w.stream.Close()
 	w.tmp.Close()
 	os.Remove(w.tmp.Name())
-}
-
-// SyncDir fsyncs a directory so renames inside it are durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("artifact: open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("artifact: fsync dir %s: %w", dir, err)
-	}
-	return nil
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/arrowquant/arrowquant/internal/fsutil"
 )
 
 // Column names of a calibration file.
@@ -59,12 +61,24 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("calibration %s: %s", e.File, e.Reason)
 }
 
+// ExtensionHelp says which file extensions Open accepts.
+const ExtensionHelp = "unknown extension: use .arrow/.arrows (Arrow IPC), .parquet or .jsonl"
+
+// KnownExtension reports whether Open accepts a file of this name.
+func KnownExtension(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".arrow", ".arrows", ".ipc", ".feather":
+		return true
+	}
+	return false
+}
+
 // Open opens a calibration file by its extension: .arrow/.arrows/.ipc/
 // .feather (Arrow IPC file or stream), .parquet, .jsonl/.ndjson (JSON Lines).
 func Open(path string) (Reader, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".jsonl", ".ndjson", ".json":
-		f, err := os.Open(path)
+		f, err := fsutil.OpenRegular(path)
 		if err != nil {
 			return nil, fmt.Errorf("calibration: %w", err)
 		}
@@ -76,7 +90,7 @@ func Open(path string) (Reader, error) {
 	case ".arrow", ".arrows", ".ipc", ".feather":
 		return openIPC(path)
 	}
-	return nil, &FormatError{File: path, Row: -1, Reason: "unknown extension: use .arrow/.arrows (Arrow IPC), .parquet or .jsonl"}
+	return nil, &FormatError{File: path, Row: -1, Reason: ExtensionHelp}
 }
 
 type jsonlReader struct {
@@ -234,7 +248,7 @@ func (r *batchReader) bind(rec arrow.RecordBatch) error {
 func (r *batchReader) Close() error { return r.closer() }
 
 func openIPC(path string) (Reader, error) {
-	f, err := os.Open(path)
+	f, err := fsutil.OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("calibration: %w", err)
 	}
@@ -277,8 +291,13 @@ func (b *fileBatches) RecordBatch() arrow.RecordBatch { return b.rec }
 func (b *fileBatches) Err() error                     { return b.err }
 
 func openParquet(path string) (Reader, error) {
-	pf, err := file.OpenParquetFile(path, false)
+	f, err := fsutil.OpenRegular(path)
 	if err != nil {
+		return nil, fmt.Errorf("calibration: %w", err)
+	}
+	pf, err := file.NewParquetReader(f)
+	if err != nil {
+		f.Close()
 		return nil, &FormatError{File: path, Row: -1, Reason: "not a Parquet file: " + err.Error()}
 	}
 	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 1024}, memory.DefaultAllocator)

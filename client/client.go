@@ -26,6 +26,7 @@ import (
 	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/local"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/quant"
@@ -404,15 +405,23 @@ func (c *Client) Get(ctx context.Context, t flightsrv.Ticket, fn func(s *arrow.S
 	return nil
 }
 
+// PullOptions configure Pull.
+type PullOptions struct {
+	Overwrite bool                    // replace a non-empty directory ArrowQuant created
+	Force     bool                    // with Overwrite: replace it even if ArrowQuant did not create it
+	Progress  func(done, total int64) // record batches received of the total
+}
+
 // Pull writes a stored model into dir with the layout of `arrowquant
 // quantize`: model.arrow, report.json and the model's other files. The
 // directory is built in a temporary sibling and renamed into place.
-func (c *Client) Pull(ctx context.Context, name, dir string, overwrite bool, progress func(done, total int64)) error {
+func (c *Client) Pull(ctx context.Context, name, dir string, o PullOptions) error {
+	progress := o.Progress
 	info, md, err := c.Info(ctx, name)
 	if err != nil {
 		return err
 	}
-	return local.WriteDir(dir, overwrite, func(tmp string) error {
+	return outdir.Write(dir, outdir.Options{Overwrite: o.Overwrite, Force: o.Force, Command: "pull"}, func(tmp string) error {
 		f, err := os.Create(filepath.Join(tmp, artifact.FileName))
 		if err != nil {
 			return err

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/arrowquant/arrowquant/internal/fsutil"
 )
 
 // yamlDoc is a parsed configuration file: its deployment_profile, if given,
@@ -18,8 +19,11 @@ type yamlDoc struct {
 	settings   patch
 }
 
+// maxYAMLBytes bounds a configuration file (the example is 3 KB).
+const maxYAMLBytes = 1 << 20
+
 func readYAML(path string) (yamlDoc, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileLimit(path, maxYAMLBytes)
 	if err != nil {
 		return yamlDoc{}, fmt.Errorf("config: %w", err)
 	}

@@ -66,9 +66,7 @@ func decodeBody(b []byte) (actionBody, error) {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return body, nil
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
+	if err := decodeStrict(b, &body); err != nil {
 		return body, status.Errorf(codes.InvalidArgument, "action body must be a JSON object: %v", err)
 	}
 	return body, nil
@@ -117,7 +115,13 @@ func (s *Service) DoAction(a *flight.Action, stream flight.FlightService_DoActio
 			"uptime_s": time.Since(s.started).Seconds(), "defaults": s.o.Defaults, "keep_source": s.o.KeepSource,
 		}
 	case ActionQuantize:
+		leave, err := s.uploads.acquire(s.clientID(ctx))
+		if err != nil {
+			s.refused("uploads")
+			return err
+		}
 		res, err := s.requantize(ctx, body)
+		leave()
 		if err != nil {
 			return err
 		}
@@ -154,7 +158,7 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	err = json.NewDecoder(mf).Decode(&manifest)
 	mf.Close()
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "model %q: source manifest: %v", body.Model, err)
+		return nil, s.serverErr(fmt.Sprintf("read the source manifest of model %q", body.Model), err)
 	}
 	files := map[string][]byte{}
 	entry, err := s.o.Store.Get(ctx, body.Model)
@@ -183,26 +187,20 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			stage.Abort()
-		}
-	}()
+	defer stage.Abort() // a no-op after Commit; also runs when a panic unwinds this handler
 	src := &storedSource{s: s, model: body.Model, entries: manifest}
 	defer src.close()
 	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name, "", body.Method)
 	if err != nil {
-		return nil, pipelineErr(err)
+		return nil, s.internal(err, pipelineErr(err))
 	}
 	cmd := PutCommand{Model: body.Name, Files: files}
 	if err := s.finishModel(stage.Dir(), cmd, &flightSource{dir: filepath.Join(stage.Dir(), ".spool")}, res, stats); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, s.serverErr("write the model's files", err)
 	}
 	if _, err := stage.Commit(ctx); err != nil {
 		return nil, storeErr(err)
 	}
-	ok = true
 	s.reportModels(ctx)
 	if s.o.Hooks.Quantized != nil {
 		s.o.Hooks.Quantized(time.Duration(res.QuantizationTimeS*float64(time.Second)), len(res.Fallbacks))

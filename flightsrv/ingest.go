@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/arrowquant/arrowquant/internal/checked"
+	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -52,6 +54,7 @@ type flightSource struct {
 	queue    []*spoolTensor
 	all      []*spoolTensor
 	finished bool
+	closed   bool // close ran: no new spool files
 	err      error
 }
 
@@ -127,6 +130,7 @@ func (s *flightSource) manifest() []sourceEntry {
 func (s *flightSource) close() {
 	s.mu.Lock()
 	all := s.all
+	s.closed = true
 	s.mu.Unlock()
 	for _, t := range all {
 		t.closeFile()
@@ -206,7 +210,8 @@ type ingestor struct {
 	src        *flightSource
 	cur        *spoolTensor
 	seen       map[string]bool
-	bytes      int64
+	bytes      int64 // received
+	declared   int64 // declared by the shapes of the tensors started so far
 	limitBytes int64 // 0 = none
 	expect     int   // tensors declared by the client, 0 = not declared
 	batches    int64
@@ -244,10 +249,18 @@ func (in *ingestor) batch(rec arrow.RecordBatch) (Ack, error) {
 		}
 		return ""
 	}
+	// Offsets and buffers of a batch come from the client: check them
+	// before any value is read (a bad offset would index out of range).
+	if err := array.ValidateRecordFull(rec); err != nil {
+		return Ack{}, invalidf("input batch %d is not a valid Arrow record batch: %v", in.batches, err)
+	}
 	for _, c := range []arrow.Array{names, shapes, dtypes, offs, values} {
 		if c.NullN() > 0 {
 			return Ack{}, invalidf("input batch %d: column %s has nulls", in.batches, c.DataType())
 		}
+	}
+	if shapes.ListValues().NullN() > 0 {
+		return Ack{}, invalidf("input batch %d: column shape has null dimensions", in.batches)
 	}
 	for i := 0; i < int(rec.NumRows()); i++ {
 		s, e := shapes.ValueOffsets(i)
@@ -267,8 +280,8 @@ func (in *ingestor) batch(rec arrow.RecordBatch) (Ack, error) {
 }
 
 func (in *ingestor) row(name string, shape []int64, dtype string, off int64, values *array.List, i int) error {
-	if name == "" {
-		return invalidf("batch %d row %d: empty tensor name", in.batches, i)
+	if err := schema.CheckTensorName(name); err != nil {
+		return invalidf("batch %d row %d: %v", in.batches, i, err)
 	}
 	vt, err := schema.ValueType(dtype)
 	if err != nil {
@@ -279,11 +292,6 @@ func (in *ingestor) row(name string, shape []int64, dtype string, off int64, val
 		return invalidf("tensor %q: dtype %s travels as list<%s> (or list<float>), the batch has list<%s>", name, dtype, vt, elem)
 	}
 	vt = elem
-	for _, d := range shape {
-		if d < 0 {
-			return invalidf("tensor %q: negative dimension in shape %v", name, shape)
-		}
-	}
 	if in.cur == nil || in.cur.meta.Name != name {
 		if err := in.finishCurrent(); err != nil {
 			return err
@@ -310,6 +318,9 @@ func (in *ingestor) row(name string, shape []int64, dtype string, off int64, val
 	if have+n > t.n {
 		return invalidf("tensor %q: %d elements received, shape %v holds %d", name, have+n, shape, t.n)
 	}
+	if n == 0 {
+		return nil // an empty chunk changes nothing
+	}
 	child := values.ListValues()
 	if child.NullN() > 0 {
 		return invalidf("tensor %q: null values in chunk at %d", name, off)
@@ -317,11 +328,8 @@ func (in *ingestor) row(name string, shape []int64, dtype string, off int64, val
 	data := child.Data()
 	raw := data.Buffers()[1].Bytes()[(int64(data.Offset())+s)*t.width : (int64(data.Offset())+e)*t.width]
 	in.bytes += int64(len(raw))
-	if in.limitBytes > 0 && in.bytes > in.limitBytes {
-		return status.Errorf(codes.ResourceExhausted, "upload exceeds the server's upload limit of %d bytes (--max-upload-gb)", in.limitBytes)
-	}
 	if _, err := t.f.Write(raw); err != nil {
-		return status.Errorf(codes.Internal, "spool tensor %q: %v", name, err)
+		return status.Errorf(codes.Internal, "spool tensor %q: %v", name, errors.Unwrap(err))
 	}
 	in.src.mu.Lock()
 	t.have += n
@@ -331,17 +339,37 @@ func (in *ingestor) row(name string, shape []int64, dtype string, off int64, val
 }
 
 func (in *ingestor) start(name string, shape []int64, dtype string, vt arrow.DataType) error {
+	elems, err := schema.CheckShape(shape)
+	if err != nil {
+		return invalidf("tensor %q: %v", name, err)
+	}
+	width := int64(vt.(arrow.FixedWidthDataType).BitWidth() / 8)
+	size, err := checked.Mul(elems, width)
+	if err == nil {
+		size, err = checked.Add(in.declared, size)
+	}
+	if err != nil || (in.limitBytes > 0 && size > in.limitBytes) {
+		return status.Errorf(codes.ResourceExhausted, "tensor %q of shape %v takes the upload past the server's upload limit of %d bytes (--max-upload-gb)", name, shape, in.limitBytes)
+	}
+	in.declared = size
 	in.seen[name] = true
 	idx := len(in.seen)
 	path := filepath.Join(in.src.dir, strconv.Itoa(idx)+".bin")
 	f, err := os.Create(path)
 	if err != nil {
-		return status.Errorf(codes.Internal, "spool: %v", err)
+		return status.Errorf(codes.Internal, "spool tensor %q: %v", name, errors.Unwrap(err))
+	}
+	in.src.mu.Lock()
+	closed := in.src.closed
+	in.src.mu.Unlock()
+	if closed { // the call ended while this batch was on its way
+		f.Close()
+		os.Remove(path)
+		return status.Error(codes.Canceled, "the upload was ended")
 	}
 	t := &spoolTensor{
 		src: in.src, meta: quant.TensorMeta{Name: name, Shape: shape, DType: dtype},
-		vt: vt, width: int64(vt.(arrow.FixedWidthDataType).BitWidth() / 8), path: path, f: f,
-		n: schema.NumElements(shape),
+		vt: vt, width: width, path: path, f: f, n: elems,
 	}
 	in.cur = t
 	in.src.mu.Lock()
@@ -391,12 +419,15 @@ func (in *ingestor) end() error {
 // flight.NewRecordReader fail with "index out of range" (REFERENCE §4).
 type metadataTolerantStream struct {
 	flight.FlightService_DoPutServer
+	watch      *idleWatch
 	onMetadata func([]byte)
 }
 
 func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 	for {
+		s.watch.begin(waitRecv)
 		d, err := s.FlightService_DoPutServer.Recv()
+		s.watch.end(waitRecv, err == nil)
 		if err != nil {
 			return nil, err
 		}
@@ -410,29 +441,53 @@ func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 	}
 }
 
-// putSender sends PutResults from one goroutine through an unbounded
-// queue, so a client that reads acknowledgements late never stalls the
-// upload.
+// putSender sends PutResults from one goroutine, so the upload never
+// waits on a client that reads acknowledgements late. Acks are cumulative
+// progress: when maxQueuedAcks are waiting, a new ack replaces the newest
+// queued one, so the queue stays bounded however slowly the client reads.
+// The final result is never dropped.
 type putSender struct {
 	stream flight.FlightService_DoPutServer
+	watch  *idleWatch
 	mu     sync.Mutex
-	queue  [][]byte
+	queue  []queuedAck
 	wake   chan struct{}
 	closed bool
 	err    error
 	done   chan struct{}
 }
 
-func newPutSender(stream flight.FlightService_DoPutServer) *putSender {
-	p := &putSender{stream: stream, wake: make(chan struct{}, 1), done: make(chan struct{})}
+type queuedAck struct {
+	b     []byte
+	final bool
+}
+
+// maxQueuedAcks bounds the acknowledgements waiting for a slow client.
+const maxQueuedAcks = 64
+
+func newPutSender(stream flight.FlightService_DoPutServer, watch *idleWatch) *putSender {
+	p := &putSender{stream: stream, watch: watch, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go p.loop()
 	return p
 }
 
-func (p *putSender) send(v any) {
-	b, _ := json.Marshal(v)
+// send queues a progress ack (coalesced when the queue is full).
+func (p *putSender) send(v any) { p.enqueue(v, false) }
+
+// sendFinal queues the call's result, which is never coalesced.
+func (p *putSender) sendFinal(v any) { p.enqueue(v, true) }
+
+func (p *putSender) enqueue(v any, final bool) {
+	b, err := json.Marshal(v)
+	if err != nil { // only a value with NaN/Inf; say so rather than send nothing
+		b, _ = json.Marshal(map[string]string{"error": "cannot encode acknowledgement: " + err.Error()})
+	}
 	p.mu.Lock()
-	p.queue = append(p.queue, b)
+	if n := len(p.queue); !final && n >= maxQueuedAcks && !p.queue[n-1].final {
+		p.queue[n-1] = queuedAck{b: b}
+	} else {
+		p.queue = append(p.queue, queuedAck{b: b, final: final})
+	}
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -440,19 +495,34 @@ func (p *putSender) send(v any) {
 	}
 }
 
+func (p *putSender) queued() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}
+
 func (p *putSender) loop() {
+	var err error
 	defer close(p.done)
+	defer func() {
+		if err != nil {
+			p.mu.Lock()
+			p.err = err
+			p.mu.Unlock()
+		}
+	}()
+	defer safe.Recover("send DoPut acknowledgements", &err)
 	for {
 		p.mu.Lock()
 		q := p.queue
 		p.queue = nil
 		closed := p.closed
 		p.mu.Unlock()
-		for _, b := range q {
-			if err := p.stream.Send(&flight.PutResult{AppMetadata: b}); err != nil {
-				p.mu.Lock()
-				p.err = err
-				p.mu.Unlock()
+		for _, a := range q {
+			p.watch.begin(waitSend)
+			err = p.stream.Send(&flight.PutResult{AppMetadata: a.b})
+			p.watch.end(waitSend, err == nil)
+			if err != nil {
 				return
 			}
 		}
@@ -478,7 +548,11 @@ func (p *putSender) close() error {
 	case p.wake <- struct{}{}:
 	default:
 	}
-	<-p.done
+	select {
+	case <-p.done:
+	case <-p.watch.fired: // the client stopped reading: the loop ends with the stream
+		return p.watch.err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil && !errors.Is(p.err, io.EOF) {

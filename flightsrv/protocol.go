@@ -6,12 +6,16 @@
 package flightsrv
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
+	"io"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
+
+	"github.com/arrowquant/arrowquant/store"
 )
 
 // PutCommand is the DoPut descriptor's command JSON.
@@ -69,10 +73,8 @@ func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
 	}
 	switch d.Type {
 	case flight.DescriptorCMD:
-		dec := json.NewDecoder(strings.NewReader(string(d.Cmd)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c); err != nil {
-			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files, tensors, calibration}: %v", err)
+		if err := decodeStrict(d.Cmd, &c); err != nil {
+			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files, tensors, calibration, method}: %v", err)
 		}
 	case flight.DescriptorPATH:
 		if len(d.Path) != 1 {
@@ -85,7 +87,27 @@ func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
 	if c.Model == "" {
 		return c, fmt.Errorf("descriptor names no model")
 	}
+	if err := store.ValidateName(c.Model); err != nil {
+		return c, err
+	}
+	if c.Tensors < 0 {
+		return c, fmt.Errorf("descriptor command: \"tensors\" must not be negative, got %d", c.Tensors)
+	}
 	return c, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v: unknown keys and
+// anything after the value but white space are errors.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
 }
 
 // modelFromDescriptor reads [NAME] or {"model": NAME} for the read calls.
@@ -99,8 +121,10 @@ func modelFromDescriptor(d *flight.FlightDescriptor) (string, error) {
 		}
 		return d.Path[0], nil
 	}
-	var t Ticket
-	if err := json.Unmarshal(d.Cmd, &t); err != nil || t.Model == "" {
+	var t struct {
+		Model string `json:"model"`
+	}
+	if err := decodeStrict(d.Cmd, &t); err != nil || t.Model == "" {
 		return "", fmt.Errorf("descriptor command must be {\"model\": NAME}")
 	}
 	return t.Model, nil
@@ -108,10 +132,8 @@ func modelFromDescriptor(d *flight.FlightDescriptor) (string, error) {
 
 func parseTicket(b []byte) (Ticket, error) {
 	var t Ticket
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil || t.Model == "" {
-		return t, fmt.Errorf("ticket must be JSON {\"model\": NAME, \"tensor\"?: NAME, \"dequantize\"?: bool}: %s", string(b))
+	if err := decodeStrict(b, &t); err != nil || t.Model == "" {
+		return t, fmt.Errorf("ticket must be JSON {\"model\": NAME, \"tensor\"?: NAME, \"dequantize\"?: bool, \"file\"?: NAME}: %.200q", string(b))
 	}
 	return t, nil
 }

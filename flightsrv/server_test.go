@@ -170,7 +170,7 @@ func TestPushPullEqualsLocalQuantize(t *testing.T) {
 	}
 	dir := t.TempDir()
 	pulled := filepath.Join(dir, "pulled")
-	if err := c.Pull(ctx, "tiny-edge", pulled, false, nil); err != nil {
+	if err := c.Pull(ctx, "tiny-edge", pulled, client.PullOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	localOut := filepath.Join(dir, "local")
@@ -368,7 +368,8 @@ func TestLargeTensorManyBatchesAndErrors(t *testing.T) {
 // 16 clients pushing and pulling at once: pairs race for one name (one
 // wins, the other gets AlreadyExists), then everyone pulls concurrently.
 func TestConcurrentClients(t *testing.T) {
-	ts := startServer(t, middleware.Config{}, flightsrv.Options{})
+	// 16 uploads at once from one host: no upload caps here (TestUploadLimitsAndIdleTimeout has them).
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{MaxUploads: -1, MaxUploadsPerClient: -1})
 	var pushed, pulled sync.WaitGroup
 	var mu sync.Mutex
 	exists := 0
@@ -396,7 +397,7 @@ func TestConcurrentClients(t *testing.T) {
 			}
 			pushed.Done()
 			pushed.Wait()
-			if err := c.Pull(context.Background(), name, filepath.Join(t.TempDir(), "out"), false, nil); err != nil {
+			if err := c.Pull(context.Background(), name, filepath.Join(t.TempDir(), "out"), client.PullOptions{}); err != nil {
 				errs <- fmt.Errorf("pull %s: %w", name, err)
 			}
 		}(i)
@@ -499,7 +500,7 @@ func TestRestartAndKillDuringPut(t *testing.T) {
 	if len(infos) != 1 || infos[0].GetFlightDescriptor().GetPath()[0] != "kept" {
 		t.Fatalf("after kill -9 and restart: %v", infos)
 	}
-	if err := c.Pull(context.Background(), "kept", filepath.Join(t.TempDir(), "k"), false, nil); err != nil {
+	if err := c.Pull(context.Background(), "kept", filepath.Join(t.TempDir(), "k"), client.PullOptions{}); err != nil {
 		t.Fatalf("committed model unreadable after restart: %v", err)
 	}
 }
@@ -665,7 +666,7 @@ func TestPulledReportIsLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "pulled")
-	if err := c.Pull(context.Background(), "r", out, false, nil); err != nil {
+	if err := c.Pull(context.Background(), "r", out, client.PullOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(out, artifact.ReportName))

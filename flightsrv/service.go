@@ -8,10 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -20,10 +22,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/local"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/quant"
+	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
 )
 
@@ -36,9 +41,16 @@ type Options struct {
 	// DoPut benchmark compares quantization against. Not for production.
 	IngestOnly     bool
 	MaxUploadBytes int64 // 0 = unlimited
-	Mem            memory.Allocator
-	Logger         zerolog.Logger
-	Hooks          Hooks
+	// MaxUploads and MaxUploadsPerClient cap concurrent uploads (DoPut,
+	// the quantize action): DefaultMaxUploads and
+	// DefaultMaxUploadsPerClient when 0, unlimited when negative.
+	MaxUploads, MaxUploadsPerClient int
+	// IdleTimeout ends an upload whose client stalls (DefaultIdleTimeout
+	// when 0, never when negative).
+	IdleTimeout time.Duration
+	Mem         memory.Allocator
+	Logger      zerolog.Logger
+	Hooks       Hooks
 }
 
 // Hooks let the server observe the service (metrics, request logs).
@@ -46,6 +58,9 @@ type Hooks struct {
 	Quantized   func(d time.Duration, fallbacks int)
 	ModelsTotal func(n int)
 	SetModel    func(ctx context.Context, name string)
+	Panic       func(where string)               // a panic was contained in a request's goroutine
+	Refused     func(limit string)               // a call refused or ended by a server limit
+	Identity    func(ctx context.Context) string // the authenticated user, for per-client limits
 }
 
 // Service implements flight.FlightServer.
@@ -54,6 +69,7 @@ type Service struct {
 	o       Options
 	closing atomic.Bool
 	started time.Time
+	uploads *uploadLimiter
 
 	mu      sync.Mutex
 	puts    int64
@@ -72,7 +88,16 @@ func New(o Options) (*Service, error) {
 	if err := o.Defaults.Validate(); err != nil {
 		return nil, fmt.Errorf("flightsrv: server default configuration: %w", err)
 	}
-	s := &Service{o: o, started: time.Now()}
+	if o.MaxUploads == 0 {
+		o.MaxUploads = DefaultMaxUploads
+	}
+	if o.MaxUploadsPerClient == 0 {
+		o.MaxUploadsPerClient = DefaultMaxUploadsPerClient
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	s := &Service{o: o, started: time.Now(), uploads: newUploadLimiter(max(o.MaxUploads, 0), max(o.MaxUploadsPerClient, 0))}
 	s.reportModels(context.Background())
 	return s, nil
 }
@@ -97,6 +122,22 @@ func (s *Service) reportModels(ctx context.Context) {
 	if st, err := s.o.Store.Stats(ctx); err == nil {
 		s.o.Hooks.ModelsTotal(st.Models)
 	}
+}
+
+// internal logs and counts a recovered panic behind err (the call fails
+// with Internal; the server goes on) and returns mapped, the error for the
+// client. Other errors pass through.
+func (s *Service) internal(err, mapped error) error {
+	pe, ok := safe.As(err)
+	if !ok {
+		return mapped
+	}
+	s.o.Logger.Error().Str("where", pe.Where).Str("panic", fmt.Sprint(pe.Value)).Str("stack", string(pe.Stack)).
+		Msg("panic contained: the call fails with Internal, the server goes on")
+	if s.o.Hooks.Panic != nil {
+		s.o.Hooks.Panic(pe.Where)
+	}
+	return status.Error(codes.Internal, "internal error (logged on the server)")
 }
 
 // storeErr maps store errors to gRPC codes.
@@ -133,7 +174,10 @@ func startsWith(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 func pipelineErr(err error) error {
 	var ae *quant.AccuracyError
 	var te *quant.TensorError
+	var ce *calib.FormatError
 	switch {
+	case errors.As(err, &ce):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &ae):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled):
@@ -198,23 +242,52 @@ func validFileName(name string) bool {
 }
 
 // DoPut receives FP weights, quantizes them as they arrive and commits the model.
+//
+// Three goroutines serve one upload: this handler runs the pipeline, one
+// receives and spools the stream (receive), one sends acknowledgements
+// (putSender). A panic in any of them fails this call alone with
+// Internal. An idle watch ends the call when the client stalls: the
+// handler then returns at once, and the receiver, blocked in Recv until
+// gRPC cancels the stream, cleans up after itself.
 func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
+	defer func() { err = s.internal(err, err) }()
+	defer safe.Recover("DoPut handler", &err)
+	return s.doPut(stream)
+}
+
+func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 	ctx := stream.Context()
 	if err := s.enter(ctx, ""); err != nil {
 		return err
 	}
-	var metaMsgs int
-	tolerant := &metadataTolerantStream{FlightService_DoPutServer: stream, onMetadata: func([]byte) { metaMsgs++ }}
-	rdr, err := flight.NewRecordReader(tolerant, ipc.WithAllocator(s.o.Mem))
+	var onIdle atomic.Pointer[func(error)]
+	watch := newIdleWatch(s.o.IdleTimeout, func(e error) {
+		s.refused("idle_timeout")
+		if f := onIdle.Load(); f != nil {
+			(*f)(e)
+		}
+	})
+	defer watch.close()
+	var metaMsgs atomic.Int64
+	tolerant := &metadataTolerantStream{FlightService_DoPutServer: stream, watch: watch, onMetadata: func([]byte) { metaMsgs.Add(1) }}
+	rdr, err := openPutReader(tolerant, watch, s.o.Mem)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "DoPut: cannot read the Arrow stream: %v", err)
+		return s.internal(err, err)
 	}
-	defer rdr.Release()
+	// The reader is released by the last of this handler and the receiver.
+	var rdrRefs atomic.Int32
+	rdrRefs.Store(1)
+	releaseReader := func() {
+		if rdrRefs.Add(-1) == 0 {
+			rdr.Release()
+		}
+	}
+	defer releaseReader()
 	cmd, err := parsePutDescriptor(rdr.LatestFlightDescriptor())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	s.enter(ctx, cmd.Model)
+	s.enter(ctx, cmd.Model) //nolint:errcheck // checked above; this only names the model in the request log
 	cfg, err := s.resolveConfig(cmd.Profile, cmd.Config)
 	if err != nil {
 		return err
@@ -224,22 +297,27 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 	}
 	for name := range cmd.Files {
 		if !validFileName(name) {
-			return status.Errorf(codes.InvalidArgument, "files: %q is not a plain file name", name)
+			return status.Errorf(codes.InvalidArgument, "files: %.200q is not a plain file name", name)
 		}
 	}
 	modality, modalitySource, err := modalityFor(cfg, cmd.Files)
 	if err != nil {
 		return err
 	}
+	if err := checkSchema(rdr.Schema()); err != nil {
+		return err
+	}
+	leave, err := s.uploads.acquire(s.clientID(ctx))
+	if err != nil {
+		s.refused("uploads")
+		return err
+	}
+	defer leave()
 	stage, err := s.o.Store.Begin(ctx, cmd.Model, cmd.Overwrite)
 	if err != nil {
 		return storeErr(err)
 	}
-	defer func() {
-		if err != nil {
-			stage.Abort()
-		}
-	}()
+	defer stage.Abort() // a no-op after Commit; also runs when a panic unwinds this handler
 	spoolRel := ".spool"
 	if s.o.KeepSource || s.o.IngestOnly {
 		spoolRel = "source"
@@ -249,42 +327,72 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 		return status.Error(codes.Internal, err.Error())
 	}
 	defer src.close()
+	failSrc := src.fail
+	onIdle.Store(&failSrc)
 	ingest := newIngestor(src, s.o.MaxUploadBytes)
 	ingest.expect = cmd.Tensors
 	if err := ingest.setSchema(rdr.Schema()); err != nil {
 		return err
 	}
-	sender := newPutSender(stream)
+	sender := newPutSender(stream, watch)
 	defer sender.close()
+	calibPath := ""
+	if !s.o.IngestOnly {
+		if calibPath, err = writeCalibration(cmd.Calibration); err != nil {
+			return err
+		}
+		if calibPath != "" {
+			defer os.RemoveAll(filepath.Dir(calibPath))
+		}
+	}
 
-	if s.o.IngestOnly {
-		return s.ingestOnly(ctx, rdr, ingest, sender, stage, src)
-	}
-	calibPath, err := writeCalibration(cmd.Calibration)
-	if err != nil {
-		return err
-	}
-	if calibPath != "" {
-		defer os.RemoveAll(filepath.Dir(calibPath))
-	}
 	// Receive in the background; the pipeline below reads from the spool.
 	recvDone := make(chan error, 1)
+	rdrRefs.Add(1)
 	go func() {
-		recvDone <- s.receive(rdr, ingest, sender)
+		var err error
+		defer releaseReader()
+		defer func() {
+			if err != nil {
+				src.fail(err)
+			}
+			recvDone <- err
+		}()
+		defer safe.Recover("receive the DoPut stream of "+cmd.Model, &err)
+		err = s.receive(rdr, ingest, sender)
 	}()
+	waitReceived := func() error {
+		select {
+		case err := <-recvDone:
+			return s.internal(err, err)
+		case <-watch.fired:
+			return watch.err
+		}
+	}
+	if s.o.IngestOnly {
+		if err := waitReceived(); err != nil {
+			return err
+		}
+		return s.commitIngested(ctx, ingest, sender, stage, src)
+	}
 	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath, cmd.Method)
 	if runErr != nil {
 		src.fail(runErr) // the receiver stops at the next batch
 	}
-	recvErr := <-recvDone
-	if recvErr != nil { // the upload's own error explains a pipeline failure best
-		return recvErr
+	if err := waitReceived(); err != nil { // the upload's own error explains a pipeline failure best
+		return err
 	}
 	if runErr != nil {
-		return pipelineErr(runErr)
+		mapped := pipelineErr(runErr)
+		if calibPath != "" { // name the client's file, never the server's temporary path
+			st := status.Convert(mapped)
+			msg := strings.ReplaceAll(st.Message(), calibPath, cmd.Calibration.Name)
+			mapped = status.Error(st.Code(), strings.ReplaceAll(msg, filepath.Dir(calibPath), "."))
+		}
+		return s.internal(runErr, mapped)
 	}
 	if err := s.finishModel(stage.Dir(), cmd, src, res, stats); err != nil {
-		return status.Error(codes.Internal, err.Error())
+		return s.serverErr("write the model's files", err)
 	}
 	if _, err := stage.Commit(ctx); err != nil {
 		return storeErr(err)
@@ -294,26 +402,83 @@ func (s *Service) DoPut(stream flight.FlightService_DoPutServer) (err error) {
 		s.o.Hooks.Quantized(time.Duration(res.QuantizationTimeS*float64(time.Second)), len(res.Fallbacks))
 	}
 	s.o.Logger.Info().Str("model", cmd.Model).Int("tensors", res.NumTensors).Float64("cosine", res.CosineSimilarity).
-		Int("metadata_messages", metaMsgs).Msg("model committed")
-	sender.send(res)
+		Int64("metadata_messages", metaMsgs.Load()).Msg("model committed")
+	sender.sendFinal(res)
 	return sender.close()
 }
 
-// ingestOnly stores the upload's raw spool and manifest (benchmark baseline).
-func (s *Service) ingestOnly(ctx context.Context, rdr *flight.Reader, ingest *ingestor, sender *putSender, stage store.Staging, src *flightSource) error {
-	if err := s.receive(rdr, ingest, sender); err != nil {
-		return err
+// openPutReader reads the stream's first message (schema and descriptor)
+// without outliving the idle watch: a client that opens a DoPut and sends
+// nothing is ended like one that stalls later.
+func openPutReader(stream *metadataTolerantStream, watch *idleWatch, mem memory.Allocator) (*flight.Reader, error) {
+	type result struct {
+		rdr *flight.Reader
+		err error
 	}
+	ch := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { ch <- r }()
+		defer safe.Recover("read the DoPut schema", &r.err)
+		r.rdr, r.err = flight.NewRecordReader(stream, ipc.WithAllocator(mem))
+		if r.err != nil {
+			if _, ok := status.FromError(r.err); !ok || status.Code(r.err) == codes.Unknown {
+				r.err = status.Errorf(codes.InvalidArgument, "DoPut: cannot read the Arrow stream: %v", r.err)
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		return r.rdr, r.err
+	case <-watch.fired:
+		go func() { // release what the abandoned read still opens
+			if r := <-ch; r.rdr != nil {
+				r.rdr.Release()
+			}
+		}()
+		return nil, watch.err
+	}
+}
+
+// checkSchema refuses an input schema before anything is reserved.
+func checkSchema(sc *arrow.Schema) error {
+	if err := schema.CheckInput(sc); err != nil {
+		return invalidf("%v", err)
+	}
+	return nil
+}
+
+// commitIngested stores the upload's raw spool and manifest (benchmark baseline).
+func (s *Service) commitIngested(ctx context.Context, ingest *ingestor, sender *putSender, stage store.Staging, src *flightSource) error {
 	src.close()
 	b, _ := json.MarshalIndent(src.manifest(), "", "  ")
 	if err := os.WriteFile(filepath.Join(stage.Dir(), SourceManifestName), b, 0o644); err != nil {
-		return status.Error(codes.Internal, err.Error())
+		return s.serverErr("write the source manifest", err)
 	}
 	if _, err := stage.Commit(ctx); err != nil {
 		return storeErr(err)
 	}
-	sender.send(map[string]int64{"ingested_bytes": ingest.bytes})
+	sender.sendFinal(map[string]int64{"ingested_bytes": ingest.bytes})
 	return sender.close()
+}
+
+// serverErr logs a server-side failure (a full disk, a permission
+// problem) in full and fails the call with Internal, saying what could
+// not be done without the server's paths.
+func (s *Service) serverErr(what string, err error) error {
+	s.o.Logger.Error().Err(err).Msg("cannot " + what)
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return status.Errorf(codes.Internal, "server error: cannot %s: %v", what, err)
+}
+
+// refused counts a call ended by a server limit.
+func (s *Service) refused(limit string) {
+	if s.o.Hooks.Refused != nil {
+		s.o.Hooks.Refused(limit)
+	}
 }
 
 // writeCalibration stores a command's calibration file in a temporary
@@ -324,6 +489,9 @@ func writeCalibration(c *CalibrationFile) (string, error) {
 	}
 	if !validFileName(c.Name) || len(c.Data) == 0 {
 		return "", status.Errorf(codes.InvalidArgument, "calibration: needs a plain file name (.arrow, .parquet or .jsonl) and data")
+	}
+	if !calib.KnownExtension(c.Name) {
+		return "", status.Errorf(codes.InvalidArgument, "calibration: %q: %s", c.Name, calib.ExtensionHelp)
 	}
 	dir, err := os.MkdirTemp("", "arrowquant-calib-")
 	if err != nil {

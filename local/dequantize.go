@@ -11,6 +11,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -21,6 +22,7 @@ type DequantizeOptions struct {
 	OutputDir string
 	DType     modelio.DType // F32 (default), F16 or BF16
 	Overwrite bool
+	Force     bool // with Overwrite: replace an output ArrowQuant did not create
 	Mem       memory.Allocator
 	Progress  func(done, total int)
 }
@@ -44,12 +46,15 @@ func Dequantize(ctx context.Context, o DequantizeOptions) error {
 	} else {
 		inDir = filepath.Dir(path)
 	}
+	if err := outdir.CheckDisjoint(o.OutputDir, inDir); err != nil {
+		return err
+	}
 	r, err := artifact.Open(path, o.Mem)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return WriteDir(o.OutputDir, o.Overwrite, func(tmp string) error {
+	return outdir.Write(o.OutputDir, outdir.Options{Overwrite: o.Overwrite, Force: o.Force, Inputs: []string{inDir}, Command: "dequantize"}, func(tmp string) error {
 		headers := make([]modelio.TensorHeader, len(r.Tensors()))
 		for i, t := range r.Tensors() {
 			headers[i] = modelio.TensorHeader{Name: t.Name, DType: o.DType, Shape: t.Shape}

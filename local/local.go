@@ -6,7 +6,6 @@ package local
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/fsutil"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
@@ -25,7 +26,7 @@ import (
 
 // ErrOutputNotEmpty is returned when the output directory holds files and
 // overwriting was not asked for.
-var ErrOutputNotEmpty = errors.New("output directory exists and is not empty")
+var ErrOutputNotEmpty = outdir.ErrNotEmpty
 
 // QuantizeOptions configure Quantize.
 type QuantizeOptions struct {
@@ -35,6 +36,7 @@ type QuantizeOptions struct {
 	Method      string
 	Calibration string
 	Overwrite   bool
+	Force       bool // with Overwrite: replace an output ArrowQuant did not create
 	Mem         memory.Allocator
 	Logger      zerolog.Logger
 	// Progress receives tensors done, source bytes done, and the totals.
@@ -67,7 +69,7 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 		}
 	}
 	var res *quant.Result
-	err = WriteDir(o.OutputDir, o.Overwrite, func(tmp string) error {
+	err = outdir.Write(o.OutputDir, outdir.Options{Overwrite: o.Overwrite, Force: o.Force, Inputs: []string{o.ModelDir, o.Calibration}, Command: "quantize"}, func(tmp string) error {
 		w, err := artifact.Create(filepath.Join(tmp, artifact.FileName), o.Mem)
 		if err != nil {
 			return err
@@ -175,23 +177,7 @@ func sourceDTypes(res *quant.Result) string {
 
 // WriteReport writes report.json (fsynced) into dir.
 func WriteReport(dir string, res *quant.Result) error {
-	return writeFileSync(filepath.Join(dir, artifact.ReportName), append(res.JSON(), '\n'))
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	return f.Close()
+	return fsutil.WriteFileSync(filepath.Join(dir, artifact.ReportName), append(res.JSON(), '\n'), false)
 }
 
 func copyAux(m *modelio.Model, dst string) error {
@@ -211,7 +197,7 @@ func copyAux(m *modelio.Model, dst string) error {
 }
 
 func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+	in, err := fsutil.OpenRegular(src)
 	if err != nil {
 		return err
 	}
@@ -229,88 +215,4 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-// WriteDir builds the output directory dir through fill, which writes into
-// a temporary sibling that is renamed into place only if fill succeeds.
-// A non-empty dir is refused (ErrOutputNotEmpty) unless overwrite.
-func WriteDir(dir string, overwrite bool, fill func(tmp string) error) error {
-	out, err := prepareOutput(dir, overwrite)
-	if err != nil {
-		return err
-	}
-	defer out.cleanup()
-	if err := fill(out.tmp); err != nil {
-		return err
-	}
-	return out.commit()
-}
-
-// outputDir is an output directory under construction.
-type outputDir struct {
-	final, tmp string
-	overwrite  bool
-	done       bool
-}
-
-// prepareOutput checks the target and creates the temporary sibling.
-func prepareOutput(dir string, overwrite bool) (*outputDir, error) {
-	dir = filepath.Clean(dir)
-	if st, err := os.Stat(dir); err == nil {
-		if !st.IsDir() {
-			return nil, fmt.Errorf("output %s exists and is not a directory", dir)
-		}
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return nil, err
-		}
-		if len(ents) > 0 && !overwrite {
-			return nil, fmt.Errorf("%w: %s (use --overwrite to replace it)", ErrOutputNotEmpty, dir)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, fmt.Errorf("create parent of output: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-	if err != nil {
-		return nil, fmt.Errorf("create temporary output: %w", err)
-	}
-	return &outputDir{final: dir, tmp: tmp, overwrite: overwrite}, nil
-}
-
-// commit moves the finished temporary directory into place.
-func (o *outputDir) commit() error {
-	if err := artifact.SyncDir(o.tmp); err != nil {
-		return err
-	}
-	if err := os.Chmod(o.tmp, 0o755); err != nil {
-		return err
-	}
-	var old string
-	if _, err := os.Stat(o.final); err == nil {
-		old = o.tmp + ".old"
-		if err := os.Rename(o.final, old); err != nil {
-			return fmt.Errorf("move old output aside: %w", err)
-		}
-	}
-	if err := os.Rename(o.tmp, o.final); err != nil {
-		if old != "" {
-			os.Rename(old, o.final)
-		}
-		return fmt.Errorf("move output into place: %w", err)
-	}
-	o.done = true
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	return artifact.SyncDir(filepath.Dir(o.final))
-}
-
-func (o *outputDir) cleanup() {
-	if !o.done {
-		os.RemoveAll(o.tmp)
-	}
 }

@@ -8,22 +8,25 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 )
 
 // GenOptions configures Generate.
 type GenOptions struct {
-	Preset   string // "tiny" | "dream-7b"
-	DType    DType  // BF16 (default), F16, F32
-	Out      string // output directory; must not exist or be empty
-	Seed     int64
-	Progress func(doneBytes, totalBytes int64) // may be nil; called from one goroutine
+	Preset string // "tiny" | "dream-7b"
+	DType  DType  // BF16 (default), F16, F32
+	Out    string // output directory; must not exist or be empty unless Overwrite
+	Seed   int64
+	// Overwrite replaces a non-empty Out that ArrowQuant created; Force
+	// also one it did not create.
+	Overwrite, Force bool
+	Progress         func(doneBytes, totalBytes int64) // may be nil; called from one goroutine
 }
 
 // genChunkElems is the generation unit. It is part of the output's
@@ -165,9 +168,9 @@ func shardSplit(hs []TensorHeader, n int) [][]TensorHeader {
 
 // Generate writes a synthetic model of the given preset to o.Out. Values
 // are deterministic functions of (Seed, tensor name, element index): the
-// same seed gives byte-identical files whatever the CPU count. Work goes to
-// o.Out + ".tmp-<pid>", renamed to o.Out at the end; on error or
-// cancellation the temporary directory is removed.
+// same seed gives byte-identical files whatever the CPU count. The model
+// is built in a temporary sibling renamed into place at the end
+// (internal/outdir); on error or cancellation nothing is left.
 func Generate(ctx context.Context, o GenOptions) (err error) {
 	p, err := findPreset(o.Preset)
 	if err != nil {
@@ -183,77 +186,39 @@ func Generate(ctx context.Context, o GenOptions) (err error) {
 	if o.Out == "" {
 		return errors.New("modelio: generate: no output directory")
 	}
-	out := filepath.Clean(o.Out)
-	replaceEmpty := false
-	if st, err := os.Stat(out); err == nil {
-		ents, rerr := os.ReadDir(out)
-		if !st.IsDir() || rerr != nil || len(ents) > 0 {
-			return fmt.Errorf("modelio: generate: %s already exists and is not an empty directory", out)
-		}
-		replaceEmpty = true
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("modelio: generate: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return fmt.Errorf("modelio: generate: %w", err)
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("modelio: generate: %w", err)
-	}
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return fmt.Errorf("modelio: generate: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
-
-	layout := p.layout(dt)
-	shards := shardSplit(layout, p.shards)
-	names := make([]string, len(shards))
-	for i := range shards {
-		names[i] = SingleFile
-		if len(shards) > 1 {
-			names[i] = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
-		}
-	}
-	if err := writeGenAux(tmp, p, dt); err != nil {
-		return err
-	}
-	meta := map[string]string{"format": "pt",
-		"arrowquant.synthetic": fmt.Sprintf("preset=%s seed=%d dtype=%s", p.name, o.Seed, dt)}
-	if err := runGeneration(ctx, tmp, shards, names, o.Seed, meta, o.Progress); err != nil {
-		return err
-	}
-	if len(shards) > 1 {
-		wm := map[string]string{}
-		var total int64
-		for i, s := range shards {
-			for _, h := range s {
-				wm[h.Name] = names[i]
-				total += h.Bytes()
+	return outdir.Write(o.Out, outdir.Options{Overwrite: o.Overwrite, Force: o.Force, Command: "gen-model"}, func(tmp string) error {
+		layout := p.layout(dt)
+		shards := shardSplit(layout, p.shards)
+		names := make([]string, len(shards))
+		for i := range shards {
+			names[i] = SingleFile
+			if len(shards) > 1 {
+				names[i] = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(shards))
 			}
 		}
-		if err := WriteIndex(tmp, wm, total); err != nil {
+		if err := writeGenAux(tmp, p, dt); err != nil {
 			return err
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	syncDir(tmp)
-	if replaceEmpty {
-		if err := os.Remove(out); err != nil {
-			return fmt.Errorf("modelio: generate: %w", err)
+		meta := map[string]string{"format": "pt",
+			"arrowquant.synthetic": fmt.Sprintf("preset=%s seed=%d dtype=%s", p.name, o.Seed, dt)}
+		if err := runGeneration(ctx, tmp, shards, names, o.Seed, meta, o.Progress); err != nil {
+			return err
 		}
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return fmt.Errorf("modelio: generate: %w", err)
-	}
-	syncDir(filepath.Dir(out))
-	return nil
+		if len(shards) > 1 {
+			wm := map[string]string{}
+			var total int64
+			for i, s := range shards {
+				for _, h := range s {
+					wm[h.Name] = names[i]
+					total += h.Bytes()
+				}
+			}
+			if err := WriteIndex(tmp, wm, total); err != nil {
+				return err
+			}
+		}
+		return ctx.Err()
+	})
 }
 
 func writeGenAux(dir string, p presetSpec, dt DType) error {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 )
 
 func TestGenLayoutDream7B(t *testing.T) {
@@ -134,7 +135,7 @@ func TestGenTinyDeterministic(t *testing.T) {
 	a := dirFiles(t, genTiny(t, 1, ""))
 	b := dirFiles(t, genTiny(t, 1, BF16))
 	c := dirFiles(t, genTiny(t, 2, ""))
-	want := []string{ConfigFile, "generation_config.json", SingleFile, "tokenizer_config.json"}
+	want := []string{outdir.MarkerFile, ConfigFile, "generation_config.json", SingleFile, "tokenizer_config.json"}
 	var names []string
 	for n := range a {
 		names = append(names, n)
@@ -310,8 +311,15 @@ func TestGenerateRefusesAndCancels(t *testing.T) {
 	os.Mkdir(out, 0o755)
 	os.WriteFile(filepath.Join(out, "keep"), []byte("x"), 0o644)
 	if err := Generate(context.Background(), GenOptions{Preset: "tiny", Out: out}); err == nil ||
-		!strings.Contains(err.Error(), "already exists") {
+		!errors.Is(err, outdir.ErrNotEmpty) {
 		t.Errorf("non-empty out: %v", err)
+	}
+	if err := Generate(context.Background(), GenOptions{Preset: "tiny", Out: out, Overwrite: true}); err == nil ||
+		!strings.Contains(err.Error(), "not created by ArrowQuant") {
+		t.Errorf("overwrite of a directory ArrowQuant did not create: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "keep")); err != nil || string(b) != "x" {
+		t.Errorf("the refused directory changed: %q, %v", b, err)
 	}
 	for _, o := range []GenOptions{{Preset: "nope", Out: out + "2"}, {Preset: "tiny", DType: F64, Out: out + "2"}, {Preset: "tiny"}} {
 		if err := Generate(context.Background(), o); err == nil {

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/internal/fsutil"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 )
 
 // Well-known file names of Hugging Face model directories.
@@ -22,6 +24,20 @@ const (
 	DiffusersIndexFile = "diffusion_pytorch_model.safetensors.index.json"
 	ConfigFile         = "config.json"
 )
+
+// MaxJSONBytes bounds the JSON files of a model directory (config.json,
+// the index): Dream 7B's index is 30 KB.
+const MaxJSONBytes = 64 << 20
+
+// errReason is the message of a file error without the path, which the
+// FormatError carrying it names already.
+func errReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
 
 // Model is an opened model directory. Tensor data stays on disk; reads go
 // through ReadRaw / ReadFloat32, which are safe for concurrent use.
@@ -161,6 +177,9 @@ func Open(dir string, opt OpenOptions) (*Model, error) {
 		}
 		m.Skipped = append(m.Skipped, t)
 	}
+	if len(m.all) == 0 {
+		return nil, &FormatError{File: strings.Join(m.Shards, ", "), Reason: "holds no tensors (a header with only __metadata__): nothing to quantize"}
+	}
 	if m.Config, err = readJSONObject(filepath.Join(abs, ConfigFile)); err != nil {
 		return nil, err
 	}
@@ -206,9 +225,9 @@ func locateShards(dir string) (shards []string, index *indexJSON, indexPath stri
 }
 
 func readIndex(path string) (*indexJSON, []string, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadFileLimit(path, MaxJSONBytes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("modelio: %w", err)
+		return nil, nil, &FormatError{File: path, Reason: errReason(err)}
 	}
 	var idx indexJSON
 	if err := json.Unmarshal(b, &idx); err != nil {
@@ -234,12 +253,12 @@ func readIndex(path string) (*indexJSON, []string, error) {
 
 // readJSONObject parses a JSON object file; a missing file gives nil, nil.
 func readJSONObject(path string) (map[string]any, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadFileLimit(path, MaxJSONBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("modelio: %w", err)
+		return nil, &FormatError{File: path, Reason: errReason(err)}
 	}
 	var v map[string]any
 	if err := json.Unmarshal(b, &v); err != nil {
@@ -365,7 +384,7 @@ func (m *Model) AuxFiles() ([]string, error) {
 	var out []string
 	for _, e := range ents {
 		name := e.Name()
-		if isWeightFile(name) {
+		if isWeightFile(name) || name == outdir.MarkerFile {
 			continue
 		}
 		st, err := os.Stat(filepath.Join(m.Dir, name))

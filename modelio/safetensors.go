@@ -13,10 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sort"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/arrowquant/arrowquant/internal/checked"
+	"github.com/arrowquant/arrowquant/internal/fsutil"
+	"github.com/arrowquant/arrowquant/schema"
 )
 
 // DType is a safetensors element type as spelled in the header ("F32", "BF16", ...).
@@ -151,6 +155,17 @@ func parseHeader(file string, hdr []byte, dataLen int64) ([]headerEntry, map[str
 	if dataLen < 0 {
 		return nil, nil, ferr("", "negative data section length %d", dataLen)
 	}
+	if !utf8.Valid(hdr) { // the format requires UTF-8; Go's JSON decoder would silently replace bad bytes
+		bad := 0
+		for bad < len(hdr) {
+			r, n := utf8.DecodeRune(hdr[bad:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			bad += n
+		}
+		return nil, nil, ferr("", "header is not valid UTF-8 (byte %d of the header)", bad)
+	}
 	dec := json.NewDecoder(bytes.NewReader(hdr))
 	tok, err := dec.Token()
 	if err != nil {
@@ -185,6 +200,9 @@ func parseHeader(file string, hdr []byte, dataLen int64) ([]headerEntry, map[str
 				return nil, nil, ferr("", "__metadata__: %v", err)
 			}
 			continue
+		}
+		if err := schema.CheckTensorName(name); err != nil {
+			return nil, nil, ferr("", "%v", err)
 		}
 		e, err := parseEntry(name, raw, dataLen)
 		if err != nil {
@@ -267,21 +285,16 @@ func parseEntry(name string, raw json.RawMessage, dataLen int64) (headerEntry, e
 	if e.End > dataLen {
 		return headerEntry{}, fmt.Errorf("data_offsets [%d,%d] end beyond the data section (%d bytes)", e.Begin, e.End, dataLen)
 	}
-	n := int64(1)
-	for _, d := range e.Shape {
-		if d < 0 {
-			return headerEntry{}, fmt.Errorf("shape %v has a negative dimension", e.Shape)
-		}
-		if d != 0 && n > math.MaxInt64/d {
-			return headerEntry{}, fmt.Errorf("shape %v overflows", e.Shape)
-		}
-		n *= d
+	n, err := schema.CheckShape(e.Shape)
+	if err != nil {
+		return headerEntry{}, err
 	}
 	if size := int64(e.DType.Size()); size > 0 {
-		if n > math.MaxInt64/size {
-			return headerEntry{}, fmt.Errorf("shape %v overflows", e.Shape)
+		want, err := checked.Mul(n, size)
+		if err != nil {
+			return headerEntry{}, fmt.Errorf("shape %v of %s: byte count overflows", e.Shape, e.DType)
 		}
-		if got, want := e.End-e.Begin, n*size; got != want {
+		if got := e.End - e.Begin; got != want {
 			return headerEntry{}, fmt.Errorf("shape/product mismatch: data_offsets span %d bytes, shape %v of %s needs %d",
 				got, e.Shape, e.DType, want)
 		}
@@ -336,7 +349,10 @@ func readShard(path string, f io.ReaderAt, size int64) (shardHeader, error) {
 
 // openShard opens a shard and validates its header.
 func openShard(path string) (*os.File, shardHeader, error) {
-	f, err := os.Open(path)
+	f, err := fsutil.OpenRegular(path) // a FIFO would block a plain open forever
+	if errors.Is(err, fsutil.ErrNotRegular) {
+		return nil, shardHeader{}, &FormatError{File: path, Reason: errReason(err)}
+	}
 	if err != nil {
 		return nil, shardHeader{}, fmt.Errorf("modelio: %w", err)
 	}

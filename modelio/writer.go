@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"github.com/arrowquant/arrowquant/internal/fsutil"
 )
 
 // TensorHeader declares one tensor of a file written by CreateSafetensors.
@@ -228,21 +230,13 @@ func (w *Writer) Close() error {
 		w.closeErr = fmt.Errorf("modelio: %w", err)
 		return w.closeErr
 	}
-	syncDir(filepath.Dir(w.path))
+	_ = fsutil.SyncDir(filepath.Dir(w.path))
 	return nil
 }
 
 func (w *Writer) abort() {
 	w.f.Close()
 	os.Remove(w.tmp)
-}
-
-// syncDir makes a rename durable (best effort).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }
 
 // WriteIndex writes dir/model.safetensors.index.json:
@@ -285,6 +279,6 @@ func writeFileAtomic(path string, data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("modelio: write %s: %w", path, err)
 	}
-	syncDir(filepath.Dir(path))
+	_ = fsutil.SyncDir(filepath.Dir(path))
 	return nil
 }

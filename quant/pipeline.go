@@ -20,6 +20,7 @@ import (
 	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -58,7 +59,8 @@ type Stats struct {
 
 // Run quantizes every tensor of src into sink and returns the result
 // (without the on-disk keys, which the caller fills after committing).
-func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats, error) {
+func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *Stats, err error) {
+	defer safe.Recover("quantization pipeline", &err)
 	if err := o.Config.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -138,6 +140,12 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 	var readErr error
 	go func() {
 		defer close(jobs)
+		defer func() {
+			if readErr != nil {
+				cancel()
+			}
+		}()
+		defer safe.Recover("read the next tensor", &readErr)
 		for {
 			select {
 			case slots <- struct{}{}:
@@ -150,7 +158,6 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 			}
 			if err != nil {
 				readErr = err
-				cancel()
 				return
 			}
 			job := &tensorJob{t: t, done: make(chan struct{})}
@@ -161,10 +168,13 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (*Result, *Stats
 			}
 			go func() {
 				defer close(job.done)
+				defer func() {
+					if job.err != nil {
+						cancel()
+					}
+				}()
+				defer safe.Recover(fmt.Sprintf("quantize tensor %q", t.Meta().Name), &job.err)
 				job.out, job.err = p.processTensor(p.ctx, t)
-				if job.err != nil {
-					cancel()
-				}
 			}()
 		}
 	}()
@@ -502,20 +512,26 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 		}
 		wg.Add(1)
 		go func(i int64) {
+			var err error
 			defer wg.Done()
 			defer func() { <-p.chunkSlots }()
+			defer func() {
+				if err != nil {
+					fail(err)
+				}
+			}()
+			defer safe.Recover(fmt.Sprintf("quantize tensor %q chunk %d", meta.Name, i), &err)
 			c := &chunks[i]
 			c.off = i * schema.ChunkElems
 			c.n = min(schema.ChunkElems, n-c.off)
-			rec, err := t.ReadChunk(ctx, p.o.Mem, c.off, c.n)
-			if err != nil {
-				fail(&TensorError{Tensor: meta.Name, Err: err})
+			rec, rerr := t.ReadChunk(ctx, p.o.Mem, c.off, c.n)
+			if rerr != nil {
+				err = &TensorError{Tensor: meta.Name, Err: rerr}
 				return
 			}
 			defer rec.Release()
-			sim, err := fn(rec, c)
-			if err != nil {
-				fail(err)
+			var sim kernels.Similarity
+			if sim, err = fn(rec, c); err != nil {
 				return
 			}
 			sims[i] = sim

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/arrowquant/arrowquant/internal/fsutil"
 )
 
 // Layout of a local store directory.
@@ -156,7 +158,7 @@ func (l *Local) recover() error {
 		}
 	}
 	if moved {
-		return syncDir(l.models)
+		return fsutil.SyncDir(l.models)
 	}
 	return nil
 }
@@ -435,7 +437,7 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 	}
 	delete(l.catalog, name)
 	l.mu.Unlock()
-	err := syncDir(l.models)
+	err := fsutil.SyncDir(l.models)
 	if rerr := os.RemoveAll(t); rerr != nil {
 		l.log.Error().Str("path", t).Err(rerr).Msg("cannot empty the trash")
 	}
@@ -582,10 +584,10 @@ func (s *localStaging) commit(ctx context.Context) (e Entry, published bool, err
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("store: model %q: commit: %w", s.name, err)
 	}
-	if err := writeFileSync(filepath.Join(s.dir, markerName), raw); err != nil {
+	if err := fsutil.WriteFileSync(filepath.Join(s.dir, markerName), raw, true); err != nil {
 		return Entry{}, false, fmt.Errorf("store: model %q: commit: %w", s.name, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := fsutil.SyncDir(s.dir); err != nil {
 		return Entry{}, false, fmt.Errorf("store: model %q: commit: %w", s.name, err)
 	}
 
@@ -605,7 +607,7 @@ func (s *localStaging) commit(ctx context.Context) (e Entry, published bool, err
 	l.release(s)
 	l.mu.Unlock()
 
-	err = syncDir(l.models)
+	err = fsutil.SyncDir(l.models)
 	if old != "" {
 		l.removeOld(old)
 	}
@@ -681,7 +683,7 @@ func syncTree(ctx context.Context, root string) (map[string]int64, error) {
 		case rel == markerName:
 			return fmt.Errorf("file %q: %w: reserved for the commit marker", rel, ErrInvalidName)
 		case d.IsDir():
-			return syncDir(p)
+			return fsutil.SyncDir(p)
 		case !d.Type().IsRegular():
 			return fmt.Errorf("file %q is not a regular file (%s)", rel, d.Type())
 		}
@@ -716,34 +718,4 @@ func syncFile(p string) (int64, error) {
 		return 0, err
 	}
 	return st.Size(), nil
-}
-
-func writeFileSync(p string, data []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", p, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", p, err)
-	}
-	return f.Close()
-}
-
-// syncDir fsyncs a directory so the entries created or renamed in it are
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	return nil
 }

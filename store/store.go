@@ -116,6 +116,9 @@ type LocalPather interface {
 // leading '.'. The error wraps ErrInvalidName and names the broken rule.
 func ValidateName(name string) error {
 	bad := func(rule string) error {
+		if len(name) > MaxNameLen { // never echo a huge name back whole
+			return fmt.Errorf("store: model %.64q… (%d bytes): %w: %s", name, len(name), ErrInvalidName, rule)
+		}
 		return fmt.Errorf("store: model %q: %w: %s", name, ErrInvalidName, rule)
 	}
 	if name == "" {

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arrowquant/arrowquant/internal/flock"
 )
 
 // errExchangeUnsupported marks a file system or kernel without
@@ -27,18 +29,11 @@ func exchange(a, b string) error {
 // lockDir takes an exclusive, non-blocking flock on the file p (created
 // if needed). The kernel releases it when the process dies.
 func lockDir(p string) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
+	f, err := flock.Lock(p)
+	if errors.Is(err, flock.ErrLocked) {
+		return nil, errors.New("in use by another store (another process, or an unclosed OpenLocal)")
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, errors.New("in use by another store (another process, or an unclosed OpenLocal)")
-		}
-		return nil, fmt.Errorf("flock %s: %w", p, err)
-	}
-	return f, nil
+	return f, err
 }
 
 func unlockDir(f *os.File) error {

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"maps"
 	"math"
 	"net"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -279,6 +282,23 @@ func TestBadInputsFailCleanly(t *testing.T) {
 		{"shape mismatch", func(dir string) string {
 			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[8,9],"data_offsets":[0,256]}}`, good))
 		}, []string{"model.safetensors", `"w"`}},
+		{"header not UTF-8", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), "{\"w\xff\":{\"dtype\":\"F32\",\"shape\":[8,8],\"data_offsets\":[0,256]}}", good))
+		}, []string{"model.safetensors", "UTF-8"}},
+		{"only metadata", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"__metadata__":{"format":"pt"}}`, nil))
+		}, []string{"model.safetensors", "no tensors"}},
+		{"shape product wraps", func(dir string) string {
+			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[2305843009213693953,8],"data_offsets":[0,256]}}`, good))
+		}, []string{"model.safetensors", `"w"`, "overflow"}},
+		{"fifo", func(dir string) string {
+			m := filepath.Join(dir, "m")
+			os.MkdirAll(m, 0o755)
+			if err := syscall.Mkfifo(filepath.Join(m, "model.safetensors"), 0o644); err != nil {
+				t.Skip("mkfifo:", err)
+			}
+			return m
+		}, []string{"model.safetensors", "FIFO"}},
 		{"nan", func(dir string) string {
 			return filepath.Dir(writeST(t, filepath.Join(dir, "m"), `{"w":{"dtype":"F32","shape":[8,8],"data_offsets":[0,256]}}`, nan))
 		}, []string{`"w"`, "NaN", "element 37", "[4 5]"}},
@@ -289,8 +309,12 @@ func TestBadInputsFailCleanly(t *testing.T) {
 			model := c.setup(dir)
 			out := filepath.Join(dir, "out")
 			_, err, code := cli(t, nil, "quantize", "--model", model, "--output", out)
-			if err == nil || code != 1 {
-				t.Fatalf("exit %d, err %v", code, err)
+			wantCode := 1 // a bad model file
+			if c.name == "missing dir" {
+				wantCode = 2 // a usage error
+			}
+			if err == nil || code != wantCode {
+				t.Fatalf("exit %d, err %v; want exit %d", code, err, wantCode)
 			}
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {
@@ -412,5 +436,66 @@ func TestFlightCommands(t *testing.T) {
 	}
 	if _, err, code := cli(t, nil, "info", "--server", server, "--name", "nope"); code != 1 || !strings.Contains(err.Error(), "NotFound") {
 		t.Errorf("unknown model: exit %d %v", code, err)
+	}
+}
+
+// hashDir maps every file under dir to its contents' SHA-256.
+func hashDir(t *testing.T, dir string) map[string][32]byte {
+	t.Helper()
+	out := map[string][32]byte{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			rel, _ := filepath.Rel(dir, p)
+			out[rel] = sha256.Sum256(b)
+		}
+		return nil
+	})
+	return out
+}
+
+// No output option may write into, over or around its own input.
+func TestSourcesAreNeverWritten(t *testing.T) {
+	base := t.TempDir()
+	m := filepath.Join(base, "parent", "m")
+	if err := modelio.Generate(context.Background(), modelio.GenOptions{Preset: "tiny", Out: m, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink(m, filepath.Join(base, "mlink"))
+	q := filepath.Join(base, "q")
+	if _, err, code := cli(t, nil, "quantize", "--model", m, "--output", q); code != 0 {
+		t.Fatalf("quantize: %v", err)
+	}
+	before, qBefore := hashDir(t, m), hashDir(t, q)
+	cases := [][]string{
+		{"quantize", "--model", m, "--output", m, "--overwrite"},
+		{"quantize", "--model", m, "--output", m, "--overwrite", "--force"},
+		{"quantize", "--model", m, "--output", filepath.Join(m, "out")},
+		{"quantize", "--model", m, "--output", filepath.Join(base, "parent"), "--overwrite", "--force"},
+		{"quantize", "--model", m, "--output", filepath.Join(base, "mlink"), "--overwrite", "--force"},
+		{"quantize", "--model", filepath.Join(base, "mlink"), "--output", filepath.Join(m, "sub", "out")},
+		{"dequantize", "--input", q, "--output", q, "--overwrite", "--force"},
+		{"dequantize", "--input", filepath.Join(q, "model.arrow"), "--output", filepath.Join(q, "deq")},
+		{"gen-model", "--out", filepath.Join(base, "parent"), "--overwrite"}, // not ours: needs --force
+	}
+	for _, args := range cases {
+		_, err, code := cli(t, nil, args...)
+		if code != 2 || err == nil {
+			t.Errorf("%v: exit %d, %v; want exit 2", args, code, err)
+			continue
+		}
+		if args[0] != "gen-model" && !strings.Contains(err.Error(), m) && !strings.Contains(err.Error(), q) {
+			t.Errorf("%v: message %q does not name the input", args, err)
+		}
+	}
+	if after := hashDir(t, m); !maps.Equal(before, after) {
+		t.Errorf("the source model changed: %d files before, %d after", len(before), len(after))
+	}
+	if after := hashDir(t, q); !maps.Equal(qBefore, after) {
+		t.Errorf("the quantized output changed: %d files before, %d after", len(qBefore), len(after))
+	}
+	// Our own output: --overwrite alone replaces it.
+	if _, err, code := cli(t, nil, "quantize", "--model", m, "--output", q, "--overwrite", "--bit-width", "8"); code != 0 {
+		t.Fatalf("overwrite of our own output: %v", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 func newDequantizeCmd() *cobra.Command {
 	var input, output, dtype string
-	var overwrite bool
+	var overwrite, force bool
 	cmd := &cobra.Command{
 		Use:   "dequantize --input DIR --output DIR [--dtype f32|f16|bf16]",
 		Short: "Reconstruct a quantized artifact as safetensors with the original names and shapes",
@@ -31,7 +31,7 @@ func newDequantizeCmd() *cobra.Command {
 			}
 			bar := newProgress(0, "dequantizing", false)
 			err := local.Dequantize(cmd.Context(), local.DequantizeOptions{
-				InputDir: input, OutputDir: output, DType: dt, Overwrite: overwrite,
+				InputDir: input, OutputDir: output, DType: dt, Overwrite: overwrite, Force: force,
 				Progress: func(done, total int) {
 					bar.update(int64(done), int64(total), "")
 				},
@@ -47,13 +47,14 @@ func newDequantizeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&input, "input", "", "quantized output directory (or its model.arrow)")
 	cmd.Flags().StringVar(&output, "output", "", "directory for model.safetensors and the copied config/tokenizer files")
 	cmd.Flags().StringVar(&dtype, "dtype", "f32", "output dtype: f32, f16 or bf16")
-	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
+	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	return cmd
 }
 
 func newGenModelCmd() *cobra.Command {
 	var preset, dtype, outDir string
 	var seed int64
+	var overwrite, force bool
 	cmd := &cobra.Command{
 		Use:   "gen-model --preset tiny|dream-7b --out DIR [--dtype bf16|f16|f32] [--seed N]",
 		Short: "Write a synthetic Hugging Face model with realistic weights (Dream layout)",
@@ -76,7 +77,7 @@ func newGenModelCmd() *cobra.Command {
 			}
 			bar := newProgress(0, "generating "+preset, true)
 			err := modelio.Generate(cmd.Context(), modelio.GenOptions{
-				Preset: preset, DType: dt, Out: outDir, Seed: seed,
+				Preset: preset, DType: dt, Out: outDir, Seed: seed, Overwrite: overwrite, Force: force,
 				Progress: func(done, total int64) {
 					bar.update(done, total, "")
 				},
@@ -91,8 +92,9 @@ func newGenModelCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&preset, "preset", "tiny", "model layout: "+strings.Join(modelio.Presets(), ", "))
 	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "weight dtype: bf16, f16 or f32")
-	cmd.Flags().StringVar(&outDir, "out", "", "output directory (must not exist or be empty)")
+	cmd.Flags().StringVar(&outDir, "out", "", "output directory (must not exist or be empty, unless --overwrite)")
 	cmd.Flags().Int64Var(&seed, "seed", 0, "random seed (same seed, same bytes)")
+	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	return cmd
 }
 

@@ -43,6 +43,18 @@ func newServeCmd() *cobra.Command {
 			if maxMessageMB <= 0 {
 				return usagef("--max-message-mb must be positive")
 			}
+			if cmd.Flags().Changed("auth-token") && strings.TrimSpace(c.AuthToken) == "" {
+				return usagef("--auth-token is empty: give a token (a server without --auth-token runs without authentication, which must be a choice, not an accident)")
+			}
+			if cmd.Flags().Changed("auth-basic") && strings.TrimSpace(c.AuthBasicFile) == "" {
+				return usagef("--auth-basic needs a users file (create one with `arrowquant users add FILE USER`)")
+			}
+			if c.IdleTimeout < 0 {
+				return usagef("--idle-timeout must not be negative (0 = never)")
+			}
+			if c.IdleTimeout == 0 {
+				c.IdleTimeout = -1 // the flag's 0 means never; the service's 0 means its default
+			}
 			c.Defaults = defaults
 			c.MaxMessageBytes = maxMessageMB << 20
 			c.MaxUploadBytes = int64(maxUploadGB * (1 << 30))
@@ -77,6 +89,9 @@ func newServeCmd() *cobra.Command {
 	f.Float64Var(&maxUploadGB, "max-upload-gb", 0, "largest DoPut upload in GiB of values (0 = unlimited)")
 	f.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)")
 	f.DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long running calls may finish after SIGINT/SIGTERM")
+	f.IntVar(&c.MaxUploads, "max-uploads", flightsrv.DefaultMaxUploads, "concurrent uploads (DoPut, quantize action) in all; over it a call gets ResourceExhausted (-1 = unlimited)")
+	f.IntVar(&c.MaxUploadsPerClient, "max-uploads-per-client", flightsrv.DefaultMaxUploadsPerClient, "concurrent uploads per client (authenticated user, else host) (-1 = unlimited)")
+	f.DurationVar(&c.IdleTimeout, "idle-timeout", flightsrv.DefaultIdleTimeout, "end an upload whose client sends and reads nothing for this long, freeing its name (0 = never)")
 	f.BoolVar(&stdinEOF, "exit-on-stdin-eof", false, "shut down when standard input closes (for a parent process that embeds the server)")
 	return cmd
 }
@@ -129,6 +144,9 @@ func newPushCmd() *cobra.Command {
 		if model == "" {
 			return usagef("push needs --model")
 		}
+		if err := checkModelDir(model); err != nil {
+			return err
+		}
 		if err := checkMethodFlag(method); err != nil {
 			return err
 		}
@@ -173,7 +191,7 @@ func (c *configFlags) requestConfig(fs *pflag.FlagSet) (map[string]any, error) {
 
 func newPullCmd() *cobra.Command {
 	var name, output string
-	var overwrite bool
+	var overwrite, force bool
 	cmd := &cobra.Command{
 		Use:   "pull --server URL --name NAME --output DIR",
 		Short: "Download a stored model into DIR (the same layout as quantize)",
@@ -182,7 +200,7 @@ func newPullCmd() *cobra.Command {
 	cl := addClientFlags(cmd.Flags())
 	cmd.Flags().StringVar(&name, "name", "", "model name")
 	cmd.Flags().StringVar(&output, "output", "", "output directory")
-	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
+	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if name == "" || output == "" {
 			return usagef("pull needs --name and --output")
@@ -193,9 +211,9 @@ func newPullCmd() *cobra.Command {
 		}
 		defer c.Close()
 		bar := newProgress(0, "pulling "+name, false)
-		err = c.Pull(cmd.Context(), name, output, overwrite, func(done, total int64) {
+		err = c.Pull(cmd.Context(), name, output, client.PullOptions{Overwrite: overwrite, Force: force, Progress: func(done, total int64) {
 			bar.update(done, total, "")
-		})
+		}})
 		bar.finish()
 		if err != nil {
 			return err

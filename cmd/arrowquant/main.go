@@ -12,10 +12,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/arrowquant/arrowquant/config"
-	"github.com/arrowquant/arrowquant/local"
+	"github.com/arrowquant/arrowquant/flightsrv"
+	"github.com/arrowquant/arrowquant/internal/outdir"
 )
 
 // Exit codes.
@@ -34,14 +36,27 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 func exitCode(err error) int {
-	var ue usageError
+	var (
+		ue       usageError
+		conflict *outdir.ConflictError
+		notOurs  *outdir.NotOursError
+		badServe *flightsrv.ConfigError
+	)
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, local.ErrOutputNotEmpty):
+	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, outdir.ErrNotEmpty),
+		errors.As(err, &conflict), errors.As(err, &notOurs), errors.As(err, &badServe):
 		return exitUsage
 	}
 	return exitFailure
+}
+
+// addOverwriteFlags adds --overwrite and --force to a command that writes
+// an output directory (internal/outdir says what they may replace).
+func addOverwriteFlags(fs *pflag.FlagSet, overwrite, force *bool) {
+	fs.BoolVar(overwrite, "overwrite", false, "replace a non-empty output directory that ArrowQuant created")
+	fs.BoolVar(force, "force", false, "with --overwrite: replace the output directory even if ArrowQuant did not create it")
 }
 
 var logLevel string
@@ -72,7 +87,9 @@ func newRoot() *cobra.Command {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) stops a run like Ctrl-C: its temporary
+	// output is removed on the way out.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -68,7 +69,7 @@ func (c *configFlags) resolve(fs *pflag.FlagSet) (config.DiffusionQuantConfig, e
 func newQuantizeCmd() *cobra.Command {
 	var (
 		model, output, calibration, method string
-		asJSON, overwrite                  bool
+		asJSON, overwrite, force           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "quantize --model DIR --output DIR [flags]",
@@ -81,11 +82,14 @@ func newQuantizeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&calibration, "calibration", "", "calibration activations (.arrow, .parquet or .jsonl rows of layer, timestep, activation; see docs/FORMAT.md): INT8 activation parameters per layer and time group, importance-weighted weight search, AWQ smoothing with --spatial")
 	cmd.Flags().StringVar(&method, "method", quant.DefaultMethod, methodFlagHelp)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object on stdout")
-	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a non-empty output directory")
+	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		out := cmd.OutOrStdout()
 		if model == "" || output == "" {
 			return usagef("quantize needs --model and --output")
+		}
+		if err := checkModelDir(model); err != nil {
+			return err
 		}
 		if err := checkMethodFlag(method); err != nil {
 			return err
@@ -97,7 +101,7 @@ func newQuantizeCmd() *cobra.Command {
 		bar := newProgress(0, "quantizing", true)
 		res, err := local.Quantize(cmd.Context(), local.QuantizeOptions{
 			ModelDir: model, OutputDir: output, Config: cfg, Method: method,
-			Calibration: calibration, Overwrite: overwrite, Logger: newLogger(),
+			Calibration: calibration, Overwrite: overwrite, Force: force, Logger: newLogger(),
 			Progress: func(p quant.Progress, tensors int, total int64) {
 				bar.update(p.BytesDone, total, fmt.Sprintf("%d/%d tensors", p.TensorsDone, tensors))
 			},
@@ -153,4 +157,19 @@ func humanCount(n int64) string {
 		return strconv.FormatFloat(float64(n)/1e6, 'f', 2, 64) + "M"
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// checkModelDir refuses a --model that is not an existing directory
+// (a usage error, exit 2) before any work starts.
+func checkModelDir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return usagef("--model %s: no such directory", dir)
+	case err != nil:
+		return usagef("--model %s: %v", dir, err)
+	case !st.IsDir():
+		return usagef("--model %s is not a directory: give the model's directory (with its .safetensors files and config.json)", dir)
+	}
+	return nil
 }

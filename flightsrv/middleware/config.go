@@ -41,6 +41,9 @@ type Config struct {
 	Logger zerolog.Logger
 	// Metrics, when not nil, is updated for every RPC.
 	Metrics *Metrics
+	// HidePaths are server directories (the store, the temp dir) that
+	// error messages must not show to clients: they read "<server>".
+	HidePaths []string
 }
 
 func (c Config) maxMessageBytes() int {

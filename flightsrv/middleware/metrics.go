@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,8 @@ type Metrics struct {
 	quantization prometheus.Histogram     // arrowquant_quantization_seconds
 	fallbacks    prometheus.Counter       // arrowquant_fallbacks_total
 	models       prometheus.Gauge         // arrowquant_models_stored
+	panics       *prometheus.CounterVec   // arrowquant_panics_total{where}
+	refused      *prometheus.CounterVec   // arrowquant_limit_refusals_total{limit}
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -61,6 +64,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "arrowquant_models_stored",
 			Help: "Models in the store.",
 		}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arrowquant_panics_total",
+			Help: "Panics contained in request handlers and their goroutines (each failed its call with Internal).",
+		}, []string{"where"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arrowquant_limit_refusals_total",
+			Help: "Calls refused with ResourceExhausted or ended by a server limit, by limit.",
+		}, []string{"limit"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
@@ -70,6 +81,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.quantization = register(reg, m.quantization)
 		m.fallbacks = register(reg, m.fallbacks)
 		m.models = register(reg, m.models)
+		m.panics = register(reg, m.panics)
+		m.refused = register(reg, m.refused)
 	}
 	return m
 }
@@ -97,6 +110,26 @@ func (m *Metrics) ObserveQuantization(d time.Duration, fallbacks int) {
 	if fallbacks > 0 {
 		m.fallbacks.Add(float64(fallbacks))
 	}
+}
+
+// ObservePanic counts a contained panic; where is "handler" for one caught
+// by the RPC interceptor, or what the goroutine was doing.
+func (m *Metrics) ObservePanic(where string) {
+	if m == nil {
+		return
+	}
+	if i := strings.IndexAny(where, " \""); i > 0 { // a label per kind of work, not per tensor
+		where = where[:i]
+	}
+	m.panics.WithLabelValues(where).Inc()
+}
+
+// ObserveRefusal counts a call refused or ended by a server limit.
+func (m *Metrics) ObserveRefusal(limit string) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(limit).Inc()
 }
 
 // SetModelsStored sets the number of models in the store.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
@@ -231,8 +232,46 @@ func humanBytes(n int) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// recoverer turns a handler panic into codes.Internal and logs the stack.
-type recoverer struct{ log zerolog.Logger }
+// recoverer turns a handler panic into codes.Internal and logs the stack,
+// and keeps error messages fit for the client: server paths replaced,
+// length capped (gRPC C++ clients such as pyarrow refuse trailers over
+// 8 KiB, which turns a long message into a transport error).
+type recoverer struct {
+	log       zerolog.Logger
+	metrics   *Metrics
+	hidePaths []string // server directories never shown to clients
+}
+
+// maxStatusMessage caps the bytes of an error message sent to a client.
+const maxStatusMessage = 4096
+
+// sanitize rewrites err's status message (the code is kept).
+func (r *recoverer) sanitize(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.New(codes.Unknown, err.Error())
+	}
+	msg := st.Message()
+	for _, p := range r.hidePaths {
+		if p != "" && p != "/" && p != "." {
+			msg = strings.ReplaceAll(msg, p, "<server>")
+		}
+	}
+	if len(msg) > maxStatusMessage {
+		cut := maxStatusMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "… (truncated)"
+	}
+	if msg == st.Message() && ok {
+		return err
+	}
+	return status.Error(st.Code(), msg)
+}
 
 func (r *recoverer) report(ctx context.Context, fullMethod string, p any) error {
 	r.log.Error().
@@ -241,7 +280,8 @@ func (r *recoverer) report(ctx context.Context, fullMethod string, p any) error 
 		Str("panic", fmt.Sprint(p)).
 		Str("stack", string(debug.Stack())).
 		Msg("panic in RPC handler")
-	return status.Error(codes.Internal, "internal error")
+	r.metrics.ObservePanic("handler")
+	return status.Error(codes.Internal, "internal error (logged on the server)")
 }
 
 func (r *recoverer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
@@ -249,6 +289,7 @@ func (r *recoverer) unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 		if p := recover(); p != nil {
 			resp, err = nil, r.report(ctx, info.FullMethod, p)
 		}
+		err = r.sanitize(err)
 	}()
 	return handler(ctx, req)
 }
@@ -258,6 +299,7 @@ func (r *recoverer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 		if p := recover(); p != nil {
 			err = r.report(ss.Context(), info.FullMethod, p)
 		}
+		err = r.sanitize(err)
 	}()
 	return handler(srv, ss)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,7 +31,9 @@ func NewServer(c Config) (*grpc.Server, *health.Server, error) {
 		return nil, nil, err
 	}
 	limit := c.maxMessageBytes()
-	rec := &recoverer{log: c.Logger}
+	hide := slices.Clone(c.HidePaths)
+	slices.SortFunc(hide, func(a, b string) int { return len(b) - len(a) }) // longest first: /tmp/x before /tmp
+	rec := &recoverer{log: c.Logger, metrics: c.Metrics, hidePaths: hide}
 	obs := &observer{log: c.Logger, metrics: c.Metrics, limit: limit}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(limit),

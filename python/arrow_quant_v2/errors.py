@@ -124,6 +124,17 @@ class OutputExistsError(QuantError, FileExistsError):
     kind = "OutputExistsError"
 
 
+class NotOursError(OutputExistsError):
+    """overwrite=True would replace a directory ArrowQuant did not create (pass force=True as well)."""
+    kind = "NotOursError"
+
+
+class PathConflictError(QuantError, ValueError):
+    """The output is, contains or lies inside an input of the same call: ArrowQuant never writes where it
+    reads."""
+    kind = "PathConflictError"
+
+
 class BinaryNotFound(QuantError, FileNotFoundError):
     """No arrowquant binary to run the embedded server."""
     kind = "BinaryNotFound"

@@ -24,7 +24,8 @@ import pyarrow.ipc as ipc
 from . import safetensors as st
 from .artifact import ARTIFACT_NAME, REPORT_NAME
 from .config import DeploymentProfile, DiffusionQuantConfig
-from .errors import SERVER_CODES, VALIDATION_KINDS, OutputExistsError, QuantError, ServerError, combine
+from .errors import (SERVER_CODES, VALIDATION_KINDS, NotOursError, OutputExistsError, PathConflictError, QuantError,
+                     ServerError, combine)
 from .server import EmbeddedServer
 
 CHUNK_ELEMS = 1 << 20          # elements per row, as the Go client and the artifact use
@@ -185,15 +186,38 @@ class _AckReader(threading.Thread):
             self.error = e
 
 
-# ---- output directories, as local.prepareOutput / commit ------------------------------------------
+# ---- output directories, as internal/outdir in Go -----------------------------------------------
 
-def _check_output(path: str, overwrite: bool) -> None:
-    if os.path.exists(path):
-        if not os.path.isdir(path):
+MARKER_NAME = ".arrowquant-output.json"  # written into every directory ArrowQuant creates
+
+
+def _within(p: str, d: str) -> bool:
+    rel = os.path.relpath(p, d)
+    return rel != "." and rel != ".." and not rel.startswith(".." + os.sep)
+
+
+def _check_output(path: str, overwrite: bool, force: bool = False, inputs=()) -> None:
+    """Refuse an output that overlaps an input (symlinks resolved), a non-empty one without overwrite, and
+    one ArrowQuant did not create without force."""
+    out = os.path.realpath(path)
+    for given in inputs:
+        if not given:
+            continue
+        src = os.path.realpath(os.fspath(given))
+        rel = "is" if out == src else "is inside" if _within(out, src) else "contains" if _within(src, out) else ""
+        if rel:
+            raise PathConflictError(f"output {out} {rel} the input {src}: ArrowQuant never writes where it reads; "
+                                    f"choose another output directory", output=out, input=src)
+    if os.path.exists(out):
+        if not os.path.isdir(out):
             raise OutputExistsError(f"output {path} exists and is not a directory")
-        if os.listdir(path) and not overwrite:
-            raise OutputExistsError(f"output directory exists and is not empty: {path} (use overwrite=True to "
-                                    f"replace it)")
+        if os.listdir(out):
+            if not overwrite:
+                raise OutputExistsError(f"output directory exists and is not empty: {path} (use overwrite=True to "
+                                        f"replace it)")
+            if not force and not os.path.isfile(os.path.join(out, MARKER_NAME)):
+                raise NotOursError(f"output {path} exists and was not created by ArrowQuant (no {MARKER_NAME} in "
+                                   f"it): refusing to replace it; pass force=True to replace it anyway")
 
 
 def _fsync_dir(path: str) -> None:
@@ -212,15 +236,18 @@ def _fsync_dir(path: str) -> None:
 class _OutputDir:
     """A temporary sibling of the output directory, renamed into place by commit()."""
 
-    def __init__(self, path: str, overwrite: bool):
-        self.final = os.path.normpath(os.path.abspath(path))
-        _check_output(self.final, overwrite)
+    def __init__(self, path: str, overwrite: bool, force: bool = False, inputs=(), command: str = "pull"):
+        _check_output(path, overwrite, force, inputs)
+        self.final = os.path.realpath(path)
+        self.command = command
         parent = os.path.dirname(self.final)
         os.makedirs(parent, exist_ok=True)
         self.tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(self.final) + ".tmp-")
         self.done = False
 
     def commit(self) -> None:
+        with open(os.path.join(self.tmp, MARKER_NAME), "w") as f:
+            f.write(json.dumps({"created_by": "arrowquant", "command": self.command}, indent=2) + "\n")
         for name in os.listdir(self.tmp):
             with open(os.path.join(self.tmp, name), "rb+") as f:
                 os.fsync(f.fileno())
@@ -402,7 +429,7 @@ class ArrowQuantV2:
 
     def quantize_diffusion_model(self, model_path, output_path, config=None,
                                  progress_callback: Optional[Callable[[Progress], Any]] = None, *,
-                                 overwrite: bool = False, name: Optional[str] = None,
+                                 overwrite: bool = False, force: bool = False, name: Optional[str] = None,
                                  keep_on_server: Optional[bool] = None,
                                  calibration=None, method: Optional[str] = None) -> Dict[str, Any]:
         """Quantize the Hugging Face model in ``model_path`` (model.safetensors, sharded with an index, or
@@ -412,7 +439,9 @@ class ArrowQuantV2:
 
         ``config`` is a DiffusionQuantConfig (validated first), a mapping of its fields, a profile, or None
         (the local profile). ``progress_callback`` receives a Progress (a float fraction with details) per
-        batch. A non-empty ``output_path`` is refused unless ``overwrite=True``; the output is built in a
+        batch. A non-empty ``output_path`` is refused unless ``overwrite=True``, which replaces only a directory
+        ArrowQuant created (it holds ``.arrowquant-output.json``) unless ``force=True`` too; an output that is,
+        contains or lies inside ``model_path`` is refused (PathConflictError). The output is built in a
         temporary sibling and renamed into place, so a failure leaves nothing behind. ``name`` is the
         model's name on the server (default: the directory name plus a unique suffix); the model stays
         stored there when using an external server (``keep_on_server``, default True for external servers
@@ -427,7 +456,8 @@ class ArrowQuantV2:
         model_size_mb, compression_ratio and quantized_path for the local model.arrow."""
         cfg = self._config(config)
         out_path = os.path.normpath(os.path.abspath(os.fspath(output_path)))
-        _check_output(out_path, overwrite)  # before uploading anything
+        inputs = (model_path, calibration if isinstance(calibration, (str, os.PathLike)) else None)
+        _check_output(out_path, overwrite, force, inputs)  # before uploading anything
         if keep_on_server is None:
             keep_on_server = not self.embedded
         given_name = name is not None
@@ -439,8 +469,9 @@ class ArrowQuantV2:
         try:
             # With a generated name, the artifact names the model after its directory, as a local run does.
             label = None if given_name else os.path.basename(os.path.normpath(os.path.abspath(os.fspath(model_path))))
-            local = self.pull(name, out_path, overwrite=overwrite, result=result,
-                              progress_callback=progress_callback, model_label=label)
+            local = self.pull(name, out_path, overwrite=overwrite, force=force, result=result,
+                              progress_callback=progress_callback, model_label=label, _inputs=inputs,
+                              _command="quantize")
         finally:
             if not keep_on_server:
                 try:
@@ -564,11 +595,14 @@ class ArrowQuantV2:
                         break
             flush(model.tensors[-1].name if model.tensors else None, len(model.tensors))
 
-    def pull(self, name: str, output_path, *, overwrite: bool = False, result: Optional[dict] = None,
-             progress_callback=None, model_label: Optional[str] = None) -> Dict[str, Any]:
+    def pull(self, name: str, output_path, *, overwrite: bool = False, force: bool = False,
+             result: Optional[dict] = None, progress_callback=None, model_label: Optional[str] = None,
+             _inputs=(), _command: str = "pull") -> Dict[str, Any]:
         """Download a stored model into output_path (model.arrow, report.json, the model's other files).
-        Returns its result with model_size_mb, compression_ratio and quantized_path for the local file."""
-        out = _OutputDir(os.fspath(output_path), overwrite)
+        ``overwrite=True`` replaces a non-empty directory ArrowQuant created; ``force=True`` also one it did
+        not. Returns its result with model_size_mb, compression_ratio and quantized_path for the local
+        file."""
+        out = _OutputDir(os.fspath(output_path), overwrite, force, _inputs, _command)
         try:
             try:
                 info = self.client.get_flight_info(fl.FlightDescriptor.for_path(name), options=self._opts())

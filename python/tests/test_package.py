@@ -210,9 +210,20 @@ def test_output_directory_rules(q, models, tmp_path):
     with pytest.raises(errors.OutputExistsError, match="not empty"):
         q.quantize_diffusion_model(models["f32"], out)
     assert (out / "keep.txt").exists()
-    r = q.quantize_diffusion_model(models["f32"], out, overwrite=True)
+    with pytest.raises(errors.NotOursError, match="not created by ArrowQuant"):
+        q.quantize_diffusion_model(models["f32"], out, overwrite=True)
+    assert (out / "keep.txt").exists()
+    r = q.quantize_diffusion_model(models["f32"], out, overwrite=True, force=True)
     assert not (out / "keep.txt").exists() and (out / "model.arrow").exists()
     assert r["quantized_path"] == str(out / "model.arrow")
+    assert (out / ".arrowquant-output.json").exists()
+    q.quantize_diffusion_model(models["f32"], out, {"bit_width": 8}, overwrite=True)  # ours now: no force needed
+    src = pathlib.Path(models["f32"])
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for target in (src, src / "out", src.parent):
+        with pytest.raises(errors.PathConflictError, match=str(src.resolve())):
+            q.quantize_diffusion_model(src, target, overwrite=True, force=True)
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(errors.OutputExistsError, match="not a directory"):
@@ -266,8 +277,10 @@ def test_local_validation_before_upload(q, models, tmp_path):
     bad.group_size = 100
     with pytest.raises(errors.InvalidGroupSize, match=r"^InvalidGroupSize\(100\)"):
         q.quantize_diffusion_model(models["f32"], tmp_path / "o", bad)
+    nomodel = tmp_path / "nomodel"
+    nomodel.mkdir()
     with pytest.raises(errors.ModelFormatError, match="no .safetensors"):
-        q.quantize_diffusion_model(tmp_path, tmp_path / "o")
+        q.quantize_diffusion_model(nomodel, tmp_path / "o")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(struct.pack("<Q", 10) + b'{"x": 1}  ')
