@@ -952,11 +952,14 @@ def _wait_empty(path, seconds=10):
     return os.listdir(path)
 
 
-@pytest.mark.parametrize("clients", [1, 64])
-def test_concurrent_upload_cap(start_server, tmp_path, clients):
-    """Stalled uploads (from one client, or spread over many) hit the server's cap on concurrent uploads: the next
-    DoPut fails fast with ResourceExhausted; once they end, the names are free and staging/ is empty."""
-    with start_server(env={"TMPDIR": str(tmp_path)}) as srv:
+@pytest.mark.parametrize("clients,args", [(1, ()), (64, ()), (64, ("--max-uploads-per-client", "-1"))],
+                         ids=["one-client", "many-connections", "global-cap"])
+def test_concurrent_upload_cap(start_server, tmp_path, clients, args):
+    """Stalled uploads (over one connection, or spread over many; all from this host, which is one client for the
+    per-client cap) hit the server's cap on concurrent uploads: the next DoPut fails fast with ResourceExhausted;
+    once they end, the names are free and staging/ is empty. "global-cap" lifts the per-client cap so that the
+    global one is what refuses."""
+    with start_server(*args, env={"TMPDIR": str(tmp_path)}) as srv:
         opts = fl.FlightCallOptions(timeout=60)
         pool_ = [fl.FlightClient(srv.location) for _ in range(clients)]
         writers, refused, took = [], None, None
@@ -970,6 +973,7 @@ def test_concurrent_upload_cap(start_server, tmp_path, clients):
                 writers.append(w)
             assert refused is not None, f"{len(writers)} stalled uploads and no refusal: no cap on concurrent uploads"
             assert grpc_code(refused) == RE, (len(writers), str(refused)[:400])
+            print(f"refused after {len(writers)} concurrent uploads: {str(refused)[:200]}")
             assert took < 2, f"the refusal took {took:.1f}s"
             assert srv.proc.poll() is None
         finally:
