@@ -1012,6 +1012,24 @@ def test_stalled_upload_ends_at_idle_timeout(start_server, tmp_path):
         c.close()
 
 
+def test_client_reading_no_acks_until_the_end(pool):
+    """A client that sends 4000 small batches and reads no acknowledgement until it is done: the upload succeeds,
+    the result comes last, and the newest progress ack before it counts every element (the server's ack queue is
+    bounded by coalescing, never by dropping the result)."""
+    h = pool("main")
+    h.ensure()
+    vals = w8(11, 4000 * 16)
+    msgs = [batch(("w", [4000, 16], "F32", i * 16, vals[i * 16:(i + 1) * 16])) for i in range(4000)]
+    d = fl.FlightDescriptor.for_command(J({"model": "slow-reader", "config": {"modality": "text"}}))
+    acks = do_put(h.client, d, input_schema(), msgs, h.opts())
+    h.committed.add("slow-reader")
+    assert "layers" in acks[-1] and acks[-1]["layers"][0]["params"] == 64000
+    assert acks[-2]["elements_received"] == 64000 and 1 <= len(acks) - 1 <= 4000, (len(acks), acks[-2])
+    list(h.client.do_action(fl.Action("delete", J({"model": "slow-reader"})), options=h.opts()))
+    h.committed.discard("slow-reader")
+    assert not h.problems()
+
+
 _KILLED_CLIENT = r"""
 import json, sys, time
 import numpy as np, pyarrow as pa, pyarrow.flight as fl
