@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest pydeps lint vet bench bench-e2e bench-flight run clean quality
+.PHONY: all build test gotest pytest pydeps lint vet bench bench-e2e bench-flight run clean quality fuzz
 
 all: build
 
@@ -35,6 +35,12 @@ vet:
 lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Every Go fuzz target for FUZZTIME each (CI: 30s on the seed corpus);
+# prints executions and new corpus entries per target.
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # Kernel throughput (GB/s of fp32 input, one core) and pipeline benchmarks.
 bench:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target of the module for FUZZTIME each (default 30s),
+# one after another, and prints a summary line per target: executions,
+# new corpus entries, and whether it failed. A crash leaves its input in
+# the package's testdata/fuzz/<Target>/ (commit it as a regression seed).
+#   FUZZTIME=2m bash scripts/fuzz.sh            # all targets
+#   bash scripts/fuzz.sh ./flightsrv FuzzIngest  # one target
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZTIME=${FUZZTIME:-30s}
+targets=()
+if [ $# -eq 2 ]; then
+	targets=("$1 $2")
+else
+	for pkg in $(go list ./...); do
+		for fn in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+			targets+=("$pkg $fn")
+		done
+	done
+fi
+fail=0
+summary=()
+for t in "${targets[@]}"; do
+	set -- $t
+	log=$(mktemp)
+	if go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" -parallel 2 "$1" >"$log" 2>&1; then
+		status=ok
+	else
+		status=FAILED
+		fail=1
+	fi
+	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
+	news=$(grep -o 'new interesting: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo 0)
+	summary+=("$(printf '%-8s %-50s %-28s execs %10s  new %5s' "$status" "$1" "$2" "$execs" "$news")")
+	if [ "$status" = FAILED ]; then
+		tail -40 "$log"
+	fi
+	rm -f "$log"
+done
+printf '%s\n' "${summary[@]}"
+exit $fail
