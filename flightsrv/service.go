@@ -587,7 +587,7 @@ func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConf
 	res, stats, err := quant.Run(ctx, quant.Options{
 		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration, Method: method,
 		CalibrationName: filepath.Base(calibration), // the client's file name, never the server's temporary path
-		Logger: s.o.Logger.With().Str("model", model).Logger(),
+		Logger:          s.o.Logger.With().Str("model", model).Logger(),
 	}, src, w)
 	if err != nil {
 		return nil, nil, err
