@@ -13,21 +13,22 @@ build:
 	$(GO) build -o $(BIN) ./cmd/arrowquant
 
 # gofmt check, go vet, the race-enabled Go suite, and the Python suite
-# (pyarrow against the real binary; needs: pip install pyarrow numpy pyyaml pytest).
+# (pyarrow against the real binary, in .venv).
 test: lint vet gotest pytest
 
 gotest:
 	$(GO) test -race -count=1 ./...
 
-# The Python suite's dependencies, installed with pip when missing, so
-# `make test` works on a fresh machine.
-PYDEPS := pyarrow numpy pyyaml pytest psutil
+# The Python suite runs in the project-local virtualenv .venv (created and
+# kept in step with python/test-requirements.txt by scripts/venv.sh; the
+# system interpreter is never touched).
+VENV ?= .venv
+VENV_PY = $(VENV)/bin/python
 pydeps:
-	@$(PYTHON) -c "import pyarrow, numpy, yaml, pytest, psutil" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PYDEPS)
+	@VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/venv.sh >/dev/null
 
 pytest: build pydeps
-	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -q -o faulthandler_timeout=300 python/tests
+	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(VENV_PY) -m pytest -q -o faulthandler_timeout=300 python/tests
 
 vet:
 	$(GO) vet ./...
@@ -65,4 +66,4 @@ run: build
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --log-level info
 
 clean:
-	rm -rf bin
+	rm -rf bin $(VENV)
