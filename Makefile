@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest pydeps lint vet bench bench-e2e bench-flight run clean quality fuzz
+.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz
 
 all: build
 
@@ -14,7 +14,7 @@ build:
 
 # gofmt check, go vet, the race-enabled Go suite, and the Python suite
 # (pyarrow against the real binary, in .venv).
-test: lint vet gotest pytest
+test: lint vet gotest pytest readme-test
 
 gotest:
 	$(GO) test -race -count=1 ./...
@@ -29,6 +29,10 @@ pydeps:
 
 pytest: build pydeps
 	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(VENV_PY) -m pytest -q -o faulthandler_timeout=300 python/tests
+
+# The README's bash blocks, run as written in a temporary copy of the repo.
+readme-test: build
+	bash scripts/readme_test.sh
 
 vet:
 	$(GO) vet ./...
