@@ -25,6 +25,7 @@ import (
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // Flight throughput on loopback, in GB/s of FP input (BF16 bytes):
@@ -107,7 +108,7 @@ func doPut(b *testing.B, c flight.Client, name string, batches []arrow.RecordBat
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd, _ := json.Marshal(flightsrv.PutCommand{Model: name})
+	cmd, _ := json.Marshal(wire.PutCommand{Model: name})
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(batches[0].Schema()))
 	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd})
 	done := make(chan error, 1)

@@ -24,13 +24,13 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/arrowquant/arrowquant/artifact"
-	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/local"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // DefaultMaxMessageBytes matches the server's default message limit.
@@ -158,7 +158,7 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 	if o.ChunkElems <= 0 {
 		o.ChunkElems = schema.ChunkElems
 	}
-	cmd := flightsrv.PutCommand{Model: o.Name, Profile: o.Profile, Config: o.Config, Overwrite: o.Overwrite,
+	cmd := wire.PutCommand{Model: o.Name, Profile: o.Profile, Config: o.Config, Overwrite: o.Overwrite,
 		Files: map[string][]byte{}, Tensors: len(m.Tensors), Method: o.Method}
 	aux, err := m.AuxFiles()
 	if err != nil {
@@ -179,7 +179,7 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 		if err != nil {
 			return nil, fmt.Errorf("client: calibration: %w", err)
 		}
-		cmd.Calibration = &flightsrv.CalibrationFile{Name: filepath.Base(o.Calibration), Data: data}
+		cmd.Calibration = &wire.CalibrationFile{Name: filepath.Base(o.Calibration), Data: data}
 	}
 	body, _ := json.Marshal(cmd)
 
@@ -383,7 +383,7 @@ func (c *Client) Action(ctx context.Context, typ string, body any, v any) error 
 }
 
 // Get streams a ticket's batches to fn (the reader's schema first).
-func (c *Client) Get(ctx context.Context, t flightsrv.Ticket, fn func(s *arrow.Schema, rec arrow.RecordBatch) error) error {
+func (c *Client) Get(ctx context.Context, t wire.Ticket, fn func(s *arrow.Schema, rec arrow.RecordBatch) error) error {
 	b, _ := json.Marshal(t)
 	stream, err := c.fc.DoGet(c.withAuth(ctx), &flight.Ticket{Ticket: b})
 	if err != nil {
@@ -429,7 +429,7 @@ func (c *Client) Pull(ctx context.Context, name, dir string, o PullOptions) erro
 		defer f.Close()
 		var fw *ipc.FileWriter
 		var done int64
-		err = c.Get(ctx, flightsrv.Ticket{Model: name}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
+		err = c.Get(ctx, wire.Ticket{Model: name}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
 			if fw == nil {
 				if fw, err = ipc.NewFileWriter(f, ipc.WithSchema(s), ipc.WithAllocator(c.mem)); err != nil {
 					return err
@@ -459,7 +459,7 @@ func (c *Client) Pull(ctx context.Context, name, dir string, o PullOptions) erro
 			if fname == "" || fname != filepath.Base(fname) {
 				continue
 			}
-			if err := c.Get(ctx, flightsrv.Ticket{Model: name, File: fname}, func(_ *arrow.Schema, rec arrow.RecordBatch) error {
+			if err := c.Get(ctx, wire.Ticket{Model: name, File: fname}, func(_ *arrow.Schema, rec arrow.RecordBatch) error {
 				data := rec.Column(1).(*array.Binary).Value(0)
 				return os.WriteFile(filepath.Join(tmp, fname), data, 0o644)
 			}); err != nil {

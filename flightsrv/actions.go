@@ -19,23 +19,15 @@ import (
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
-)
-
-// Action types.
-const (
-	ActionQuantize       = "quantize"
-	ActionValidateConfig = "validate_config"
-	ActionProfiles       = "profiles"
-	ActionDelete         = "delete"
-	ActionStats          = "stats"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 var actionTypes = []*flight.ActionType{
-	{Type: ActionQuantize, Description: `Re-quantize a stored FP source (server started with --keep-source) under a new configuration. Body: {"model": SOURCE, "name": NEW, "profile"?: P, "config"?: {...}, "method"?: M, "overwrite"?: bool}. Result: the quantization result JSON.`},
-	{Type: ActionValidateConfig, Description: `Resolve and validate a configuration against the server defaults. Body: {"profile"?: P, "config"?: {...}}. Result: {"valid": true, "config": {...}}; an invalid one fails with InvalidArgument "InvalidBitWidth(3): ...".`},
-	{Type: ActionProfiles, Description: `The deployment profiles' presets. Body: empty. Result: {"edge": {...}, "local": {...}, "cloud": {...}}.`},
-	{Type: ActionDelete, Description: `Delete a stored model. Body: {"model": NAME}. Result: {"deleted": NAME}.`},
-	{Type: ActionStats, Description: `Server statistics. Body: empty. Result: {"models", "bytes", "pending_uploads", "uptime_s", "defaults", "keep_source"}.`},
+	{Type: wire.ActionQuantize, Description: `Re-quantize a stored FP source (server started with --keep-source) under a new configuration. Body: {"model": SOURCE, "name": NEW, "profile"?: P, "config"?: {...}, "method"?: M, "overwrite"?: bool}. Result: the quantization result JSON.`},
+	{Type: wire.ActionValidateConfig, Description: `Resolve and validate a configuration against the server defaults. Body: {"profile"?: P, "config"?: {...}}. Result: {"valid": true, "config": {...}}; an invalid one fails with InvalidArgument "InvalidBitWidth(3): ...".`},
+	{Type: wire.ActionProfiles, Description: `The deployment profiles' presets. Body: empty. Result: {"edge": {...}, "local": {...}, "cloud": {...}}.`},
+	{Type: wire.ActionDelete, Description: `Delete a stored model. Body: {"model": NAME}. Result: {"deleted": NAME}.`},
+	{Type: wire.ActionStats, Description: `Server statistics. Body: empty. Result: {"models", "bytes", "pending_uploads", "uptime_s", "defaults", "keep_source"}.`},
 }
 
 // ListActions lists the actions above.
@@ -51,22 +43,12 @@ func (s *Service) ListActions(_ *flight.Empty, stream flight.FlightService_ListA
 	return nil
 }
 
-// actionBody is the union of the actions' JSON bodies.
-type actionBody struct {
-	Model     string         `json:"model"`
-	Name      string         `json:"name"`
-	Profile   string         `json:"profile"`
-	Config    map[string]any `json:"config"`
-	Overwrite bool           `json:"overwrite"`
-	Method    string         `json:"method"`
-}
-
-func decodeBody(b []byte) (actionBody, error) {
-	var body actionBody
+func decodeBody(b []byte) (wire.ActionBody, error) {
+	var body wire.ActionBody
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return body, nil
 	}
-	if err := decodeStrict(b, &body); err != nil {
+	if err := wire.DecodeStrict(b, &body); err != nil {
 		return body, status.Errorf(codes.InvalidArgument, "action body must be a JSON object: %v", err)
 	}
 	return body, nil
@@ -84,19 +66,19 @@ func (s *Service) DoAction(a *flight.Action, stream flight.FlightService_DoActio
 	}
 	var result any
 	switch a.GetType() {
-	case ActionValidateConfig:
+	case wire.ActionValidateConfig:
 		cfg, err := s.resolveConfig(body.Profile, body.Config)
 		if err != nil {
 			return err
 		}
 		result = map[string]any{"valid": true, "config": cfg}
-	case ActionProfiles:
+	case wire.ActionProfiles:
 		m := map[string]config.DiffusionQuantConfig{}
 		for _, p := range config.Profiles() {
 			m[string(p)] = config.FromProfile(p)
 		}
 		result = m
-	case ActionDelete:
+	case wire.ActionDelete:
 		if body.Model == "" {
 			return status.Error(codes.InvalidArgument, `delete needs {"model": NAME}`)
 		}
@@ -105,7 +87,7 @@ func (s *Service) DoAction(a *flight.Action, stream flight.FlightService_DoActio
 		}
 		s.reportModels(ctx)
 		result = map[string]string{"deleted": body.Model}
-	case ActionStats:
+	case wire.ActionStats:
 		st, err := s.o.Store.Stats(ctx)
 		if err != nil {
 			return storeErr(err)
@@ -114,7 +96,7 @@ func (s *Service) DoAction(a *flight.Action, stream flight.FlightService_DoActio
 			"models": st.Models, "bytes": st.Bytes, "pending_uploads": st.Pending,
 			"uptime_s": time.Since(s.started).Seconds(), "defaults": s.o.Defaults, "keep_source": s.o.KeepSource,
 		}
-	case ActionQuantize:
+	case wire.ActionQuantize:
 		leave, err := s.uploads.acquire(s.clientID(ctx))
 		if err != nil {
 			s.refused("uploads")
@@ -134,7 +116,7 @@ func (s *Service) DoAction(a *flight.Action, stream flight.FlightService_DoActio
 }
 
 // requantize runs the pipeline on a stored FP source into a new model.
-func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Result, error) {
+func (s *Service) requantize(ctx context.Context, body wire.ActionBody) (*quant.Result, error) {
 	if body.Model == "" || body.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, `quantize needs {"model": SOURCE, "name": NEW}`)
 	}
@@ -150,7 +132,7 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	if err := quant.CheckMethod(body.Method); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "method: %v", err)
 	}
-	mf, err := s.o.Store.Open(ctx, body.Model, SourceManifestName)
+	mf, err := s.o.Store.Open(ctx, body.Model, wire.SourceManifestName)
 	if err != nil {
 		if status.Code(storeErr(err)) == codes.NotFound {
 			if _, gerr := s.o.Store.Get(ctx, body.Model); gerr == nil {
@@ -199,7 +181,7 @@ func (s *Service) requantize(ctx context.Context, body actionBody) (*quant.Resul
 	if err != nil {
 		return nil, s.internal(err, pipelineErr(err))
 	}
-	cmd := PutCommand{Model: body.Name, Files: files}
+	cmd := wire.PutCommand{Model: body.Name, Files: files}
 	if err := s.finishModel(stage.Dir(), cmd, &flightSource{dir: filepath.Join(stage.Dir(), ".spool")}, res, stats); err != nil {
 		return nil, s.serverErr("write the model's files", err)
 	}

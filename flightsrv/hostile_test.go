@@ -19,6 +19,7 @@ import (
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
 	"github.com/arrowquant/arrowquant/schema"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // pushOK checks the server still serves a normal push and pull.
@@ -93,7 +94,7 @@ func TestHostileDoPutsDoNotCrash(t *testing.T) {
 	// Zero-size tensors come back as stored: one row of no elements.
 	c := dial(t, ts.addr, client.Options{})
 	var rows int
-	err := c.Get(ctx, flightsrv.Ticket{Model: "zero-size", Dequantize: true}, func(_ *arrow.Schema, rec arrow.RecordBatch) error {
+	err := c.Get(ctx, wire.Ticket{Model: "zero-size", Dequantize: true}, func(_ *arrow.Schema, rec arrow.RecordBatch) error {
 		rows += int(rec.NumRows())
 		if n := rec.Column(4).(interface{ ValueOffsets(int) (int64, int64) }); n != nil {
 			if s, e := n.ValueOffsets(0); e != s {

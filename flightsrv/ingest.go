@@ -23,6 +23,7 @@ import (
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // The DoPut stream is spooled to disk tensor by tensor as it arrives; the
@@ -30,9 +31,6 @@ import (
 // quantization overlaps the upload and memory stays bounded whatever the
 // client's batch sizes. With keep-source the spool becomes the model's
 // stored FP source (source/manifest.json + one raw file per tensor).
-
-// SourceManifestName is the stored FP source's manifest, relative to the model.
-const SourceManifestName = "source/manifest.json"
 
 // sourceEntry describes one spooled tensor.
 type sourceEntry struct {
@@ -237,7 +235,7 @@ func (in *ingestor) setSchema(s *arrow.Schema) error {
 }
 
 // batch spools every row of rec and returns the ack for it.
-func (in *ingestor) batch(rec arrow.RecordBatch) (Ack, error) {
+func (in *ingestor) batch(rec arrow.RecordBatch) (wire.Ack, error) {
 	names := rec.Column(in.cols.name)
 	shapes := rec.Column(in.cols.shape).(*array.List)
 	dtypes := rec.Column(in.cols.dtype)
@@ -252,25 +250,25 @@ func (in *ingestor) batch(rec arrow.RecordBatch) (Ack, error) {
 	// Offsets and buffers of a batch come from the client: check them
 	// before any value is read (a bad offset would index out of range).
 	if err := array.ValidateRecordFull(rec); err != nil {
-		return Ack{}, invalidf("input batch %d is not a valid Arrow record batch: %v", in.batches, err)
+		return wire.Ack{}, invalidf("input batch %d is not a valid Arrow record batch: %v", in.batches, err)
 	}
 	for _, c := range []arrow.Array{names, shapes, dtypes, offs, values} {
 		if c.NullN() > 0 {
-			return Ack{}, invalidf("input batch %d: column %s has nulls", in.batches, c.DataType())
+			return wire.Ack{}, invalidf("input batch %d: column %s has nulls", in.batches, c.DataType())
 		}
 	}
 	if shapes.ListValues().NullN() > 0 {
-		return Ack{}, invalidf("input batch %d: column shape has null dimensions", in.batches)
+		return wire.Ack{}, invalidf("input batch %d: column shape has null dimensions", in.batches)
 	}
 	for i := 0; i < int(rec.NumRows()); i++ {
 		s, e := shapes.ValueOffsets(i)
 		shape := append(make([]int64, 0, e-s), shapes.ListValues().(*array.Int64).Int64Values()[s:e]...) // [] for a scalar, never nil
 		if err := in.row(str(names, i), shape, str(dtypes, i), offs.Value(i), values, i); err != nil {
-			return Ack{}, err
+			return wire.Ack{}, err
 		}
 	}
 	in.batches++
-	ack := Ack{Batches: in.batches}
+	ack := wire.Ack{Batches: in.batches}
 	if in.cur != nil {
 		in.src.mu.Lock()
 		ack.Tensor, ack.ElementsReceived = in.cur.meta.Name, in.cur.have

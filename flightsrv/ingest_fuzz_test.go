@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/schema"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // fuzzRow is one input row: values are generated, n of them.
@@ -173,7 +174,7 @@ func FuzzIngest(f *testing.F) {
 			t.Fatalf("setSchema after checkSchema: %v", err)
 		}
 		acks := 0
-		err = receive(rdr, in, func(Ack) { acks++ })
+		err = receive(rdr, in, func(wire.Ack) { acks++ })
 		if err != nil {
 			if c := status.Code(err); c != codes.InvalidArgument && c != codes.ResourceExhausted {
 				t.Fatalf("refused with %v, want InvalidArgument or ResourceExhausted", err)
@@ -204,7 +205,7 @@ func TestIngestSeedsBehave(t *testing.T) {
 		src, _ := newFlightSource(t.TempDir(), ".spool", false)
 		in := newIngestor(src, 1<<20)
 		in.setSchema(rdr.Schema())
-		err = receive(rdr, in, func(Ack) {})
+		err = receive(rdr, in, func(wire.Ack) {})
 		if status.Code(err) != want[i] {
 			t.Errorf("seed %d: %v, want %v", i, err, want[i])
 		}
@@ -242,7 +243,7 @@ func FuzzIngestRows(f *testing.F) {
 		if err := in.setSchema(rdr.Schema()); err != nil {
 			t.Fatal(err)
 		}
-		err = receive(rdr, in, func(Ack) {})
+		err = receive(rdr, in, func(wire.Ack) {})
 		if err == nil {
 			for _, st := range src.all {
 				if st.have != st.n {

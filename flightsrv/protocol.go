@@ -6,76 +6,24 @@
 package flightsrv
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"reflect"
-	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
 
 	"github.com/arrowquant/arrowquant/store"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
-// PutCommand is the DoPut descriptor's command JSON.
-type PutCommand struct {
-	Model     string            `json:"model"`
-	Profile   string            `json:"profile,omitempty"`
-	Config    map[string]any    `json:"config,omitempty"`
-	Overwrite bool              `json:"overwrite,omitempty"`
-	Files     map[string][]byte `json:"files,omitempty"` // config.json, tokenizer files (base64 in JSON)
-	// Tensors, when set, is the number of tensors the upload carries; a
-	// stream that ends with fewer (a client that gave up) is refused
-	// instead of committed.
-	Tensors int `json:"tensors,omitempty"`
-	// Calibration is calibration activations (docs/FORMAT.md) sent with
-	// the upload: a file name whose extension tells the format, and its bytes.
-	Calibration *CalibrationFile `json:"calibration,omitempty"`
-	// Method forces one quantization method at every bit width (minmax,
-	// lsq, clip, dq); empty uses the defaults per bit width.
-	Method string `json:"method,omitempty"`
-}
-
-// CalibrationFile is a calibration file carried in a command (base64 in JSON).
-type CalibrationFile struct {
-	Name string `json:"name"`
-	Data []byte `json:"data"`
-}
-
-// Ticket is the DoGet ticket JSON.
-type Ticket struct {
-	Model      string `json:"model"`
-	Tensor     string `json:"tensor,omitempty"`     // one tensor instead of the whole model
-	Dequantize bool   `json:"dequantize,omitempty"` // float32 values (schema.Dequantized) instead of codes
-	File       string `json:"file,omitempty"`       // one of the model's other files (config.json, report.json, ...) as a FileSchema batch
-}
-
-// FileSchema is the schema of a DoGet {"file": NAME} stream: one row.
-var FileSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "name", Type: arrow.BinaryTypes.String},
-	{Name: "data", Type: arrow.BinaryTypes.Binary},
-}, nil)
-
-// Ack is the app_metadata of the PutResult sent for every received batch.
-type Ack struct {
-	Tensor           string `json:"tensor"`
-	ElementsReceived int64  `json:"elements_received"`
-	Batches          int64  `json:"batches"`
-}
-
-// parsePutDescriptor reads a DoPut descriptor: a command (PutCommand JSON)
+// parsePutDescriptor reads a DoPut descriptor: a command (wire.PutCommand JSON)
 // or a path [NAME] (server defaults).
-func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
-	var c PutCommand
+func parsePutDescriptor(d *flight.FlightDescriptor) (wire.PutCommand, error) {
+	var c wire.PutCommand
 	if d == nil {
 		return c, fmt.Errorf("DoPut needs a flight descriptor: a command {\"model\": NAME, ...} or a path [NAME]")
 	}
 	switch d.Type {
 	case flight.DescriptorCMD:
-		if err := decodeStrict(d.Cmd, &c); err != nil {
+		if err := wire.DecodeStrict(d.Cmd, &c); err != nil {
 			return c, fmt.Errorf("descriptor command is not valid JSON of {model, profile, config, overwrite, files, tensors, calibration, method}: %v", err)
 		}
 	case flight.DescriptorPATH:
@@ -98,56 +46,6 @@ func parsePutDescriptor(d *flight.FlightDescriptor) (PutCommand, error) {
 	return c, nil
 }
 
-// decodeStrict decodes exactly one JSON value into v: unknown keys, keys
-// spelled in another case ("Model" for "model": encoding/json would accept
-// it) and anything after the value but white space are errors.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON value")
-	}
-	return exactKeys(b, reflect.TypeOf(v))
-}
-
-// exactKeys checks that every key of the JSON object b names a field of
-// struct type t exactly as its json tag spells it, recursing into nested
-// structs.
-func exactKeys(b []byte, t reflect.Type) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(b, &obj) != nil {
-		return nil // null, or not an object: Decode already judged it
-	}
-	fields := map[string]reflect.Type{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" {
-			name = f.Name
-		}
-		fields[name] = f.Type
-	}
-	for k, raw := range obj {
-		ft, ok := fields[k]
-		if !ok {
-			return fmt.Errorf("unknown key %.100q (keys are case-sensitive)", k)
-		}
-		if err := exactKeys(raw, ft); err != nil {
-			return fmt.Errorf("%s: %w", k, err)
-		}
-	}
-	return nil
-}
-
 // modelFromDescriptor reads [NAME] or {"model": NAME} for the read calls.
 func modelFromDescriptor(d *flight.FlightDescriptor) (string, error) {
 	if d == nil {
@@ -162,15 +60,15 @@ func modelFromDescriptor(d *flight.FlightDescriptor) (string, error) {
 	var t struct {
 		Model string `json:"model"`
 	}
-	if err := decodeStrict(d.Cmd, &t); err != nil || t.Model == "" {
+	if err := wire.DecodeStrict(d.Cmd, &t); err != nil || t.Model == "" {
 		return "", fmt.Errorf("descriptor command must be {\"model\": NAME}")
 	}
 	return t.Model, nil
 }
 
-func parseTicket(b []byte) (Ticket, error) {
-	var t Ticket
-	if err := decodeStrict(b, &t); err != nil || t.Model == "" {
+func parseTicket(b []byte) (wire.Ticket, error) {
+	var t wire.Ticket
+	if err := wire.DecodeStrict(b, &t); err != nil || t.Model == "" {
 		return t, fmt.Errorf("ticket must be JSON {\"model\": NAME, \"tensor\"?: NAME, \"dequantize\"?: bool, \"file\"?: NAME}: %.200q", string(b))
 	}
 	return t, nil

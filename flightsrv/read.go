@@ -18,6 +18,7 @@ import (
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // openArtifact opens a stored model's artifact.
@@ -74,7 +75,7 @@ func (s *Service) flightInfo(ctx context.Context, name string) (*flight.FlightIn
 		rep["fallbacks"] = []quant.Fallback{}
 	}
 	app, _ := json.Marshal(rep)
-	ticket, _ := json.Marshal(Ticket{Model: name})
+	ticket, _ := json.Marshal(wire.Ticket{Model: name})
 	return &flight.FlightInfo{
 		Schema:           flight.SerializeSchema(r.Schema(), s.o.Mem),
 		FlightDescriptor: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}},
@@ -206,8 +207,8 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 	return nil
 }
 
-// sendFile streams one of the model's files as a FileSchema batch.
-func (s *Service) sendFile(ctx context.Context, tk Ticket, stream flight.FlightService_DoGetServer) error {
+// sendFile streams one of the model's files as a wire.FileSchema batch.
+func (s *Service) sendFile(ctx context.Context, tk wire.Ticket, stream flight.FlightService_DoGetServer) error {
 	if tk.File == artifact.FileName || tk.Tensor != "" || tk.Dequantize {
 		return status.Errorf(codes.InvalidArgument, "a file ticket names one file other than %s, without tensor or dequantize", artifact.FileName)
 	}
@@ -228,9 +229,9 @@ func (s *Service) sendFile(ctx context.Context, tk Ticket, stream flight.FlightS
 	datas := db.NewArray()
 	db.Release()
 	defer datas.Release()
-	rec := array.NewRecordBatch(FileSchema, []arrow.Array{names, datas}, 1)
+	rec := array.NewRecordBatch(wire.FileSchema, []arrow.Array{names, datas}, 1)
 	defer rec.Release()
-	w := flight.NewRecordWriter(stream, ipc.WithSchema(FileSchema), ipc.WithAllocator(s.o.Mem))
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(wire.FileSchema), ipc.WithAllocator(s.o.Mem))
 	defer w.Close()
 	return w.Write(rec)
 }

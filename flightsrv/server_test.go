@@ -34,6 +34,7 @@ import (
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 var tinyDir string
@@ -556,36 +557,36 @@ func TestActionsAndTickets(t *testing.T) {
 		Valid  bool                        `json:"valid"`
 		Config config.DiffusionQuantConfig `json:"config"`
 	}
-	if err := c.Action(ctx, flightsrv.ActionValidateConfig, map[string]any{"profile": "edge", "config": map[string]any{"group_size": 64}}, &v); err != nil || !v.Valid || v.Config.BitWidth != 2 || v.Config.GroupSize != 64 {
+	if err := c.Action(ctx, wire.ActionValidateConfig, map[string]any{"profile": "edge", "config": map[string]any{"group_size": 64}}, &v); err != nil || !v.Valid || v.Config.BitWidth != 2 || v.Config.GroupSize != 64 {
 		t.Fatalf("validate_config: %+v %v", v, err)
 	}
-	err := c.Action(ctx, flightsrv.ActionValidateConfig, map[string]any{"config": map[string]any{"num_time_groups": 150}}, nil)
+	err := c.Action(ctx, wire.ActionValidateConfig, map[string]any{"config": map[string]any{"num_time_groups": 150}}, nil)
 	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "InvalidTimeGroups(150)") {
 		t.Errorf("invalid config: %v", err)
 	}
-	if err := c.Action(ctx, flightsrv.ActionValidateConfig, map[string]any{"config": map[string]any{"bitwidth": 4}}, nil); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "UnknownKey") {
+	if err := c.Action(ctx, wire.ActionValidateConfig, map[string]any{"config": map[string]any{"bitwidth": 4}}, nil); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "UnknownKey") {
 		t.Errorf("unknown key: %v", err)
 	}
 	var profiles map[string]config.DiffusionQuantConfig
-	if err := c.Action(ctx, flightsrv.ActionProfiles, nil, &profiles); err != nil || profiles["cloud"].BitWidth != 8 || profiles["edge"].GroupSize != 256 {
+	if err := c.Action(ctx, wire.ActionProfiles, nil, &profiles); err != nil || profiles["cloud"].BitWidth != 8 || profiles["edge"].GroupSize != 256 {
 		t.Fatalf("profiles: %v %v", profiles, err)
 	}
 	var res struct {
 		BitWidth int `json:"bit_width"`
 		Layers   []any
 	}
-	if err := c.Action(ctx, flightsrv.ActionQuantize, map[string]any{"model": "src", "name": "re2", "profile": "edge"}, &res); err != nil || res.BitWidth != 2 || len(res.Layers) != 27 {
+	if err := c.Action(ctx, wire.ActionQuantize, map[string]any{"model": "src", "name": "re2", "profile": "edge"}, &res); err != nil || res.BitWidth != 2 || len(res.Layers) != 27 {
 		t.Fatalf("quantize action: %+v %v", res, err)
 	}
 	var stats map[string]any
-	if err := c.Action(ctx, flightsrv.ActionStats, nil, &stats); err != nil || stats["models"].(float64) != 2 {
+	if err := c.Action(ctx, wire.ActionStats, nil, &stats); err != nil || stats["models"].(float64) != 2 {
 		t.Fatalf("stats: %v %v", stats, err)
 	}
 	// One tensor, dequantized, equals the dequantization of its quantized batches.
 	const tensor = "model.layers.0.mlp.down_proj.weight"
 	var n int64
 	var shape []int64
-	err = c.Get(ctx, flightsrv.Ticket{Model: "re2", Tensor: tensor, Dequantize: true}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
+	err = c.Get(ctx, wire.Ticket{Model: "re2", Tensor: tensor, Dequantize: true}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
 		if s.Field(4).Type.(*arrow.ListType).Elem().ID() != arrow.FLOAT32 {
 			return fmt.Errorf("dequantized stream has %s values", s.Field(4).Type)
 		}
@@ -597,13 +598,13 @@ func TestActionsAndTickets(t *testing.T) {
 	if err != nil || n != shape[0]*shape[1] {
 		t.Fatalf("dequantized tensor: %d values for shape %v (%v)", n, shape, err)
 	}
-	if err := c.Get(ctx, flightsrv.Ticket{Model: "re2", Tensor: "nope"}, func(*arrow.Schema, arrow.RecordBatch) error { return nil }); code(err) != codes.NotFound {
+	if err := c.Get(ctx, wire.Ticket{Model: "re2", Tensor: "nope"}, func(*arrow.Schema, arrow.RecordBatch) error { return nil }); code(err) != codes.NotFound {
 		t.Errorf("unknown tensor: %v", err)
 	}
-	if err := c.Action(ctx, flightsrv.ActionDelete, map[string]any{"model": "re2"}, nil); err != nil {
+	if err := c.Action(ctx, wire.ActionDelete, map[string]any{"model": "re2"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Action(ctx, flightsrv.ActionDelete, map[string]any{"model": "re2"}, nil); code(err) != codes.NotFound {
+	if err := c.Action(ctx, wire.ActionDelete, map[string]any{"model": "re2"}, nil); code(err) != codes.NotFound {
 		t.Errorf("second delete: %v", err)
 	}
 	// Without a kept source the quantize action is a FailedPrecondition.
@@ -612,7 +613,7 @@ func TestActionsAndTickets(t *testing.T) {
 	if _, err := pc.Push(ctx, tinyDir, client.PushOptions{Name: "m"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.Action(ctx, flightsrv.ActionQuantize, map[string]any{"model": "m", "name": "m2"}, nil); code(err) != codes.FailedPrecondition {
+	if err := pc.Action(ctx, wire.ActionQuantize, map[string]any{"model": "m", "name": "m2"}, nil); code(err) != codes.FailedPrecondition {
 		t.Errorf("quantize without source: %v", err)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
+	"github.com/arrowquant/arrowquant/wire"
 )
 
 // Options configure the service.
@@ -372,7 +373,7 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 			recvDone <- err
 		}()
 		defer safe.Recover("receive the DoPut stream of "+cmd.Model, &err)
-		err = receive(rdr, ingest, func(a Ack) { sender.send(a) })
+		err = receive(rdr, ingest, func(a wire.Ack) { sender.send(a) })
 	}()
 	waitReceived := func() error {
 		select {
@@ -469,7 +470,7 @@ func checkSchema(sc *arrow.Schema) error {
 func (s *Service) commitIngested(ctx context.Context, ingest *ingestor, sender *putSender, stage store.Staging, src *flightSource) error {
 	src.close()
 	b, _ := json.MarshalIndent(src.manifest(), "", "  ")
-	if err := os.WriteFile(filepath.Join(stage.Dir(), SourceManifestName), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(stage.Dir(), wire.SourceManifestName), b, 0o644); err != nil {
 		return s.serverErr("write the source manifest", err)
 	}
 	if _, err := stage.Commit(ctx); err != nil {
@@ -500,7 +501,7 @@ func (s *Service) refused(limit string) {
 
 // writeCalibration stores a command's calibration file in a temporary
 // directory (outside the model) and returns its path ("" without one).
-func writeCalibration(c *CalibrationFile) (string, error) {
+func writeCalibration(c *wire.CalibrationFile) (string, error) {
 	if c == nil {
 		return "", nil
 	}
@@ -531,7 +532,7 @@ type recordStream interface {
 }
 
 // receive spools the stream and acknowledges every batch through ack.
-func receive(rdr recordStream, ingest *ingestor, ack func(Ack)) error {
+func receive(rdr recordStream, ingest *ingestor, ack func(wire.Ack)) error {
 	for {
 		more, err := nextBatch(rdr)
 		if err != nil {
@@ -599,7 +600,7 @@ func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConf
 }
 
 // finishModel writes report.json, the uploaded files and the source manifest.
-func (s *Service) finishModel(dir string, cmd PutCommand, src *flightSource, res *quant.Result, stats *quant.Stats) error {
+func (s *Service) finishModel(dir string, cmd wire.PutCommand, src *flightSource, res *quant.Result, stats *quant.Stats) error {
 	for name, data := range cmd.Files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return err
@@ -607,7 +608,7 @@ func (s *Service) finishModel(dir string, cmd PutCommand, src *flightSource, res
 	}
 	if src.keep {
 		b, _ := json.MarshalIndent(src.manifest(), "", "  ")
-		if err := os.WriteFile(filepath.Join(dir, SourceManifestName), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, wire.SourceManifestName), b, 0o644); err != nil {
 			return err
 		}
 	} else if err := os.RemoveAll(src.dir); err != nil {
