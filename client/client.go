@@ -3,6 +3,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -143,6 +144,9 @@ type PushOptions struct {
 	Method string
 	// Progress receives source bytes sent and the total.
 	Progress func(sent, total int64)
+	// Quantized receives the server's progress: tensors quantized so far,
+	// of the total, and the last one's name.
+	Quantized func(done, total int, name string)
 }
 
 // Push uploads the model in dir and returns the server's result.
@@ -183,12 +187,12 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 	}
 	body, _ := json.Marshal(cmd)
 
-	wire := wireType(m)
+	vt := wireType(m)
 	stream, err := c.fc.DoPut(c.withAuth(ctx))
 	if err != nil {
 		return nil, err
 	}
-	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema.Input(wire)), ipc.WithAllocator(c.mem))
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema.Input(vt)), ipc.WithAllocator(c.mem))
 	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: body})
 
 	// Read acknowledgements concurrently; the last message is the result.
@@ -210,9 +214,15 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 				return
 			}
 			last = pr.GetAppMetadata()
+			if o.Quantized != nil && bytes.Contains(last, []byte(`"tensors_quantized"`)) {
+				var q wire.Quantized
+				if json.Unmarshal(last, &q) == nil {
+					o.Quantized(q.TensorsQuantized, len(m.Tensors), q.Tensor)
+				}
+			}
 		}
 	}()
-	sendErr := c.sendTensors(ctx, m, w, wire, o)
+	sendErr := c.sendTensors(ctx, m, w, vt, o)
 	w.Close()
 	if sendErr == nil {
 		sendErr = stream.CloseSend()

@@ -389,7 +389,8 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 		}
 		return s.commitIngested(ctx, ingest, sender, stage, src)
 	}
-	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath, cmd.Method)
+	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath, cmd.Method,
+		func(n int, name string) { sender.send(wire.Quantized{TensorsQuantized: n, Tensor: name}) })
 	if runErr != nil {
 		src.fail(runErr) // the receiver stops at the next batch
 	}
@@ -578,17 +579,28 @@ func nextBatch(rdr recordStream) (more bool, err error) {
 	return rdr.Next(), nil
 }
 
-// runPipeline quantizes src into the artifact file of dir.
-func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration, method string) (*quant.Result, *quant.Stats, error) {
+// runPipeline quantizes src into the artifact file of dir. tensorDone,
+// when set, hears of every quantized tensor (the count so far and its name).
+func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration, method string, tensorDone func(n int, name string)) (*quant.Result, *quant.Stats, error) {
 	w, err := artifact.Create(filepath.Join(dir, artifact.FileName), s.o.Mem)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer w.Abort()
+	var progress func(quant.Progress)
+	if tensorDone != nil {
+		last := 0
+		progress = func(p quant.Progress) { // serialized by the pipeline
+			if p.TensorsDone != last {
+				last = p.TensorsDone
+				tensorDone(p.TensorsDone, p.Last)
+			}
+		}
+	}
 	res, stats, err := quant.Run(ctx, quant.Options{
 		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration, Method: method,
 		CalibrationName: filepath.Base(calibration), // the client's file name, never the server's temporary path
-		Logger:          s.o.Logger.With().Str("model", model).Logger(),
+		Logger:          s.o.Logger.With().Str("model", model).Logger(), Progress: progress,
 	}, src, w)
 	if err != nil {
 		return nil, nil, err

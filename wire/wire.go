@@ -80,16 +80,21 @@ var FileSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "data", Type: arrow.BinaryTypes.Binary},
 }, nil)
 
-// Ack is the app_metadata of the PutResults a DoPut sends while it runs:
-// one per received batch (what arrived) and one per quantized tensor
-// (TensorsQuantized counts them, Quantized names the last). The call's
-// last PutResult is the result JSON instead.
+// Ack is the app_metadata of the PutResult a DoPut sends for every
+// received batch. Between acks and before the result, a Quantized message
+// reports each tensor the server has finished; the call's last PutResult
+// is the result JSON.
 type Ack struct {
-	Tensor           string `json:"tensor,omitempty"`
-	ElementsReceived int64  `json:"elements_received,omitempty"`
+	Tensor           string `json:"tensor"`
+	ElementsReceived int64  `json:"elements_received"`
 	Batches          int64  `json:"batches"`
+}
+
+// Quantized is the app_metadata of the PutResult a DoPut sends when a
+// tensor is quantized: how many are done and the last one's name.
+type Quantized struct {
 	TensorsQuantized int    `json:"tensors_quantized"`
-	Quantized        string `json:"quantized,omitempty"`
+	Tensor           string `json:"quantized"`
 }
 
 // DecodeStrict decodes exactly one JSON value into v: unknown keys, keys

@@ -39,7 +39,7 @@ func newDequantizeCmd() *cobra.Command {
 					bar.update(int64(done), int64(total), "")
 				},
 			})
-			bar.finish()
+			bar.finish(err)
 			if err != nil {
 				return err
 			}
@@ -85,7 +85,7 @@ func newGenModelCmd() *cobra.Command {
 					bar.update(done, total, "")
 				},
 			})
-			bar.finish()
+			bar.finish(err)
 			if err != nil {
 				return err
 			}

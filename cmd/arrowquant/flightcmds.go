@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -160,13 +161,22 @@ func newPushCmd() *cobra.Command {
 		}
 		defer c.Close()
 		bar := newProgress(0, "pushing", true)
+		var quantizing atomic.Bool
 		res, err := c.Push(cmd.Context(), model, client.PushOptions{
 			Name: name, Config: overrides, Overwrite: overwrite, Calibration: calibration, Method: method,
 			Progress: func(sent, total int64) {
-				bar.update(sent, total, "")
+				if !quantizing.Load() {
+					bar.update(sent, total, "")
+				}
+			},
+			Quantized: func(done, total int, last string) {
+				if quantizing.CompareAndSwap(false, true) {
+					bar.stage(int64(total), "server quantizing", false)
+				}
+				bar.update(int64(done), int64(total), "server quantizing "+shortName(last))
 			},
 		})
-		bar.finish()
+		bar.finish(err)
 		if err != nil {
 			return err
 		}
@@ -214,7 +224,7 @@ func newPullCmd() *cobra.Command {
 		err = c.Pull(cmd.Context(), name, output, client.PullOptions{Overwrite: overwrite, Force: force, Progress: func(done, total int64) {
 			bar.update(done, total, "")
 		}})
-		bar.finish()
+		bar.finish(err)
 		if err != nil {
 			return err
 		}
@@ -340,4 +350,12 @@ func newUsersCmd() *cobra.Command {
 	}
 	users.AddCommand(add)
 	return users
+}
+
+// shortName keeps a tensor name short enough for a progress line.
+func shortName(s string) string {
+	if len(s) > 40 {
+		return "…" + s[len(s)-39:]
+	}
+	return s
 }

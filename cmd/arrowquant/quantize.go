@@ -106,7 +106,7 @@ func newQuantizeCmd() *cobra.Command {
 				bar.update(p.BytesDone, total, fmt.Sprintf("%d/%d tensors", p.TensorsDone, tensors))
 			},
 		})
-		bar.finish()
+		bar.finish(err)
 		if err != nil {
 			return err
 		}

@@ -90,8 +90,12 @@ def demo(client):
 
 def test_do_put_acks_and_result(demo):
     tensors, acks = demo
-    *per_batch, result = acks
+    *progress, result = acks
+    per_batch = [a for a in progress if "elements_received" in a]
+    quantized = [a for a in progress if "tensors_quantized" in a]
     assert len(per_batch) == 4 + 1  # 256*1024/65536 batches + one for the small tensor
+    assert [q["tensors_quantized"] for q in quantized] == [1, 2]  # the server's progress, one per tensor
+    assert {q["quantized"] for q in quantized} == {"layer.weight", "other.weight"}
     assert per_batch[0] == {"tensor": "layer.weight", "elements_received": 65536, "batches": 1}
     assert per_batch[3]["elements_received"] == 256 * 1024
     assert per_batch[-1] == {"tensor": "other.weight", "elements_received": 64 * 96, "batches": 5}
@@ -107,7 +111,7 @@ def test_do_put_with_metadata(client, how):
     w = weights((128, 512), 2)
     acks = upload(client, f"meta-{how}", {"w": w}, chunk=16384, how=how)
     assert acks[-1]["layers"][0]["params"] == w.size
-    assert [a["elements_received"] for a in acks[:-1]] == [16384 * (i + 1) for i in range(4)]
+    assert [a["elements_received"] for a in acks[:-1] if "elements_received" in a] == [16384 * (i + 1) for i in range(4)]
 
 
 def test_do_put_batch_over_4mib(client):
