@@ -9,8 +9,10 @@ BENCHTIME ?= 1s
 
 all: build
 
+# The commit goes into `arrowquant --version` (+dirty with local changes).
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 build:
-	$(GO) build -o $(BIN) ./cmd/arrowquant
+	$(GO) build -ldflags "-X main.commit=$(COMMIT)" -o $(BIN) ./cmd/arrowquant
 
 # gofmt check, go vet, the race-enabled Go suite, and the Python suite
 # (pyarrow against the real binary, in .venv).

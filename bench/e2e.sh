@@ -16,7 +16,7 @@ fi
 export ARROW_QUANT_NO_PROGRESS=1
 if [ ! -f "$work/dream-7b/model.safetensors.index.json" ]; then
   echo "== gen-model --preset dream-7b (bf16) into $work/dream-7b"
-  /usr/bin/time -f "gen-model: wall %e s, peak RSS %M KB" "$bin" gen-model --preset dream-7b --dtype bf16 --out "$work/dream-7b" --seed 1
+  /usr/bin/time -f "gen-model: wall %e s, peak RSS %M KB" "$bin" gen-model --preset dream-7b --dtype bf16 --output "$work/dream-7b" --seed 1
 fi
 flags=${AQ_E2E_FLAGS:-}
 label=$profile$(echo "$flags" | tr -cs 'a-zA-Z0-9' '-' | sed 's/-*$//')

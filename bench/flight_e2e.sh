@@ -12,7 +12,7 @@ bin=./bin/arrowquant
 go build -o "$bin" ./cmd/arrowquant
 export ARROW_QUANT_NO_PROGRESS=1
 if [ ! -f "$work/dream-7b/model.safetensors.index.json" ]; then
-  "$bin" gen-model --preset dream-7b --dtype bf16 --out "$work/dream-7b" --seed 1
+  "$bin" gen-model --preset dream-7b --dtype bf16 --output "$work/dream-7b" --seed 1
 fi
 rm -rf "$work/data" "$work/pulled-$profile"
 port=$((20000 + RANDOM % 20000))

@@ -118,18 +118,23 @@ func (f *field) set(c *DiffusionQuantConfig, v any) {
 
 // setting is a parsed value for one field; a patch is an ordered list of them.
 type setting struct {
-	f *field
-	v any
+	f   *field
+	v   any
+	src string // where the value came from: "config.yaml:4", "ARROW_QUANT_BIT_WIDTH", ...
 }
 
 type patch []setting
 
-func (p patch) apply(c *DiffusionQuantConfig, skipProfile bool) {
+// apply sets p's fields on c; with from, it records each field's source.
+func (p patch) apply(c *DiffusionQuantConfig, skipProfile bool, from map[string]string) {
 	for _, s := range p {
 		if skipProfile && s.f.key == profileKey {
 			continue
 		}
 		s.f.set(c, s.v)
+		if from != nil {
+			from[s.f.key] = s.src
+		}
 	}
 }
 
@@ -166,7 +171,7 @@ func parseSetting(key, value, source string) (setting, error) {
 	if err != nil {
 		return setting{}, &ParseError{Key: key, Value: value, Source: source, Err: err}
 	}
-	return setting{f, v}, nil
+	return setting{f, v, source}, nil
 }
 
 // ApplyEnv sets fields from the variables listed by EnvVars, read through
@@ -179,7 +184,7 @@ func (c *DiffusionQuantConfig) ApplyEnv(lookup func(string) (string, bool)) erro
 	if err != nil {
 		return err
 	}
-	p.apply(c, false)
+	p.apply(c, false, nil)
 	return nil
 }
 
@@ -195,7 +200,7 @@ func envPatch(lookup func(string) (string, bool)) (patch, error) {
 		if err != nil {
 			return nil, &EnvError{Var: f.env, Value: val, Err: err}
 		}
-		p = append(p, setting{f, v})
+		p = append(p, setting{f, v, f.env})
 	}
 	return p, nil
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 )
@@ -11,6 +13,9 @@ type Options struct {
 	YAMLPath  string                      // "" = no file
 	Lookup    func(string) (string, bool) // environment, e.g. os.LookupEnv; nil = none
 	Overrides map[string]string           // snake_case key -> value, as for Set
+	// OverrideSource names where an override came from in errors (e.g.
+	// the flag "--bit-width"); "override" when nil.
+	OverrideSource func(key string) string
 }
 
 // Resolve builds a validated configuration with precedence
@@ -41,7 +46,11 @@ func Resolve(o Options) (DiffusionQuantConfig, error) {
 	}
 	var over patch
 	for _, key := range slices.Sorted(maps.Keys(o.Overrides)) {
-		s, err := parseSetting(key, o.Overrides[key], "override")
+		src := "override"
+		if o.OverrideSource != nil {
+			src = o.OverrideSource(key)
+		}
+		s, err := parseSetting(key, o.Overrides[key], src)
 		if err != nil {
 			return DiffusionQuantConfig{}, err
 		}
@@ -67,14 +76,31 @@ func Resolve(o Options) (DiffusionQuantConfig, error) {
 	}
 
 	c := FromProfile(base)
-	doc.settings.apply(&c, true)
-	env.apply(&c, true)
-	over.apply(&c, true)
+	from := map[string]string{}
+	doc.settings.apply(&c, true, from)
+	env.apply(&c, true, from)
+	over.apply(&c, true, from)
 	if err := c.Validate(); err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) && from[ve.Field] != "" {
+			return DiffusionQuantConfig{}, &SourcedError{Err: err, Source: from[ve.Field]}
+		}
 		return DiffusionQuantConfig{}, err
 	}
 	return c, nil
 }
+
+// SourcedError is a validation error of a value that came from a file,
+// a variable or a flag: the guide's message first, then where the value
+// was set ("InvalidBitWidth(3): bit_width must be 2, 4 or 8 (set by
+// ARROW_QUANT_BIT_WIDTH)").
+type SourcedError struct {
+	Err    error
+	Source string
+}
+
+func (e *SourcedError) Error() string { return fmt.Sprintf("%v (set by %s)", e.Err, e.Source) }
+func (e *SourcedError) Unwrap() error { return e.Err }
 
 // LoadYAML loads a configuration file on top of the presets of its
 // deployment_profile (local if absent) and validates the result. It is

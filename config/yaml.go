@@ -89,7 +89,7 @@ func parseYAML(data []byte, source string) (yamlDoc, error) {
 			doc.profile, doc.hasProfile = val.(Profile), true
 			continue
 		}
-		doc.settings = append(doc.settings, setting{f, val})
+		doc.settings = append(doc.settings, setting{f, val, fmt.Sprintf("%s:%d", source, v.Line)})
 	}
 	return doc, nil
 }

@@ -31,7 +31,7 @@ func exchange(a, b string) error {
 func lockDir(p string) (*os.File, error) {
 	f, err := flock.Lock(p)
 	if errors.Is(err, flock.ErrLocked) {
-		return nil, errors.New("in use by another store (another process, or an unclosed OpenLocal)")
+		return nil, errors.New("in use by another process (is another `arrowquant serve` using this --data directory?)")
 	}
 	return f, err
 }

@@ -17,16 +17,16 @@ func newDequantizeCmd() *cobra.Command {
 	var input, output, dtype string
 	var overwrite, force bool
 	cmd := &cobra.Command{
-		Use:   "dequantize --input DIR --output DIR [--dtype f32|f16|bf16]",
+		Use:   "dequantize --model DIR --output DIR [--dtype f32|f16|bf16]",
 		Short: "Reconstruct a quantized artifact as safetensors with the original names and shapes",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			if input == "" || output == "" {
-				return usagef("dequantize needs --input and --output")
+				return usagef("dequantize needs --model and --output")
 			}
 			if _, err := os.Stat(input); err != nil {
-				return usagef("--input %s: no such output directory or model.arrow (give what `arrowquant quantize` or `pull` wrote)", input)
+				return usagef("--model %s: no such output directory or model.arrow (give what `arrowquant quantize` or `pull` wrote)", input)
 			}
 			dt := modelio.DType(strings.ToUpper(dtype))
 			if dt != modelio.F32 && dt != modelio.F16 && dt != modelio.BF16 {
@@ -47,8 +47,9 @@ func newDequantizeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&input, "input", "", "quantized output directory (or its model.arrow)")
+	cmd.Flags().StringVar(&input, "model", "", "the quantized model: an output directory of quantize or pull (or its model.arrow)")
 	cmd.Flags().StringVar(&output, "output", "", "directory for model.safetensors and the copied config/tokenizer files")
+	addAlias(cmd.Flags(), &input, "input", "model")
 	cmd.Flags().StringVar(&dtype, "dtype", "f32", "output dtype: f32, f16 or bf16")
 	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	return cmd
@@ -59,13 +60,13 @@ func newGenModelCmd() *cobra.Command {
 	var seed int64
 	var overwrite, force bool
 	cmd := &cobra.Command{
-		Use:   "gen-model --preset tiny|dream-7b --out DIR [--dtype bf16|f16|f32] [--seed N]",
+		Use:   "gen-model --preset tiny|dream-7b --output DIR [--dtype bf16|f16|f32] [--seed N]",
 		Short: "Write a synthetic Hugging Face model with realistic weights (Dream layout)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
 			if outDir == "" {
-				return usagef("gen-model needs --out")
+				return usagef("gen-model needs --output")
 			}
 			dt := modelio.DType(strings.ToUpper(dtype))
 			if dt != modelio.F32 && dt != modelio.F16 && dt != modelio.BF16 {
@@ -95,7 +96,8 @@ func newGenModelCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&preset, "preset", "tiny", "model layout: "+strings.Join(modelio.Presets(), ", "))
 	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "weight dtype: bf16, f16 or f32")
-	cmd.Flags().StringVar(&outDir, "out", "", "output directory (must not exist or be empty, unless --overwrite)")
+	cmd.Flags().StringVar(&outDir, "output", "", "output directory (must not exist or be empty, unless --overwrite)")
+	addAlias(cmd.Flags(), &outDir, "out", "output")
 	cmd.Flags().Int64Var(&seed, "seed", 0, "random seed (same seed, same bytes)")
 	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	return cmd
@@ -109,6 +111,9 @@ func newValidateConfigCmd() *cobra.Command {
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			if err := checkConfigFile(args[0]); err != nil {
+				return err
+			}
 			opts := config.Options{YAMLPath: args[0]}
 			if withEnv {
 				opts.Lookup = os.LookupEnv

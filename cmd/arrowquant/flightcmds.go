@@ -37,6 +37,9 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the Arrow Flight server (DoPut FP weights, DoGet quantized batches) with a local store",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkConfigFile(configFile); err != nil {
+				return err
+			}
 			defaults, err := config.Resolve(config.Options{YAMLPath: configFile, Lookup: os.LookupEnv})
 			if err != nil {
 				return err
@@ -82,7 +85,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&c.DataDir, "data", "./data", "directory of the embedded local store")
 	f.StringVar(&configFile, "config", "", "YAML with the server's default configuration (requests override it)")
 	f.BoolVar(&c.KeepSource, "keep-source", false, "keep every upload's FP source so the quantize action can re-quantize it")
-	f.StringVar(&c.AuthBasicFile, "auth-basic", "", "users file (user:bcrypt-hash per line, see `arrowquant users add`) enabling basic auth")
+	f.StringVar(&c.AuthBasicFile, "auth-basic", "", "enable basic auth with this users `FILE` (user:bcrypt-hash lines, written by 'arrowquant users add')")
 	f.StringVar(&c.AuthToken, "auth-token", "", "static bearer token every call must carry")
 	f.StringVar(&c.TLSCertFile, "tls-cert", "", "TLS certificate (PEM)")
 	f.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key (PEM)")
@@ -121,6 +124,7 @@ func (c *clientFlags) dial(ctx context.Context) (*client.Client, error) {
 	if o.User != "" {
 		o.Password = os.Getenv("ARROW_QUANT_PASSWORD")
 	}
+	dialedServer = o.Server
 	return client.Dial(ctx, o)
 }
 

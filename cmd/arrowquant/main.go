@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -18,6 +20,7 @@ import (
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/internal/outdir"
+	"github.com/arrowquant/arrowquant/schema"
 )
 
 // Exit codes.
@@ -59,17 +62,54 @@ func addOverwriteFlags(fs *pflag.FlagSet, overwrite, force *bool) {
 	fs.BoolVar(force, "force", false, "with --overwrite: replace the output directory even if ArrowQuant did not create it")
 }
 
-var logLevel string
+var logLevel, logFormat string
 
 func newLogger() zerolog.Logger {
 	lvl, err := zerolog.ParseLevel(logLevel)
 	if err != nil {
 		lvl = zerolog.WarnLevel
 	}
-	if term.IsTerminal(int(os.Stderr.Fd())) {
+	console := term.IsTerminal(int(os.Stderr.Fd()))
+	switch logFormat {
+	case "json":
+		console = false
+	case "console":
+		console = true
+	}
+	if console {
 		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(lvl).With().Timestamp().Logger()
 	}
 	return zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Logger()
+}
+
+// version and commit are set at link time (make build: -X main.commit=...;
+// releases also -X main.version=v1.2.3); without them the Go build's VCS
+// stamp gives the commit when it has one.
+var version, commit = "dev", ""
+
+// versionString names the release, the artifact format it writes, and the
+// commit it was built from (from the Go build's VCS stamp).
+func versionString() string {
+	rev, dirty := commit, ""
+	if bi, ok := debug.ReadBuildInfo(); ok && rev == "" {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+				if len(rev) > 12 {
+					rev = rev[:12]
+				}
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+dirty"
+				}
+			}
+		}
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return fmt.Sprintf("%s (artifact format %s, commit %s%s, %s)", version, schema.FormatVersion, rev, dirty, runtime.Version())
 }
 
 func newRoot() *cobra.Command {
@@ -79,7 +119,19 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = versionString()
+	root.SetVersionTemplate("arrowquant {{.Version}}\n")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: json, console, or auto (console when stderr is a terminal)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if logFormat != "auto" && logFormat != "json" && logFormat != "console" {
+			return usagef("--log-format %q: want json, console or auto", logFormat)
+		}
+		if _, err := zerolog.ParseLevel(logLevel); err != nil || logLevel == "" {
+			return usagef("--log-level %q: want debug, info, warn or error", logLevel)
+		}
+		return nil
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
 		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd())
@@ -93,17 +145,27 @@ func main() {
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "arrowquant:", err)
+		fmt.Fprintln(os.Stderr, "arrowquant:", userMessage(err))
 	}
 	os.Exit(exitCode(err))
 }
 
-// exactArgs is cobra.ExactArgs with a usage exit code.
+// exactArgs is cobra.ExactArgs with a usage exit code and the usage line.
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
-			return usageError{err}
+		if len(args) == n {
+			return nil
 		}
-		return nil
+		if n == 0 {
+			return usagef("%s takes no positional arguments (got %q): every input is a flag\nusage: %s", cmd.Name(), args, cmd.UseLine())
+		}
+		return usagef("%s takes %d argument(s), got %d: %q\nusage: %s", cmd.Name(), n, len(args), args, cmd.UseLine())
 	}
+}
+
+// addAlias adds a hidden flag spelling that sets the same variable as the
+// documented one (old spellings keep working; --help shows one name).
+func addAlias(fs *pflag.FlagSet, v *string, alias, name string) {
+	fs.StringVar(v, alias, "", "alias of --"+name)
+	_ = fs.MarkHidden(alias)
 }

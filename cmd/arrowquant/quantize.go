@@ -57,13 +57,17 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 
 // resolve applies presets < YAML < ARROW_QUANT_* env < explicit flags.
 func (c *configFlags) resolve(fs *pflag.FlagSet) (config.DiffusionQuantConfig, error) {
-	over := map[string]string{}
+	if err := checkConfigFile(c.file); err != nil {
+		return config.DiffusionQuantConfig{}, err
+	}
+	over, flagOf := map[string]string{}, map[string]string{}
 	fs.Visit(func(f *pflag.Flag) {
 		if key, ok := c.keys[f.Name]; ok {
-			over[key] = f.Value.String()
+			over[key], flagOf[key] = f.Value.String(), "--"+f.Name
 		}
 	})
-	return config.Resolve(config.Options{Profile: c.profile, YAMLPath: c.file, Lookup: os.LookupEnv, Overrides: over})
+	return config.Resolve(config.Options{Profile: c.profile, YAMLPath: c.file, Lookup: os.LookupEnv, Overrides: over,
+		OverrideSource: func(key string) string { return flagOf[key] }})
 }
 
 func newQuantizeCmd() *cobra.Command {
@@ -170,6 +174,24 @@ func checkModelDir(dir string) error {
 		return usagef("--model %s: %v", dir, err)
 	case !st.IsDir():
 		return usagef("--model %s is not a directory: give the model's directory (with its .safetensors files and config.json)", dir)
+	}
+	return nil
+}
+
+// checkConfigFile refuses a --config that cannot be read as a usage error
+// (exit 2) before anything starts ("" = none given).
+func checkConfigFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return usagef("--config %s: no such file (config.example.yaml is an annotated example)", path)
+	case err != nil:
+		return usagef("--config %s: %v", path, err)
+	case st.IsDir():
+		return usagef("--config %s is a directory, not a YAML file", path)
 	}
 	return nil
 }

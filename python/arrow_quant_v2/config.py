@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 from . import _go, _yaml
 from .errors import (VALIDATION_KINDS, ConfigFileError, EnvError, InvalidProfile, ParseError, UnknownKey,
-                     combine)
+                     ValidationError, combine)
 
 
 class DeploymentProfile(str, enum.Enum):
@@ -305,6 +305,7 @@ def _env_patch(env: Mapping[str, str]) -> list:
             patch.append((key, _parse_string(_KIND[key], val)))
         except (ValueError, _Invalid) as e:
             raise _env_error(var, val, e) from None
+        patch[-1] += (var,)
     return patch
 
 
@@ -341,7 +342,7 @@ def _yaml_doc(data: bytes, source: str):
         if key == "deployment_profile":
             profile = val
             continue
-        settings.append((key, val))
+        settings.append((key, val, f"{source}:{_yaml.line_of(v)}"))
     return profile, settings
 
 
@@ -471,14 +472,14 @@ class DiffusionQuantConfig:
                 raise _unknown_key(key, "override")
             raw = overrides[key]
             try:
-                over.append((key, _parse_string(_KIND[key], raw)))
+                over.append((key, _parse_string(_KIND[key], raw), "override"))
             except (ValueError, _Invalid) as e:
                 raise _parse_error(key, raw, "override", 0, e) from None
         base = "local"
         if ydoc_profile is not None:
             base = ydoc_profile
         for patch in (env_p, over):
-            for key, val in patch:
+            for key, val, _ in patch:
                 if key == "deployment_profile":
                     base = val
         if profile is not None and profile != "":
@@ -487,13 +488,19 @@ class DiffusionQuantConfig:
                 base = _profile(praw)
             except _Invalid as e:
                 raise _parse_error("deployment_profile", praw, "profile option", 0, e) from None
-        values = _presets(base)
+        values, source = _presets(base), {}
         for patch in (ysettings, env_p, over):
-            for key, val in patch:
+            for key, val, src in patch:
                 if key != "deployment_profile":
-                    values[key] = val
+                    values[key], source[key] = val, src
         c = cls._from_values(values)
-        c.validate()
+        try:
+            c.validate()
+        except ValidationError as e:  # as Go's SourcedError: the guide's message, then where the value was set
+            field = getattr(e, "field", None)
+            if field in source:
+                raise type(e)(f"{e} (set by {source[field]})", field=field, value=getattr(e, "value", None)) from None
+            raise
         return c
 
     # -- mutation -------------------------------------------------------------------------------
@@ -533,7 +540,7 @@ class DiffusionQuantConfig:
         ``DiffusionQuantConfig.resolve(yaml_path=..., env=os.environ)``. Returns self."""
         patch = _env_patch(os.environ if env is None else env)
         new = {k: object.__getattribute__(self, "_" + k) for k in KEYS}
-        new.update(patch)
+        new.update((k, v) for k, v, _ in patch)
         self._set_all(new)
         return self
 
