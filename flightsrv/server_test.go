@@ -32,6 +32,7 @@ import (
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
 	"github.com/arrowquant/arrowquant/local"
 	"github.com/arrowquant/arrowquant/modelio"
+	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
 	"github.com/arrowquant/arrowquant/wire"
@@ -317,8 +318,15 @@ func TestLargeTensorManyBatchesAndErrors(t *testing.T) {
 	if _, err := put("bad", map[string]any{"modality": "text", "bit_width": 3}, false); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "InvalidBitWidth(3)") {
 		t.Errorf("bit width 3: %v", err)
 	}
-	if _, err := put("nomod", nil, false); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "modality") {
+	// No modality and no config.json: recorded as undetected, not refused.
+	if raw, err := put("nomod", nil, false); err != nil {
 		t.Errorf("no modality: %v", err)
+	} else {
+		var res quant.Result
+		json.Unmarshal(raw, &res)
+		if res.Modality != "" || !strings.HasPrefix(res.ModalitySource, "not detected") || res.ModalityEffect == "" {
+			t.Errorf("no modality: %q %q %q", res.Modality, res.ModalitySource, res.ModalityEffect)
+		}
 	}
 	if _, err := put("strict", map[string]any{"modality": "text", "bit_width": 2, "min_accuracy": 0.99, "fail_fast": true}, false); code(err) != codes.FailedPrecondition {
 		t.Errorf("fail_fast: %v", err)
@@ -356,7 +364,7 @@ func TestLargeTensorManyBatchesAndErrors(t *testing.T) {
 	}
 	// Nothing half-written is listed.
 	infos, err := c.List(context.Background(), "")
-	if err != nil || len(infos) != 1 {
+	if err != nil || len(infos) != 2 { // big and nomod
 		t.Errorf("list after failures: %d models, %v", len(infos), err)
 	}
 	// Shutting down: Unavailable.

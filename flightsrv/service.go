@@ -226,13 +226,17 @@ func modalityFor(cfg config.DiffusionQuantConfig, files map[string][]byte) (stri
 	}
 	raw, ok := files[modelio.ConfigFile]
 	if !ok {
-		return "", "", status.Error(codes.InvalidArgument, "cannot detect the modality: set \"modality\" (text, code, image or audio) in the config, or send config.json in \"files\"")
+		return "", "not detected: no config.json in \"files\" and no \"modality\" in the config", nil
 	}
 	var cj map[string]any
 	if err := json.Unmarshal(raw, &cj); err != nil {
 		return "", "", status.Errorf(codes.InvalidArgument, "files: config.json is not a JSON object: %v", err)
 	}
 	m, ev, err := modelio.DetectModalityFromConfig(cj, "")
+	var me *modelio.ModalityError
+	if errors.As(err, &me) && !me.Invalid {
+		return "", "not detected: " + me.Reason, nil
+	}
 	if err != nil {
 		return "", "", status.Error(codes.InvalidArgument, err.Error())
 	}

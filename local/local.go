@@ -6,6 +6,7 @@ package local
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -61,12 +62,9 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 		return nil, err
 	}
 	defer m.Close()
-	modality, source := o.Config.Modality, "config"
-	if modality == "" {
-		modality, source, err = modelio.DetectModality(m)
-		if err != nil {
-			return nil, err
-		}
+	modality, source, err := ResolveModality(o.Config.Modality, m)
+	if err != nil {
+		return nil, err
 	}
 	var res *quant.Result
 	err = outdir.Write(o.OutputDir, outdir.Options{Overwrite: o.Overwrite, Force: o.Force, Inputs: []string{o.ModelDir, o.Calibration}, Command: "quantize"}, func(tmp string) error {
@@ -104,6 +102,21 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// ResolveModality returns the configured modality, else the detected one;
+// an undetectable modality is no error (it is recorded as "" with the
+// reason), a declared but invalid one is.
+func ResolveModality(configured string, m *modelio.Model) (modality, source string, err error) {
+	if configured != "" {
+		return configured, "config", nil
+	}
+	modality, source, err = modelio.DetectModality(m)
+	var me *modelio.ModalityError
+	if errors.As(err, &me) && !me.Invalid {
+		return "", "not detected: " + me.Reason, nil
+	}
+	return modality, source, err
 }
 
 // ArtifactMetadata is the schema-level metadata of an artifact. Its report

@@ -24,10 +24,15 @@ func ValidModality(s string) bool {
 }
 
 // ModalityError reports that the modality could not be determined (or that
-// a declared one is invalid).
+// a declared one is invalid). Callers go on without a modality when it is
+// only undetermined (it changes no quantization choice: see
+// quant.ModalityEffect).
 type ModalityError struct {
 	Dir    string
 	Reason string
+	// Invalid is set when a modality is declared (metadata, config.json)
+	// but is not one of text, code, image, audio; otherwise nothing said.
+	Invalid bool
 }
 
 func (e *ModalityError) Error() string {
@@ -59,14 +64,14 @@ func detectModality(m *Model) (modality string, evidence string, err error) {
 	if v, ok := m.Metadata["modality"]; ok {
 		v2 := strings.ToLower(strings.TrimSpace(v))
 		if !ValidModality(v2) {
-			return "", "", &ModalityError{Dir: m.Dir, Reason: fmt.Sprintf("safetensors __metadata__ modality %q is not valid", v)}
+			return "", "", &ModalityError{Dir: m.Dir, Reason: fmt.Sprintf("safetensors __metadata__ modality %q is not valid", v), Invalid: true}
 		}
 		return v2, fmt.Sprintf("safetensors __metadata__ modality %q", v), nil
 	}
 	if v, ok := m.Config["modality"].(string); ok {
 		v2 := strings.ToLower(strings.TrimSpace(v))
 		if !ValidModality(v2) {
-			return "", "", &ModalityError{Dir: m.Dir, Reason: fmt.Sprintf("config.json modality %q is not valid", v)}
+			return "", "", &ModalityError{Dir: m.Dir, Reason: fmt.Sprintf("config.json modality %q is not valid", v), Invalid: true}
 		}
 		return v2, fmt.Sprintf("config.json modality %q", v), nil
 	}

@@ -55,6 +55,13 @@ func (o Options) calibrationName() string {
 	return o.Calibration
 }
 
+// ModalityEffect is what the modality changes, stated in every result:
+// nothing in quantization. It is recorded in the artifact metadata and the
+// result; measured on the repo's text and image models (docs/QUALITY.md,
+// docs/DIFFUSION.md), the same policy serves every modality, so no choice
+// depends on it and an undetected modality is not an error.
+const ModalityEffect = "recorded only: text, code, image and audio models are quantized by the same policy"
+
 // Progress is a snapshot of a run.
 type Progress struct {
 	TensorsDone int
@@ -109,7 +116,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	start := time.Now()
 	res := &Result{
 		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: methods[o.Config.BitWidth].Name,
-		Modality: o.Modality, ModalitySource: o.ModalitySource, Config: o.Config,
+		Modality: o.Modality, ModalitySource: o.ModalitySource, ModalityEffect: ModalityEffect, Config: o.Config,
 		Layers: []Layer{}, Warnings: []string{},
 	}
 	res.TimeAware, res.Spatial, res.Streaming = p.featureStatus()

@@ -75,8 +75,9 @@ type Result struct {
 	FallbackOccurred    bool    `json:"fallback_occurred"`
 	ActualBitWidth      int     `json:"actual_bit_width"`
 	FallbackReason      *string `json:"fallback_reason"`
-	Modality            string  `json:"modality"`
-	ModalitySource      string  `json:"modality_source"`
+	Modality            string  `json:"modality"`        // "" when it could not be detected
+	ModalitySource      string  `json:"modality_source"` // the evidence, or why there was none
+	ModalityEffect      string  `json:"modality_effect"` // what the modality changed (ModalityEffect)
 	BitWidth            int     `json:"bit_width"`
 	GroupSize           int     `json:"group_size"`
 	Method              string  `json:"method"`

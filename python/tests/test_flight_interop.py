@@ -283,8 +283,8 @@ def test_invalid_argument_is_arrow_invalid(client):
         upload(client, "bad-config", {"w": weights((8, 8))}, config={"modality": "text", "group_size": 100})
     with pytest.raises(pa.ArrowInvalid, match="ticket must be JSON"):
         client.do_get(fl.Ticket(b"not json")).read_all()
-    with pytest.raises(pa.ArrowInvalid, match="modality"):
-        upload(client, "no-modality", {"w": weights((8, 8))}, config={})
+    res = upload(client, "no-modality", {"w": weights((8, 8))}, config={})[-1]  # recorded as undetected, not refused
+    assert res["modality"] == "" and res["modality_source"].startswith("not detected") and res["modality_effect"]
     w = weights((8, 8))
     w[3, 4] = np.nan
     with pytest.raises(pa.ArrowInvalid, match="NaN"):

@@ -221,7 +221,8 @@ def test_automatic_validation(guide_dir):
     assert out == "Validation failed: InvalidBitWidth(3): bit_width must be 2, 4 or 8\n"
     (guide_dir / "config.yaml").write_text("bit_width: 3\n")
     _, out = run(code, dict(ns))
-    assert out.splitlines()[0] == "Configuration error: InvalidBitWidth(3): bit_width must be 2, 4 or 8"
+    # the guide's message first, then where the value was set
+    assert out.splitlines()[0] == "Configuration error: InvalidBitWidth(3): bit_width must be 2, 4 or 8 (set by config.yaml:1)"
     (guide_dir / "config.yaml").write_text("bitwidth: 4\n")
     _, out = run(code, dict(ns))
     assert out.startswith('Configuration error: config.yaml: line 1: unknown key "bitwidth" (valid keys: bit_width, ')
