@@ -499,3 +499,53 @@ func TestSourcesAreNeverWritten(t *testing.T) {
 		t.Fatalf("overwrite of our own output: %v", err)
 	}
 }
+
+func TestInspect(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "q")
+	if _, err, code := cli(t, nil, "quantize", "--model", tinyDir, "--output", out, "--profile", "edge"); code != 0 {
+		t.Fatal(err)
+	}
+	table, err, code := cli(t, nil, "inspect", out)
+	if code != 0 {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"model.layers.0.mlp.down_proj.weight", "[256, 704]", "BF16 -> 2/clip g256", "27 tensors", "bits/weight", "cosine"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("inspect table lacks %q:\n%s", want, table)
+		}
+	}
+	js, err, code := cli(t, nil, "inspect", filepath.Join(out, "model.arrow"), "--json")
+	if code != 0 {
+		t.Fatal(err)
+	}
+	var v struct {
+		Tensors []struct {
+			Name        string
+			Bits        int
+			BytesBefore int64 `json:"bytes_before"`
+			BytesAfter  int64 `json:"bytes_after"`
+		}
+		Totals struct {
+			Tensors      int
+			PayloadBytes int64 `json:"payload_bytes"`
+			FileBytes    int64 `json:"file_bytes"`
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &v); err != nil {
+		t.Fatalf("inspect --json: %v\n%s", err, js)
+	}
+	st, _ := os.Stat(filepath.Join(out, "model.arrow"))
+	var payload int64
+	for _, r := range v.Tensors {
+		payload += r.BytesAfter
+		if r.BytesBefore <= 0 || r.BytesAfter <= 0 || (r.Bits < 16 && r.BytesAfter >= r.BytesBefore) {
+			t.Errorf("row %+v", r)
+		}
+	}
+	if v.Totals.Tensors != 27 || v.Totals.PayloadBytes != payload || v.Totals.FileBytes != st.Size() || payload >= st.Size() {
+		t.Errorf("totals %+v (payload sum %d, file %d)", v.Totals, payload, st.Size())
+	}
+	if _, _, code := cli(t, nil, "inspect", filepath.Join(t.TempDir(), "nope")); code != 2 {
+		t.Errorf("inspect of nothing: exit %d", code)
+	}
+}

@@ -291,13 +291,15 @@ func num(v any) float64 {
 
 func newInfoCmd() *cobra.Command {
 	var name string
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "info --server URL --name NAME",
-		Short: "Show a stored model's report (GetFlightInfo app_metadata) as JSON",
+		Use:   "info --server URL --name NAME [--json]",
+		Short: "Show a stored model tensor by tensor (as inspect does locally); --json for the whole report",
 		Args:  exactArgs(0),
 	}
 	cl := addClientFlags(cmd.Flags())
 	cmd.Flags().StringVar(&name, "name", "", "model name")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole report (GetFlightInfo app_metadata) as JSON")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if name == "" {
 			return usagef("info needs --name")
@@ -310,6 +312,15 @@ func newInfoCmd() *cobra.Command {
 		info, md, err := c.Info(cmd.Context(), name)
 		if err != nil {
 			return err
+		}
+		if !asJSON {
+			raw, _ := json.Marshal(md)
+			var res quant.Result
+			if err := json.Unmarshal(raw, &res); err != nil {
+				return fmt.Errorf("the server's report of %s: %w", name, err)
+			}
+			printTable(cmd.OutOrStdout(), &res, info.GetTotalBytes())
+			return nil
 		}
 		md["total_records"], md["total_bytes"] = info.GetTotalRecords(), info.GetTotalBytes()
 		b, _ := json.MarshalIndent(md, "", "  ")
