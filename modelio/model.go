@@ -218,7 +218,7 @@ func locateShards(dir string) (shards []string, index *indexJSON, indexPath stri
 	}
 	switch len(found) {
 	case 0:
-		return nil, nil, "", fmt.Errorf("%w in %s", ErrNoSafetensors, dir)
+		return nil, nil, "", fmt.Errorf("%w in %s%s", ErrNoSafetensors, dir, discoveryHint(dir, ents))
 	case 1:
 		return found, nil, "", nil
 	}
@@ -434,4 +434,39 @@ func (m *Model) NumParams() int64 {
 		n += t.NumElements()
 	}
 	return n
+}
+
+// discoveryHint says where the weights are when a directory has no
+// safetensors of its own: in component subfolders (a diffusers pipeline
+// root: unet/, transformer/, vae/, text_encoder/), or as PyTorch pickles
+// that must be converted first.
+func discoveryHint(dir string, ents []os.DirEntry) string {
+	var subs, pickles []string
+	for _, e := range ents {
+		name := e.Name()
+		lower := strings.ToLower(name)
+		switch {
+		case e.IsDir():
+			inner, err := os.ReadDir(filepath.Join(dir, name))
+			if err != nil {
+				continue
+			}
+			for _, f := range inner {
+				if isSafetensors(f.Name()) && !f.IsDir() {
+					subs = append(subs, name+"/")
+					break
+				}
+			}
+		case strings.HasSuffix(lower, ".bin") || strings.HasSuffix(lower, ".pt") || strings.HasSuffix(lower, ".pth") || strings.HasSuffix(lower, ".ckpt"):
+			pickles = append(pickles, name)
+		}
+	}
+	var hint string
+	if len(subs) > 0 {
+		hint += fmt.Sprintf("; its subfolders %s hold safetensors (a diffusers pipeline keeps one model per component): quantize each one, e.g. --model %s", strings.Join(subs, ", "), filepath.Join(dir, strings.TrimSuffix(subs[0], "/")))
+	}
+	if len(pickles) > 0 {
+		hint += fmt.Sprintf("; %s are PyTorch pickles, which ArrowQuant does not load (they can run code): convert them to safetensors first (safetensors.torch.save_file, or the Hugging Face convert script)", strings.Join(pickles, ", "))
+	}
+	return hint
 }

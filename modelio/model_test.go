@@ -3,6 +3,7 @@ package modelio
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -393,5 +394,24 @@ func TestWriteIndexFormat(t *testing.T) {
 	}
 	if err := WriteIndex(dir, map[string]string{"a": "../evil.safetensors"}, 1); err == nil {
 		t.Error("escaping shard name accepted")
+	}
+}
+
+func TestDiscoveryHints(t *testing.T) {
+	root := t.TempDir()
+	unet := filepath.Join(root, "unet")
+	if err := os.MkdirAll(unet, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(unet, DiffusersFile), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(root, "pytorch_model.bin"), []byte("x"), 0o644)
+	_, err := Open(root, OpenOptions{})
+	if !errors.Is(err, ErrNoSafetensors) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, want := range []string{"unet/", "--model " + unet, "pytorch_model.bin", "PyTorch pickles", "convert"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
 	}
 }
