@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -24,6 +25,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/fsutil"
 )
 
@@ -191,11 +193,10 @@ func (r *batchReader) Next() (Row, error) {
 	if r.actVals != nil {
 		row.Activation = r.actVals[s:e]
 	} else {
-		vals := r.acts.ListValues().(*array.Float16).Values()[s:e]
-		r.buf = r.buf[:0]
-		for _, h := range vals {
-			r.buf = append(r.buf, h.Float32())
-		}
+		h := r.acts.ListValues().(*array.Float16)
+		bits := arrow.Uint16Traits.CastFromBytes(h.Data().Buffers()[1].Bytes())[h.Data().Offset():]
+		r.buf = slices.Grow(r.buf[:0], int(e-s))[:e-s]
+		fp.DecodeHalves(r.buf, bits[s:e])
 		row.Activation = r.buf
 	}
 	return row, nil

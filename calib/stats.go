@@ -33,7 +33,6 @@ type GroupStats struct {
 	Rows    int       `json:"rows"`
 	MeanAbs []float32 `json:"-"` // per input channel E|x|
 	MeanSq  []float32 `json:"-"` // per input channel E[x²]
-	MaxAbs  []float32 `json:"-"` // per input channel max|x|
 	Min     float32   `json:"min"`
 	Max     float32   `json:"max"`
 	Act     ActParams `json:"int8"`
@@ -140,7 +139,7 @@ func Collect(path string, o Options) (*Stats, error) {
 		ls := &LayerStats{Layer: name, Channels: s.channels, Groups: make([]GroupStats, G)}
 		for g := range ls.Groups {
 			gs := &ls.Groups[g]
-			gs.MeanAbs, gs.MeanSq, gs.MaxAbs = make([]float32, s.channels), make([]float32, s.channels), make([]float32, s.channels)
+			gs.MeanAbs, gs.MeanSq = make([]float32, s.channels), make([]float32, s.channels)
 			gs.Min, gs.Max = float32(math.Inf(1)), float32(math.Inf(-1))
 		}
 		st.Layers[name] = ls
@@ -170,7 +169,6 @@ func Collect(path string, o Options) (*Stats, error) {
 			a := math.Abs(float64(v))
 			acc[0][j] += a
 			acc[1][j] += float64(v) * float64(v)
-			gs.MaxAbs[j] = max(gs.MaxAbs[j], float32(a))
 			gs.Min, gs.Max = min(gs.Min, v), max(gs.Max, v)
 		}
 		st.RowsUsed++

@@ -112,10 +112,15 @@ func (s *Service) enter(ctx context.Context, model string) error {
 	if s.closing.Load() {
 		return status.Error(codes.Unavailable, "server is shutting down")
 	}
+	s.nameModel(ctx, model)
+	return nil
+}
+
+// nameModel records the model a call works on for its request log line.
+func (s *Service) nameModel(ctx context.Context, model string) {
 	if model != "" && s.o.Hooks.SetModel != nil {
 		s.o.Hooks.SetModel(ctx, model)
 	}
-	return nil
 }
 
 func (s *Service) reportModels(ctx context.Context) {
@@ -305,7 +310,7 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	s.enter(ctx, cmd.Model) //nolint:errcheck // checked above; this only names the model in the request log
+	s.nameModel(ctx, cmd.Model)
 	cfg, err := s.resolveConfig(cmd.Profile, cmd.Config)
 	if err != nil {
 		return err

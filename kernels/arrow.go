@@ -118,13 +118,9 @@ func (r rows) float32s(i int, scratch *[]float32) []float32 {
 	dst := (*scratch)[:n]
 	src := r.u16[lo:hi]
 	if r.elem == arrow.FLOAT16 {
-		for j, h := range src {
-			dst[j] = fp.HalfToFloat32(h)
-		}
+		fp.DecodeHalves(dst, src)
 	} else {
-		for j, b := range src {
-			dst[j] = fp.BF16ToFloat32(b)
-		}
+		fp.DecodeBF16s(dst, src)
 	}
 	return dst
 }

@@ -715,6 +715,11 @@ func (p *pipeline) keepRaw(ctx context.Context, t Tensor, layer Layer, countByte
 	return p.assemble(meta, layer, chunks), nil
 }
 
+// halfBits returns a float16 array's values as their bit patterns.
+func halfBits(a *array.Float16) []uint16 {
+	return arrow.Uint16Traits.CastFromBytes(a.Data().Buffers()[1].Bytes())[a.Data().Offset() : a.Data().Offset()+a.Len()]
+}
+
 // errHalfOverflow: a value does not fit fp16 (|x| > 65504).
 var errHalfOverflow = errors.New("value beyond the fp16 range")
 
@@ -726,15 +731,11 @@ func chunkFloat32(rec arrow.RecordBatch) []float32 {
 		return v.Float32Values()
 	case *array.Float16:
 		out := make([]float32, v.Len())
-		for i, h := range v.Values() {
-			out[i] = fp.HalfToFloat32(h.Uint16())
-		}
+		fp.DecodeHalves(out, halfBits(v))
 		return out
 	case *array.Uint16:
 		out := make([]float32, v.Len())
-		for i, b := range v.Uint16Values() {
-			out[i] = fp.BF16ToFloat32(b)
-		}
+		fp.DecodeBF16s(out, v.Uint16Values())
 		return out
 	}
 	return nil

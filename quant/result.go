@@ -97,7 +97,7 @@ type Result struct {
 	TimeGroups *TimeGroups   `json:"time_groups"` // null when enable_time_aware is false
 	Spatial    FeatureStatus `json:"spatial"`
 	// Equalization: the layer pairs channel equalization changed (null
-	// when it did not run: spatial off, or a streamed source).
+	// when enable_spatial is off; streamed sources are equalized too).
 	Equalization *Equalization `json:"equalization"`
 	Streaming    FeatureStatus `json:"streaming"`
 	Warnings     []string      `json:"warnings"`

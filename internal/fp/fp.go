@@ -168,3 +168,20 @@ func EncodeF32(dst []byte, src []float32) {
 		dst[4*i], dst[4*i+1], dst[4*i+2], dst[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
 	}
 }
+
+// DecodeHalves widens float16 bit patterns to float32 (exactly):
+// dst[i] = half(src[i]). dst must be at least as long as src.
+func DecodeHalves(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	for i, h := range src {
+		dst[i] = halfToF32[h]
+	}
+}
+
+// DecodeBF16s widens bfloat16 bit patterns to float32 (exactly).
+func DecodeBF16s(dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	for i, b := range src {
+		dst[i] = math.Float32frombits(uint32(b) << 16)
+	}
+}
