@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -547,5 +548,81 @@ func TestInspect(t *testing.T) {
 	}
 	if _, _, code := cli(t, nil, "inspect", filepath.Join(t.TempDir(), "nope")); code != 2 {
 		t.Errorf("inspect of nothing: exit %d", code)
+	}
+}
+
+// slowModel writes a model that takes the edge profile (clip search) a
+// second or so to quantize: long enough to interrupt.
+func slowModel(t *testing.T) string {
+	t.Helper()
+	vals := make([]float32, 2048*2048)
+	s := uint64(1)
+	for i := range vals {
+		s = s*6364136223846793005 + 1442695040888963407
+		vals[i] = float32(int64(s>>40)-1<<23) / (1 << 23)
+	}
+	dir := filepath.Join(t.TempDir(), "slow")
+	writeST(t, dir, `{"w":{"dtype":"F32","shape":[2048,2048],"data_offsets":[0,16777216]},"v":{"dtype":"F32","shape":[2048,2048],"data_offsets":[16777216,33554432]}}`,
+		append(f32bytes(vals...), f32bytes(vals...)...))
+	return dir
+}
+
+// startChildQuantize runs the CLI for real in a child process and waits
+// until its temporary output exists.
+func startChildQuantize(t *testing.T, model, out string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "ARROWQUANT_CLI_CHILD=quantize --model "+model+" --output "+out+" --profile edge --threads 1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if m, _ := filepath.Glob(filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")); len(m) > 0 {
+			return cmd, m[0]
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cmd.Process.Kill()
+	t.Fatal("no temporary output appeared")
+	return nil, ""
+}
+
+// A run ended by SIGHUP (terminal closed), SIGINT or SIGTERM removes its
+// temporary output; one killed outright leaves it, and the next run to the
+// same output sweeps it away.
+func TestInterruptedRunsLeaveNothing(t *testing.T) {
+	model := slowModel(t)
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		cmd, _ := startChildQuantize(t, model, out)
+		time.Sleep(50 * time.Millisecond)
+		cmd.Process.Signal(sig)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%v: the run did not stop", sig)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%v left %v behind", sig, ents)
+		}
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	cmd, tmp := startChildQuantize(t, model, out)
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("a killed run's temporary is gone already (%v): the sweep is untested", err)
+	}
+	if _, err, code := cli(t, nil, "quantize", "--model", tinyDir, "--output", out); code != 0 {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("the next run did not sweep %s", tmp)
 	}
 }
