@@ -21,7 +21,7 @@ type configFlags struct {
 	keys map[string]string
 }
 
-const methodFlagHelp = "force one quantization method at every bit width: minmax, lsq, clip, or dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format); default: clip for INT2, lsq for INT4, minmax for INT8"
+const methodFlagHelp = "force one quantization method at every bit width: minmax, lsq, clip, dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format), or q8_0 (INT8 with ggml's Q8_0 math: symmetric, exact GGUF export at group 32; minmax's params at INT2/INT4); default: clip for INT2, lsq for INT4, minmax for INT8"
 
 // checkMethodFlag refuses an unknown --method as a usage error (exit 2).
 func checkMethodFlag(method string) error {
