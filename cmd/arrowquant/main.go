@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/gguf"
 	"github.com/arrowquant/arrowquant/local"
 )
 
@@ -35,10 +36,11 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 
 func exitCode(err error) int {
 	var ue usageError
+	var ie *gguf.InputError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, local.ErrOutputNotEmpty):
+	case errors.As(err, &ue), errors.As(err, &ie), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, local.ErrOutputNotEmpty):
 		return exitUsage
 	}
 	return exitFailure
@@ -66,7 +68,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
+	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newExportCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
 		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd())
 	return root
 }
