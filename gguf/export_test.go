@@ -714,7 +714,7 @@ func TestExportStreamsLargeTensor(t *testing.T) {
 		t.Errorf("heap grew by %d MB exporting a 256 MB (float32) tensor", grow>>20)
 	}
 	st, _ := os.Stat(out)
-	if want := int64(rows*cols/256*144); rep.DataBytes != want || st.Size() != rep.FileBytes {
+	if want := int64(rows * cols / 256 * 144); rep.DataBytes != want || st.Size() != rep.FileBytes {
 		t.Errorf("data %d bytes (want %d), file %d (report %d)", rep.DataBytes, want, st.Size(), rep.FileBytes)
 	}
 	// Spot-check the last block against the artifact's last row.
