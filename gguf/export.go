@@ -604,9 +604,13 @@ func slicesDeleteKey(kvs []KV, key string) []KV {
 // refuseInexact is --exact: the tensors that are not exact, by name.
 func (e *exporter) refuseInexact() error {
 	var bad []string
+	first := ""
 	for _, tp := range e.tensors {
 		if !tp.rep.Exact {
-			bad = append(bad, fmt.Sprintf("%s (%s -> %v: %s)", tp.entry.Name, tp.rep.Stored, tp.typ, tp.rep.Reason))
+			bad = append(bad, fmt.Sprintf("%s (%s -> %v)", tp.entry.Name, tp.rep.Stored, tp.typ))
+			if first == "" {
+				first = tp.entry.Name + ": " + tp.rep.Reason
+			}
 		}
 	}
 	if len(bad) == 0 {
@@ -614,11 +618,11 @@ func (e *exporter) refuseInexact() error {
 	}
 	more := ""
 	if len(bad) > 5 {
-		more = fmt.Sprintf("; and %d more", len(bad)-5)
+		more = fmt.Sprintf(", and %d more", len(bad)-5)
 		bad = bad[:5]
 	}
-	return inputErrorf("export --exact: %d of %d tensors would be re-encoded, not exported exactly: %s%s",
-		e.rep.ReencodedTensors, len(e.tensors), strings.Join(bad, "; "), more)
+	return inputErrorf("export --exact: %d of %d tensors would be re-encoded, not exported exactly: %s%s (%s; quantize with --target gguf for an exact export)",
+		e.rep.ReencodedTensors, len(e.tensors), strings.Join(bad, ", "), more, first)
 }
 
 // magicHider zeroes the first 4 bytes written (the magic) so that an

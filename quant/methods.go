@@ -1,6 +1,8 @@
 package quant
 
 import (
+	"errors"
+
 	"github.com/arrowquant/arrowquant/kernels"
 	// The parameter-search methods, registered for the binary.
 	_ "github.com/arrowquant/arrowquant/kernels/clip"
@@ -44,6 +46,20 @@ func DefaultMethodFor(bits int) string {
 		return kernels.MinMax.Name
 	}
 }
+
+// GGUFMethodFor is the method target gguf uses at a bit width where rows
+// divide 256 (every width for INT8): dq super-blocks, which are Q2_K's and
+// Q4_K's, and q8_0, which is Q8_0's. Other rows get INT4 groups of 32.
+func GGUFMethodFor(bits int) string {
+	if bits == 8 {
+		return "q8_0"
+	}
+	return "dq"
+}
+
+// ErrMethodWithTarget: a named method cannot be combined with target
+// gguf, which chooses the method of every tensor.
+var ErrMethodWithTarget = errors.New("a quantization method cannot be named with target gguf")
 
 // CheckMethod validates a method name given by a user ("" = defaults).
 func CheckMethod(name string) error {

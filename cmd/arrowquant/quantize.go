@@ -36,7 +36,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 		"bit-width": "bit_width", "group-size": "group_size", "num-time-groups": "num_time_groups",
 		"min-accuracy": "min_accuracy", "modality": "modality", "calibration-samples": "calibration_samples",
 		"fail-fast": "fail_fast", "threads": "num_threads", "streaming": "enable_streaming",
-		"time-aware": "enable_time_aware", "spatial": "enable_spatial",
+		"time-aware": "enable_time_aware", "spatial": "enable_spatial", "target": "target",
 	}}
 	fs.StringVar(&c.file, "config", "", "YAML configuration file (see config.example.yaml)")
 	fs.StringVar(&c.profile, "profile", "", "deployment profile giving the base presets: edge, local or cloud")
@@ -51,6 +51,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.Bool("streaming", false, "one tensor in flight at a time (bounded memory)")
 	fs.Bool("time-aware", true, "time-aware quantization: timestep-conditioned layers at >= 8 bits, time groups in the metadata")
 	fs.Bool("spatial", true, "spatial quantization: channel equalization between Llama-family layer pairs (calibration-free) and, with --calibration, AWQ-style smoothing, where they lower the estimated output error")
+	fs.String("target", "", "export target: gguf makes every choice exact in GGUF (dq super-blocks / INT4 g32 / q8_0 per tensor, equalization only into norms; see docs/GGUF.md), so `arrowquant export --exact` succeeds (env ARROW_QUANT_TARGET)")
 	return c
 }
 
@@ -63,6 +64,15 @@ func (c *configFlags) resolve(fs *pflag.FlagSet) (config.DiffusionQuantConfig, e
 		}
 	})
 	return config.Resolve(config.Options{Profile: c.profile, YAMLPath: c.file, Lookup: os.LookupEnv, Overrides: over})
+}
+
+// checkTargetMethod refuses --method with target gguf (exit 2): the
+// target chooses every tensor's method.
+func checkTargetMethod(cfg config.DiffusionQuantConfig, method string) error {
+	if cfg.Target == config.TargetGGUF && method != quant.DefaultMethod {
+		return usagef("--method %s cannot be combined with target gguf, which chooses each tensor's method (dq, lsq INT4 g32, q8_0)", method)
+	}
+	return nil
 }
 
 func newQuantizeCmd() *cobra.Command {
@@ -92,6 +102,9 @@ func newQuantizeCmd() *cobra.Command {
 		}
 		cfg, err := cf.resolve(cmd.Flags())
 		if err != nil {
+			return err
+		}
+		if err := checkTargetMethod(cfg, method); err != nil {
 			return err
 		}
 		bar := newProgress(0, "quantizing", true)
@@ -126,6 +139,9 @@ func printSummary(out io.Writer, r *quant.Result) {
 	fmt.Fprintf(out, "  size            %.1f MB (%.2f bits/weight), %.2fx smaller than the source\n", r.ModelSizeMB, r.BitsPerWeight, r.CompressionRatio)
 	fmt.Fprintf(out, "  cosine          %.4f mean, %.4f min (modality %s)\n", r.CosineSimilarity, r.MinCosineSimilarity, r.Modality)
 	fmt.Fprintf(out, "  bit width       INT%d requested, widest used %d\n", r.BitWidth, r.ActualBitWidth)
+	if r.Target != "" {
+		fmt.Fprintf(out, "  target          %s (every tensor stored as a GGUF type holds it: export with --exact)\n", r.Target)
+	}
 	if r.FallbackReason != nil {
 		fmt.Fprintf(out, "  fallback        %s\n", *r.FallbackReason)
 	}
