@@ -13,8 +13,6 @@ import pytest
 
 from test_artifact_format import read_safetensors_f32, write_calibration
 
-
-
 VARIANTS = {
     "dq-int4": ["--method", "dq", "--bit-width", "4", "--spatial=false"],
     "dq-int2": ["--method", "dq", "--bit-width", "2", "--spatial=false"],
