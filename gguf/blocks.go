@@ -40,15 +40,13 @@ func Q4KFromSuperBlocks(dst, codes, params []byte, n int) error {
 			s[j+8] = p.Sc[j+4]&15 | p.Mc[j+4]&15<<4
 		}
 		// Each 64-element chunk c: 32 bytes, element 64c+l in the low
-		// nibble of byte l, element 64c+32+l in its high nibble.
+		// nibble of byte l, element 64c+32+l in its high nibble. Ours holds
+		// elements 2k, 2k+1 in byte k: chunk bytes k and 16+k give output
+		// bytes 2k and 2k+1.
 		in := codes[128*b : 128*b+128]
 		qs := out[16:]
 		for c := range 4 {
-			var q [64]byte
-			unpack4(q[:], in[32*c:32*c+32])
-			for l := range 32 {
-				qs[32*c+l] = q[l] | q[32+l]<<4
-			}
+			interleave4((*[32]byte)(qs[32*c:]), (*[32]byte)(in[32*c:]))
 		}
 	}
 	return nil
@@ -70,14 +68,16 @@ func Q2KFromSuperBlocks(dst, codes, params []byte, n int) error {
 			out[j] = p.Sc[j] | p.Mc[j]<<4
 		}
 		// Each 128-element half h: 32 bytes; element 128h+32j+l sits at
-		// bits 2j of byte l (j = 0..3, l = 0..31).
-		var q [QK_K]byte
-		unpack2(q[:], codes[64*b:64*b+64])
+		// bits 2j of byte l (j = 0..3, l = 0..31). Ours holds it at bits
+		// 2(l mod 4) of byte 32h+8j+l/4.
+		in := codes[64*b : 64*b+64]
 		qs := out[16:80]
 		for h := range 2 {
+			src := (*[32]byte)(in[32*h:])
+			dst := (*[32]byte)(qs[32*h:])
 			for l := range 32 {
-				e := 128*h + l
-				qs[32*h+l] = q[e] | q[e+32]<<2 | q[e+64]<<4 | q[e+96]<<6
+				i, sh := l>>2, uint(2*(l&3))
+				dst[l] = src[i]>>sh&3 | (src[i+8]>>sh&3)<<2 | (src[i+16]>>sh&3)<<4 | (src[i+24]>>sh&3)<<6
 			}
 		}
 		binary.LittleEndian.PutUint16(out[80:], p.D)
@@ -108,12 +108,16 @@ func Q41FromGroups(dst, codes []byte, scales, mins []uint16, bits, groupSize, n 
 		out := (*[20]byte)(dst[20*b:])
 		binary.LittleEndian.PutUint16(out[0:], scales[g])
 		binary.LittleEndian.PutUint16(out[2:], mins[g])
-		if bits == 4 {
-			unpack4(q[:], codes[16*b:16*b+16])
-		} else {
-			unpack2(q[:], codes[8*b:8*b+8])
+		if bits == 4 { // element j low, j+16 high: our bytes k and 8+k
+			in := (*[16]byte)(codes[16*b:])
+			for k := range 8 {
+				lo, hi := in[k], in[8+k]
+				out[4+2*k], out[5+2*k] = lo&15|hi<<4, lo>>4|hi&0xF0
+			}
+			continue
 		}
-		for j := range 16 { // element j low, j+16 high
+		unpack2(q[:], codes[8*b:8*b+8])
+		for j := range 16 {
 			out[4+j] = q[j] | q[j+16]<<4
 		}
 	}
@@ -171,11 +175,23 @@ func checkRun(n, block, codes, wantCodes, params, wantParams, dst, wantDst int) 
 	return nil
 }
 
-// unpack4 expands our 4-bit packing (element 2k low nibble of byte k).
-func unpack4(q []byte, in []byte) {
-	for k, b := range in {
-		q[2*k], q[2*k+1] = b&15, b>>4
+// interleave4 writes a Q4_K chunk of 64 elements from our 32 bytes:
+// byte l takes element l (low) and element 32+l (high).
+func interleave4(dst, src *[32]byte) {
+	for k := 0; k < 16; k += 4 { // four output byte pairs per step
+		lo := binary.LittleEndian.Uint32(src[k:])
+		hi := binary.LittleEndian.Uint32(src[16+k:])
+		even := lo&0x0F0F0F0F | (hi&0x0F0F0F0F)<<4 // output bytes 2k, 2k+2, ...
+		odd := lo>>4&0x0F0F0F0F | hi&0xF0F0F0F0    // output bytes 2k+1, ...
+		binary.LittleEndian.PutUint64(dst[2*k:], spreadBytes(even)|spreadBytes(odd)<<8)
 	}
+}
+
+// spreadBytes moves byte i of x to byte 2i of the result.
+func spreadBytes(x uint32) uint64 {
+	y := uint64(x)
+	y = (y | y<<16) & 0x0000FFFF0000FFFF
+	return (y | y<<8) & 0x00FF00FF00FF00FF
 }
 
 // unpack2 expands our 2-bit packing (element 4k at bits 0-1 of byte k).
