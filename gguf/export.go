@@ -864,6 +864,8 @@ func (s *streamState) tensor(ctx context.Context, tp *tensorPlan) error {
 	if next != t.NumElements() {
 		return fmt.Errorf("export: tensor %q: rows hold %d of its %d elements", t.Name, next, t.NumElements())
 	}
+	s.e.o.Logger.Debug().Str("tensor", t.Name).Str("gguf", tp.rep.GGUFName).Stringer("type", tp.typ).
+		Bool("exact", tp.rep.Exact).Str("how", tp.rep.How).Msg("exported")
 	if measured {
 		c := sim.Cosine()
 		tp.rep.CosineArtifact, tp.rep.CosineMeasured = c, true

@@ -313,11 +313,14 @@ func TestExportExactPaths(t *testing.T) {
 		tensor("raw.f16", []int64{2, 64}, rawRow(normal(rng, 128, 1), schema.MethodRawF16)),
 		tensor("norm", []int64{7}, rawRow(normal(rng, 7, 1), schema.MethodRawBF16)),
 		tensor("scalar", []int64{}, rawRow([]float32{2.5}, schema.MethodRawF16)),
+		tensor("empty", []int64{0, 64}, rawRow(nil, schema.MethodRawBF16)),
+		tensor("after.empty", []int64{3}, rawRow([]float32{1, 2, 3}, schema.MethodRawBF16)),
 	}, nil)
 	out := filepath.Join(dir, "m.gguf")
 	rep := export(t, gguf.ExportOptions{Input: dir, Output: out, Exact: true, Verify: true})
 	want := map[string]gguf.Type{"dq4": gguf.Q4_K, "dq2": gguf.Q2_K, "lsq4g128": gguf.Q4_1, "lsq4g32": gguf.Q4_1,
-		"minmax2g32": gguf.Q4_1, "q8": gguf.Q8_0, "raw.bf16": gguf.BF16, "raw.f16": gguf.F16, "norm": gguf.F32, "scalar": gguf.F32}
+		"minmax2g32": gguf.Q4_1, "q8": gguf.Q8_0, "raw.bf16": gguf.BF16, "raw.f16": gguf.F16, "norm": gguf.F32, "scalar": gguf.F32,
+		"empty": gguf.BF16, "after.empty": gguf.F32}
 	h, got := readGGUF(t, out)
 	art, _ := artifactValues(t, path)
 	reps := byName(rep)
