@@ -279,7 +279,8 @@ func (e *exporter) readFirstRow(tp *tensorPlan) error {
 	if row.name != t.Name || row.off != 0 {
 		return fmt.Errorf("export: tensor %q: its first batch holds %q at offset %d", t.Name, row.name, row.off)
 	}
-	tp.method, tp.bits, tp.group, tp.cosine = row.method, row.bits, row.group, row.cosine
+	// Arrow strings alias the batch's body: clone what outlives the batch.
+	tp.method, tp.bits, tp.group, tp.cosine = strings.Clone(row.method), row.bits, row.group, row.cosine
 	switch {
 	case row.method == schema.MethodRawF16 || row.method == schema.MethodRawBF16:
 		tp.kind = kindRaw
@@ -656,6 +657,11 @@ func (e *exporter) write(ctx context.Context) (err error) {
 		return fmt.Errorf("export: create a temporary file beside %s: %w", e.o.Output, err)
 	}
 	e.tmp = f.Name()
+	if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600
+		f.Close()
+		os.Remove(e.tmp)
+		return fmt.Errorf("export: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -720,7 +726,10 @@ func (e *exporter) commit() error {
 	if err != nil {
 		return fmt.Errorf("export: report: %w", err)
 	}
-	_, werr := rt.Write(append(e.rep.JSON(), '\n'))
+	werr := rt.Chmod(0o644)
+	if werr == nil {
+		_, werr = rt.Write(append(e.rep.JSON(), '\n'))
+	}
 	if werr == nil {
 		werr = rt.Sync()
 	}
