@@ -669,7 +669,14 @@ func (e *exporter) write(ctx context.Context) (err error) {
 			e.tmp = ""
 		}
 	}()
-	bw := bufio.NewWriterSize(&magicHider{w: f}, 4<<20)
+	aw := newAsyncWriter(&magicHider{w: f}, 4, 4<<20)
+	closed := false
+	defer func() {
+		if !closed {
+			aw.Close()
+		}
+	}()
+	bw := bufio.NewWriterSize(aw, 4<<20)
 	infos := make([]TensorInfo, len(e.tensors))
 	for i, tp := range e.tensors {
 		infos[i] = TensorInfo{Name: tp.rep.GGUFName, NE: tp.ne, Type: tp.typ}
@@ -691,6 +698,10 @@ func (e *exporter) write(ctx context.Context) (err error) {
 		return fmt.Errorf("export: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("export: write %s: %w", e.o.Output, err)
+	}
+	closed = true
+	if err := aw.Close(); err != nil {
 		return fmt.Errorf("export: write %s: %w", e.o.Output, err)
 	}
 	if _, err := f.WriteAt([]byte(Magic), 0); err != nil {
