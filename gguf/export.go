@@ -835,9 +835,9 @@ type streamState struct {
 // tensor streams one tensor, row by row.
 func (s *streamState) tensor(ctx context.Context, tp *tensorPlan) error {
 	t := tp.entry
-	rows := 1
+	rows := 1 // slices of the outermost dimension (a plan's RowOrder moves them)
 	if len(t.Shape) >= 2 {
-		rows = int(t.NumElements() / t.Shape[len(t.Shape)-1])
+		rows = int(t.Shape[0])
 	}
 	rowBytes := 0
 	if rows > 0 {
