@@ -64,6 +64,32 @@ func ParseModality(s string) (string, error) {
 	return "", &UnknownModalityError{Value: s}
 }
 
+// Export targets. The empty string means none: the artifact is for
+// ArrowQuant readers and every choice serves quality per bit.
+const (
+	TargetNone = ""
+	// TargetGGUF makes every choice exact in GGUF from the start (see
+	// docs/GGUF.md): dq super-blocks for INT2/INT4 where rows divide 256,
+	// else INT4 group-32 groups; the q8_0 method for INT8; channel
+	// equalization only for pairs that fold into a norm; 16 bits where rows
+	// do not divide 32.
+	TargetGGUF = "gguf"
+)
+
+// ParseTarget parses an export target, ignoring case and surrounding
+// space: "gguf", or "", "null" and "none" for none. An unknown name yields
+// *UnknownTargetError.
+func ParseTarget(s string) (string, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	switch t {
+	case "", "null", "none":
+		return TargetNone, nil
+	case TargetGGUF:
+		return t, nil
+	}
+	return "", &UnknownTargetError{Value: s}
+}
+
 // DiffusionQuantConfig holds the quantization parameters for diffusion models.
 type DiffusionQuantConfig struct {
 	BitWidth           int     `yaml:"bit_width" json:"bit_width"`
@@ -78,6 +104,7 @@ type DiffusionQuantConfig struct {
 	FailFast           bool    `yaml:"fail_fast" json:"fail_fast"`
 	NumThreads         int     `yaml:"num_threads" json:"num_threads"` // 0 = all cores
 	EnableStreaming    bool    `yaml:"enable_streaming" json:"enable_streaming"`
+	Target             string  `yaml:"target" json:"target"` // "" = none, or "gguf"
 }
 
 // Default returns the local profile presets.
@@ -153,11 +180,16 @@ func (c DiffusionQuantConfig) Validate() error {
 	if c.NumThreads < 0 {
 		return &ValidationError{Kind: InvalidNumThreads, Field: "num_threads", Value: c.NumThreads}
 	}
+	switch c.Target {
+	case TargetNone, TargetGGUF:
+	default:
+		return &ValidationError{Kind: InvalidTarget, Field: "target", Value: c.Target}
+	}
 	return nil
 }
 
 // MarshalJSON encodes c as a JSON object with snake_case keys in field
-// order; an empty Modality is encoded as null.
+// order; an empty Modality or Target is encoded as null.
 func (c DiffusionQuantConfig) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
@@ -166,7 +198,7 @@ func (c DiffusionQuantConfig) MarshalJSON() ([]byte, error) {
 			b.WriteByte(',')
 		}
 		v := f.get(&c)
-		if f.key == "modality" && c.Modality == ModalityAuto {
+		if f.key == "modality" && c.Modality == ModalityAuto || f.key == "target" && c.Target == TargetNone {
 			v = nil
 		}
 		enc, err := json.Marshal(v)

@@ -316,7 +316,7 @@ func TestMarshalJSON(t *testing.T) {
 	}
 	want := `{"bit_width":2,"modality":null,"num_time_groups":5,"enable_time_aware":true,"group_size":256,` +
 		`"enable_spatial":false,"min_accuracy":0.65,"calibration_samples":32,"deployment_profile":"edge",` +
-		`"fail_fast":false,"num_threads":0,"enable_streaming":true}`
+		`"fail_fast":false,"num_threads":0,"enable_streaming":true,"target":null}`
 	if string(b) != want {
 		t.Errorf("json = %s\nwant   %s", b, want)
 	}
@@ -448,13 +448,13 @@ func TestApplyMapErrors(t *testing.T) {
 
 func TestKeysAndEnvVars(t *testing.T) {
 	wantKeys := []string{"bit_width", "modality", "num_time_groups", "enable_time_aware", "group_size", "enable_spatial",
-		"min_accuracy", "calibration_samples", "deployment_profile", "fail_fast", "num_threads", "enable_streaming"}
+		"min_accuracy", "calibration_samples", "deployment_profile", "fail_fast", "num_threads", "enable_streaming", "target"}
 	if got := config.Keys(); !reflect.DeepEqual(got, wantKeys) {
 		t.Errorf("Keys() = %v", got)
 	}
 	wantVars := []string{"ARROW_QUANT_BIT_WIDTH", "ARROW_QUANT_NUM_TIME_GROUPS", "ARROW_QUANT_GROUP_SIZE",
 		"ARROW_QUANT_MIN_ACCURACY", "ARROW_QUANT_CALIBRATION_SAMPLES", "ARROW_QUANT_FAIL_FAST", "ARROW_QUANT_NUM_THREADS",
-		"ARROW_QUANT_ENABLE_STREAMING", "ARROW_QUANT_DEPLOYMENT_PROFILE", "ARROW_QUANT_MODALITY"}
+		"ARROW_QUANT_ENABLE_STREAMING", "ARROW_QUANT_DEPLOYMENT_PROFILE", "ARROW_QUANT_MODALITY", "ARROW_QUANT_TARGET"}
 	if got := config.EnvVars(); !reflect.DeepEqual(got, wantVars) {
 		t.Errorf("EnvVars() = %v", got)
 	}

@@ -8,7 +8,8 @@ import (
 )
 
 // ErrValidation matches, via errors.Is, every *ValidationError,
-// *UnknownProfileError and *UnknownModalityError, also when wrapped.
+// *UnknownProfileError, *UnknownModalityError and *UnknownTargetError,
+// also when wrapped.
 var ErrValidation = errors.New("invalid configuration")
 
 // Validation error kinds, as named in the configuration guide.
@@ -21,6 +22,7 @@ const (
 	InvalidCalibrationSamples = "InvalidCalibrationSamples"
 	InvalidProfile            = "InvalidProfile"
 	InvalidNumThreads         = "InvalidNumThreads"
+	InvalidTarget             = "InvalidTarget"
 )
 
 // Kinds returned by Kind for errors that are not validation errors.
@@ -39,6 +41,7 @@ var rules = map[string]string{
 	InvalidCalibrationSamples: "calibration_samples must be at least 1",
 	InvalidProfile:            "deployment_profile must be edge, local or cloud",
 	InvalidNumThreads:         "num_threads must be 0 (all cores) or more",
+	InvalidTarget:             "target must be gguf or null (no export target)",
 }
 
 // ValidationError reports a parameter value that breaks a validation rule.
@@ -79,6 +82,16 @@ func (e *UnknownModalityError) Error() string {
 
 // Is reports whether target is ErrValidation.
 func (e *UnknownModalityError) Is(target error) bool { return target == ErrValidation }
+
+// UnknownTargetError reports an unknown export target name.
+type UnknownTargetError struct{ Value string }
+
+func (e *UnknownTargetError) Error() string {
+	return fmt.Sprintf("%s(%q): %s", InvalidTarget, e.Value, rules[InvalidTarget])
+}
+
+// Is reports whether target is ErrValidation.
+func (e *UnknownTargetError) Is(target error) bool { return target == ErrValidation }
 
 // UnknownKeyError reports a key that is not a configuration parameter.
 type UnknownKeyError struct {
@@ -124,14 +137,15 @@ func (e *EnvError) Error() string {
 func (e *EnvError) Unwrap() error { return e.Err }
 
 // Kind classifies err for callers that map errors to codes. It returns the
-// validation kind (e.g. "InvalidBitWidth", also for unknown profile or
-// modality names wherever they occur), else "EnvError", "UnknownKey" or
+// validation kind (e.g. "InvalidBitWidth", also for unknown profile,
+// modality or target names wherever they occur), else "EnvError", "UnknownKey" or
 // "ParseError", else "".
 func Kind(err error) string {
 	var (
 		ve *ValidationError
 		pe *UnknownProfileError
 		me *UnknownModalityError
+		te *UnknownTargetError
 		ee *EnvError
 		ke *UnknownKeyError
 		fe *ParseError
@@ -145,6 +159,8 @@ func Kind(err error) string {
 		return InvalidProfile
 	case errors.As(err, &me):
 		return InvalidModality
+	case errors.As(err, &te):
+		return InvalidTarget
 	case errors.As(err, &ee):
 		return KindEnvError
 	case errors.As(err, &ke):

@@ -19,6 +19,7 @@ const (
 	kindBool
 	kindModality
 	kindProfile
+	kindTarget
 )
 
 // field describes one parameter: its key, its environment variable ("" if
@@ -44,12 +45,13 @@ var fields = []*field{
 	{"fail_fast", "ARROW_QUANT_FAIL_FAST", kindBool, func(c *DiffusionQuantConfig) any { return &c.FailFast }},
 	{"num_threads", "ARROW_QUANT_NUM_THREADS", kindInt, func(c *DiffusionQuantConfig) any { return &c.NumThreads }},
 	{"enable_streaming", "ARROW_QUANT_ENABLE_STREAMING", kindBool, func(c *DiffusionQuantConfig) any { return &c.EnableStreaming }},
+	{"target", "ARROW_QUANT_TARGET", kindTarget, func(c *DiffusionQuantConfig) any { return &c.Target }},
 }
 
 // envOrder lists the keys with an environment variable, in the guide's order.
 var envOrder = []string{
 	"bit_width", "num_time_groups", "group_size", "min_accuracy", "calibration_samples",
-	"fail_fast", "num_threads", "enable_streaming", "deployment_profile", "modality",
+	"fail_fast", "num_threads", "enable_streaming", "deployment_profile", "modality", "target",
 }
 
 const profileKey = "deployment_profile"
@@ -73,8 +75,8 @@ func Keys() []string {
 }
 
 // EnvVars returns the ARROW_QUANT_* variables read by ApplyEnv, in the
-// guide's order, followed by ARROW_QUANT_DEPLOYMENT_PROFILE and
-// ARROW_QUANT_MODALITY.
+// guide's order, followed by ARROW_QUANT_DEPLOYMENT_PROFILE,
+// ARROW_QUANT_MODALITY and ARROW_QUANT_TARGET.
 func EnvVars() []string {
 	vars := make([]string, len(envOrder))
 	for i, k := range envOrder {
@@ -151,7 +153,7 @@ func (p patch) profile() (Profile, bool) {
 // Set sets the field named by its snake_case key from a string, as given in an
 // environment variable or on the command line. Integers are base 10; booleans
 // are true/false/1/0/yes/no (any case); modality accepts "", "null" and "auto"
-// for auto-detect. Set does not validate ranges; call Validate.
+// for auto-detect; target accepts "", "null" and "none" for no target. Set does not validate ranges; call Validate.
 // An unknown key yields *UnknownKeyError, a malformed value *ParseError.
 func (c *DiffusionQuantConfig) Set(key, value string) error {
 	s, err := parseSetting(key, value, "")
@@ -252,6 +254,8 @@ func parseString(k valueKind, s string) (any, error) {
 		return ParseModality(s)
 	case kindProfile:
 		return ParseProfile(s)
+	case kindTarget:
+		return ParseTarget(s)
 	}
 	panic("config: unhandled value kind")
 }
@@ -338,6 +342,14 @@ func parseJSON(k valueKind, v any) (any, error) {
 			return ParseProfile(s)
 		}
 		return nil, fmt.Errorf("expected a string, got %s", jsonType(v))
+	case kindTarget:
+		switch v := v.(type) {
+		case nil:
+			return TargetNone, nil
+		case string:
+			return ParseTarget(v)
+		}
+		return nil, fmt.Errorf("expected a string or null, got %s", jsonType(v))
 	}
 	panic("config: unhandled value kind")
 }

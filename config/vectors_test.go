@@ -169,7 +169,7 @@ func TestVectorsCoverage(t *testing.T) {
 		}
 	}
 	for _, k := range []string{InvalidBitWidth, InvalidModality, InvalidTimeGroups, InvalidGroupSize, InvalidAccuracy,
-		InvalidCalibrationSamples, InvalidProfile, InvalidNumThreads, KindUnknownKey, KindParseError, KindEnvError} {
+		InvalidCalibrationSamples, InvalidProfile, InvalidNumThreads, InvalidTarget, KindUnknownKey, KindParseError, KindEnvError} {
 		if !kinds[k] {
 			t.Errorf("no vector fails with %s", k)
 		}

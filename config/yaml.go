@@ -96,7 +96,7 @@ func parseYAML(data []byte, source string) (yamlDoc, error) {
 
 // parseNode converts a YAML value, checking its YAML type: integers must be
 // YAML integers, min_accuracy a YAML number, strings YAML strings (or null
-// for modality). Booleans also accept unquoted yes/no/1/0.
+// for modality and target). Booleans also accept unquoted yes/no/1/0.
 func parseNode(k valueKind, n *yaml.Node) (any, error) {
 	if n.Kind != yaml.ScalarNode {
 		return nil, fmt.Errorf("expected %s, got %s", wantYAML[k], yamlType(n))
@@ -118,6 +118,11 @@ func parseNode(k valueKind, n *yaml.Node) (any, error) {
 		ok = tag == "!!str"
 	case kindProfile:
 		ok = tag == "!!str"
+	case kindTarget:
+		if tag == "!!null" {
+			return TargetNone, nil
+		}
+		ok = tag == "!!str"
 	}
 	if !ok {
 		return nil, fmt.Errorf("expected %s, got %s", wantYAML[k], yamlType(n))
@@ -131,6 +136,7 @@ var wantYAML = map[valueKind]string{
 	kindBool:     "a boolean",
 	kindModality: "a string or null",
 	kindProfile:  "a string",
+	kindTarget:   "a string or null",
 }
 
 func deref(n *yaml.Node) *yaml.Node {

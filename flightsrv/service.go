@@ -194,6 +194,8 @@ func pipelineErr(err error) error {
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case config.Kind(err) != "":
 		return configErr(err)
+	case errors.Is(err, quant.ErrMethodWithTarget):
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

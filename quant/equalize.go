@@ -156,6 +156,9 @@ type equalizer struct {
 	res       *Equalization
 	mem       memory.Allocator
 	groupSize int // of the configured bit width's method, for the noise estimate
+	// normOnly keeps only pairs whose producer is a norm (target gguf:
+	// their scales fold exactly into it; up_proj's rows would change).
+	normOnly bool
 }
 
 func newEqualizer(mem memory.Allocator, groupSize int) *equalizer {
@@ -181,6 +184,15 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 	sort.Strings(names)
 	lookup := func(name string) (Tensor, bool) { t, ok := tensors[name]; return t, ok }
 	pairs := findPairs(lookup, names)
+	if eq.normOnly {
+		kept := pairs[:0]
+		for _, pr := range pairs {
+			if pr.norm {
+				kept = append(kept, pr)
+			}
+		}
+		pairs = kept
+	}
 	mem, groupSize, res := eq.mem, eq.groupSize, eq.res
 	eq.mu.Lock()
 	res.Considered += len(pairs)

@@ -1,11 +1,14 @@
 package quant
 
 import (
+	"errors"
+
 	"github.com/arrowquant/arrowquant/kernels"
 	// The parameter-search methods, registered for the binary.
 	_ "github.com/arrowquant/arrowquant/kernels/clip"
 	_ "github.com/arrowquant/arrowquant/kernels/dq"
 	_ "github.com/arrowquant/arrowquant/kernels/lsq"
+	_ "github.com/arrowquant/arrowquant/kernels/q80"
 )
 
 // DefaultMethodFor is the method used at a bit width when Options.Method
@@ -25,6 +28,10 @@ import (
 //     0.9869 cost 0.15 GB/s, below the budget.
 //   - INT8: "minmax". At 255 levels clipping buys nothing that matters
 //     (N(0,1) g64 0.999986, clip 0.999987) and minmax is the fastest.
+//     "q8_0" (ggml's Q8_0: symmetric, group 32) is the same quality
+//     (N(0,1) 0.999986 at g32) but stores a redundant min in the artifact
+//     (9 bits per weight at g32 against minmax g64's 8.5); it is what
+//     exports to GGUF exactly, so `target: gguf` picks it.
 //
 // "dq" (double-quantized super-blocks) is never the default: it fixes its
 // own block sizes (2.625 / 4.5 bits per weight at INT2 / INT4), so it
@@ -39,6 +46,20 @@ func DefaultMethodFor(bits int) string {
 		return kernels.MinMax.Name
 	}
 }
+
+// GGUFMethodFor is the method target gguf uses at a bit width where rows
+// divide 256 (every width for INT8): dq super-blocks, which are Q2_K's and
+// Q4_K's, and q8_0, which is Q8_0's. Other rows get INT4 groups of 32.
+func GGUFMethodFor(bits int) string {
+	if bits == 8 {
+		return "q8_0"
+	}
+	return "dq"
+}
+
+// ErrMethodWithTarget: a named method cannot be combined with target
+// gguf, which chooses the method of every tensor.
+var ErrMethodWithTarget = errors.New("a quantization method cannot be named with target gguf")
 
 // CheckMethod validates a method name given by a user ("" = defaults).
 func CheckMethod(name string) error {

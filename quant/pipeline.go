@@ -81,13 +81,21 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	if err := o.Config.Validate(); err != nil {
 		return nil, nil, err
 	}
+	gguf := o.Config.Target == config.TargetGGUF
+	if gguf && o.Method != DefaultMethod {
+		return nil, nil, fmt.Errorf("%w: method %q: target gguf chooses the method of every tensor itself (dq, lsq INT4 g32, q8_0)", ErrMethodWithTarget, o.Method)
+	}
 	// A named method serves every attempt of the bit-width ladder; an
-	// empty one picks DefaultMethodFor each attempt's bit width.
+	// empty one picks DefaultMethodFor each attempt's bit width (target
+	// gguf: GGUFMethodFor, refined per tensor by methodAt).
 	var methods [9]kernels.Method // by bit width
 	for _, bits := range []int{2, 4, 8} {
 		name := o.Method
 		if name == "" {
 			name = DefaultMethodFor(bits)
+		}
+		if gguf {
+			name = GGUFMethodFor(bits)
 		}
 		m, err := kernels.LookupMethod(name)
 		if err != nil {
@@ -109,7 +117,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p := &pipeline{
-		o: o, methods: methods, threads: threads,
+		o: o, methods: methods, threads: threads, gguf: gguf,
 		chunkSlots: make(chan struct{}, threads),
 		ctx:        compute.WithAllocator(kernels.NewContext(ctx), o.Mem),
 	}
@@ -117,10 +125,12 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	res := &Result{
 		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: methods[o.Config.BitWidth].Name,
 		Modality: o.Modality, ModalitySource: o.ModalitySource, ModalityEffect: ModalityEffect, Config: o.Config,
-		Layers: []Layer{}, Warnings: []string{},
+		Layers: []Layer{}, Warnings: []string{}, Target: o.Config.Target,
 	}
 	res.TimeAware, res.Spatial, res.Streaming = p.featureStatus()
-	if m := methods[o.Config.BitWidth]; m.IsSuperBlock() {
+	if gguf {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("target gguf: every tensor is stored the way a GGUF type holds it exactly (docs/GGUF.md): dq super-blocks (Q2_K/Q4_K) where rows divide %d, else INT4 groups of 32 (Q4_1); the q8_0 method at INT8 (Q8_0); 16 bits where rows do not divide 32; channel equalization only into norms; group_size %d does not apply", schema.SuperBlockElems, o.Config.GroupSize))
+	} else if m := methods[o.Config.BitWidth]; m.IsSuperBlock() {
 		sub, _, _, _ := kernels.SuperBlockLayout(o.Config.BitWidth)
 		res.Warnings = append(res.Warnings, fmt.Sprintf("method %s sets its own groups (sub-blocks of %d in super-blocks of %d at INT%d): group_size %d does not apply", m.Name, sub, schema.SuperBlockElems, o.Config.BitWidth, o.Config.GroupSize))
 	}
@@ -146,6 +156,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	p.calib = cst
 	if o.Config.EnableSpatial {
 		p.eq = newEqualizer(o.Mem, groupSizeOf(methods[o.Config.BitWidth], o.Config.BitWidth, o.Config.GroupSize))
+		p.eq.normOnly = gguf // only pairs whose scales fold exactly into a norm
 		res.Equalization = p.eq.res
 		src = newEqualizingSource(src, p.eq)
 	}
@@ -301,6 +312,7 @@ type pipeline struct {
 	eq         *equalizer   // nil unless channel equalization ran
 	o          Options
 	methods    [9]kernels.Method // by bit width
+	gguf       bool              // target gguf: methods chosen per tensor (methodAt)
 	threads    int
 	chunkSlots chan struct{}
 	ctx        context.Context
@@ -419,6 +431,17 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		layer.RequestedBitWidth = 8
 		layer.Protection = fmt.Sprintf("timestep-conditioned layer kept at >= 8 bits by time-aware quantization (INT%d requested)", cfg.BitWidth)
 	}
+	if p.gguf {
+		ne0 := meta.Shape[len(meta.Shape)-1]
+		if ne0%32 != 0 {
+			layer.Policy = fmt.Sprintf("target gguf: rows of %d do not divide ggml's 32-element blocks, kept at 16 bits (F16/BF16 in GGUF, llama.cpp's own fallback)", ne0)
+			return p.keepRaw(ctx, t, layer, firstPass)
+		}
+		if start == 2 && ne0%schema.SuperBlockElems != 0 {
+			start = 4
+			layer.Protection = fmt.Sprintf("target gguf: rows of %d do not divide Q2_K's %d-element super-blocks, so INT4 groups of 32 (Q4_1) instead of INT2", ne0, schema.SuperBlockElems)
+		}
+	}
 	importance := p.importance(meta)
 	mag := p.smoothable(meta)
 	var equalizing []float32 // channel equalization's s (pair consumers)
@@ -427,11 +450,12 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 	}
 	var reasons []string
 	for bits := start; bits <= 8; bits *= 2 {
+		ch := p.methodAt(meta, bits)
 		var sm *smoothing
 		w := importance
 		layer.Smoothing = ""
 		switch {
-		case mag != nil && importance != nil && supportsWeights(p.methods[bits]):
+		case mag != nil && importance != nil && supportsWeights(ch.m):
 			var note string
 			var err error
 			if sm, note, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil {
@@ -444,7 +468,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		case equalizing != nil:
 			sm = newSmoothing(nil, 0, equalizing)
 			w = nil // unweighted on W·diag(s) when the method cannot weigh
-			if supportsWeights(p.methods[bits]) {
+			if supportsWeights(ch.m) {
 				imp := importance
 				if imp == nil {
 					imp = eq.importance // γ²: a norm's output power per channel
@@ -469,12 +493,12 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		cos := sim.Cosine()
 		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
 		if cos >= cfg.MinAccuracy {
-			if importance != nil && supportsWeights(p.methods[bits]) {
+			if importance != nil && supportsWeights(ch.m) {
 				how := "equal weight per time group"
 				if !cfg.EnableTimeAware {
 					how = "all timesteps pooled: time-aware is off; spatial smoothing's output-error objective"
 				}
-				layer.Weighting = fmt.Sprintf("%s search weighted by per-input-channel importance from calibration (%s)", p.methods[bits].Name, how)
+				layer.Weighting = fmt.Sprintf("%s search weighted by per-input-channel importance from calibration (%s)", ch.m.Name, how)
 				var out kernels.Similarity
 				for i := range chunks {
 					out.Add(chunks[i].output)
@@ -482,7 +506,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 				oc := out.Cosine()
 				layer.OutputCosineSimilarity = &oc
 			}
-			layer.BitWidth, layer.GroupSize, layer.Method = bits, groupSizeOf(p.methods[bits], bits, cfg.GroupSize), p.methods[bits].Name
+			layer.BitWidth, layer.GroupSize, layer.Method = bits, groupSizeOf(ch.m, bits, ch.group), ch.m.Name
 			layer.smoothing = sm
 			layer.CosineSimilarity, layer.RelMSE = cos, sim.RelMSE()
 			if len(reasons) > 0 {
@@ -583,8 +607,9 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 // reconstruction times 1/s.
 func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32, sm *smoothing) ([]chunk, kernels.Similarity, error) {
 	meta := t.Meta()
-	opts := &kernels.QuantOptions{Bits: bits, GroupSize: p.o.Config.GroupSize}
-	m := p.methods[bits]
+	ch := p.methodAt(meta, bits)
+	opts := &kernels.QuantOptions{Bits: bits, GroupSize: ch.group}
+	m := ch.m
 	weighted := importance != nil && supportsWeights(m)
 	var fullChunk arrow.Array // the weights of every full chunk, when they repeat
 	if weighted && schema.ChunkElems%int64(len(importance)) == 0 && meta.NumElements() >= schema.ChunkElems {
@@ -833,6 +858,30 @@ func groupParamsArray(mem memory.Allocator, gp arrow.Array) arrow.Array {
 	defer b.Release()
 	b.AppendNull()
 	return b.NewArray()
+}
+
+// choice is the method and group size of one attempt at one tensor.
+type choice struct {
+	m     kernels.Method
+	group int // QuantOptions.GroupSize (super-block methods: unused)
+}
+
+// methodAt is the method and group size a tensor is quantized with at
+// bits: the run's method and configured group size, or with target gguf
+// the one whose rows a GGUF type holds exactly: the q8_0 method (groups of
+// 32, Q8_0) at INT8; dq super-blocks (Q2_K/Q4_K) where rows divide 256;
+// else INT4 groups of 32 (Q4_1) with the INT4 default method.
+func (p *pipeline) methodAt(meta TensorMeta, bits int) choice {
+	if !p.gguf || len(meta.Shape) == 0 {
+		return choice{p.methods[bits], p.o.Config.GroupSize}
+	}
+	ne0 := meta.Shape[len(meta.Shape)-1]
+	switch {
+	case bits == 8, ne0%schema.SuperBlockElems == 0:
+		return choice{p.methods[bits], 32}
+	}
+	m, _ := kernels.LookupMethod(DefaultMethodFor(4))
+	return choice{m, 32}
 }
 
 // supportsWeights reports whether a method has a weighted search.

@@ -81,6 +81,7 @@ type Result struct {
 	BitWidth            int     `json:"bit_width"`
 	GroupSize           int     `json:"group_size"`
 	Method              string  `json:"method"`
+	Target              string  `json:"target,omitempty"` // "gguf" with target gguf (methods then chosen per tensor)
 	QuantizationTimeS   float64 `json:"quantization_time_s"`
 
 	NumTensors      int     `json:"num_tensors"`

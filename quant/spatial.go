@@ -94,8 +94,8 @@ func (sm *smoothing) errorWeights(importance []float32) []float32 {
 // smoothable reports the activation magnitudes of a tensor that spatial
 // quantization may smooth: a 2-D weight of a calibrated layer.
 func (p *pipeline) smoothable(meta TensorMeta) []float32 {
-	if !p.o.Config.EnableSpatial || p.calib == nil || len(meta.Shape) != 2 {
-		return nil
+	if !p.o.Config.EnableSpatial || p.calib == nil || len(meta.Shape) != 2 || p.gguf {
+		return nil // target gguf: no AWQ smoothing (its scales do not fold)
 	}
 	base, ok := strings.CutSuffix(meta.Name, ".weight")
 	if !ok {

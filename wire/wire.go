@@ -56,7 +56,7 @@ type PutCommand struct {
 	// the upload: a file name whose extension tells the format, and its bytes.
 	Calibration *CalibrationFile `json:"calibration,omitempty"`
 	// Method forces one quantization method at every bit width (minmax,
-	// lsq, clip, dq); empty uses the defaults per bit width.
+	// lsq, clip, dq, q8_0); empty uses the defaults per bit width.
 	Method string `json:"method,omitempty"`
 }
 

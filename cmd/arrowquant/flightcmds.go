@@ -155,7 +155,7 @@ func newPushCmd() *cobra.Command {
 		if err := checkMethodFlag(method); err != nil {
 			return err
 		}
-		overrides, err := cf.requestConfig(cmd.Flags())
+		overrides, err := cf.requestConfig(cmd.Flags(), method)
 		if err != nil {
 			return err
 		}
@@ -193,9 +193,12 @@ func newPushCmd() *cobra.Command {
 // requestConfig resolves the configuration exactly as quantize does
 // (presets < YAML < ARROW_QUANT_* environment < flags) and sends it whole,
 // so a push quantizes like a local run with the same flags.
-func (c *configFlags) requestConfig(fs *pflag.FlagSet) (map[string]any, error) {
+func (c *configFlags) requestConfig(fs *pflag.FlagSet, method string) (map[string]any, error) {
 	cfg, err := c.resolve(fs)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkTargetMethod(cfg, method); err != nil {
 		return nil, err
 	}
 	b, _ := json.Marshal(cfg)

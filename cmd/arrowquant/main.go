@@ -19,6 +19,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv"
+	"github.com/arrowquant/arrowquant/gguf"
 	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -44,12 +45,13 @@ func exitCode(err error) int {
 		conflict *outdir.ConflictError
 		notOurs  *outdir.NotOursError
 		badServe *flightsrv.ConfigError
+		badInput *gguf.InputError
 	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, outdir.ErrNotEmpty),
-		errors.As(err, &conflict), errors.As(err, &notOurs), errors.As(err, &badServe):
+		errors.As(err, &conflict), errors.As(err, &notOurs), errors.As(err, &badServe), errors.As(err, &badInput):
 		return exitUsage
 	}
 	return exitFailure
@@ -133,8 +135,8 @@ func newRoot() *cobra.Command {
 		return nil
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
-		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd(), newInspectCmd())
+	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newExportCmd(), newInspectCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
+		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd())
 	return root
 }
 

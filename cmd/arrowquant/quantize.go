@@ -22,7 +22,7 @@ type configFlags struct {
 	keys map[string]string
 }
 
-const methodFlagHelp = "force one quantization method at every bit width: minmax, lsq, clip, or dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format); default: clip for INT2, lsq for INT4, minmax for INT8"
+const methodFlagHelp = "force one quantization method at every bit width: minmax, lsq, clip, dq (double-quantized super-blocks: 2.625 / 4.5 bits per weight at INT2 / INT4, group size set by the format), or q8_0 (INT8 with ggml's Q8_0 math: symmetric, exact GGUF export at group 32; minmax's params at INT2/INT4); default: clip for INT2, lsq for INT4, minmax for INT8"
 
 // checkMethodFlag refuses an unknown --method as a usage error (exit 2).
 func checkMethodFlag(method string) error {
@@ -37,7 +37,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 		"bit-width": "bit_width", "group-size": "group_size", "num-time-groups": "num_time_groups",
 		"min-accuracy": "min_accuracy", "modality": "modality", "calibration-samples": "calibration_samples",
 		"fail-fast": "fail_fast", "threads": "num_threads", "streaming": "enable_streaming",
-		"time-aware": "enable_time_aware", "spatial": "enable_spatial",
+		"time-aware": "enable_time_aware", "spatial": "enable_spatial", "target": "target",
 	}}
 	fs.StringVar(&c.file, "config", "", "YAML configuration file (see config.example.yaml)")
 	fs.StringVar(&c.profile, "profile", "", "deployment profile giving the base presets: edge, local or cloud")
@@ -52,6 +52,7 @@ func addConfigFlags(fs *pflag.FlagSet) *configFlags {
 	fs.Bool("streaming", false, "one tensor in flight at a time (bounded memory)")
 	fs.Bool("time-aware", true, "time-aware quantization: timestep-conditioned layers at >= 8 bits, time groups in the metadata")
 	fs.Bool("spatial", true, "spatial quantization: channel equalization between Llama-family layer pairs (calibration-free) and, with --calibration, AWQ-style smoothing, where they lower the estimated output error")
+	fs.String("target", "", "export target: gguf makes every choice exact in GGUF (dq super-blocks / INT4 g32 / q8_0 per tensor, equalization only into norms; see docs/GGUF.md), so `arrowquant export --exact` succeeds (env ARROW_QUANT_TARGET)")
 	return c
 }
 
@@ -68,6 +69,15 @@ func (c *configFlags) resolve(fs *pflag.FlagSet) (config.DiffusionQuantConfig, e
 	})
 	return config.Resolve(config.Options{Profile: c.profile, YAMLPath: c.file, Lookup: os.LookupEnv, Overrides: over,
 		OverrideSource: func(key string) string { return flagOf[key] }})
+}
+
+// checkTargetMethod refuses --method with target gguf (exit 2): the
+// target chooses every tensor's method.
+func checkTargetMethod(cfg config.DiffusionQuantConfig, method string) error {
+	if cfg.Target == config.TargetGGUF && method != quant.DefaultMethod {
+		return usagef("--method %s cannot be combined with target gguf, which chooses each tensor's method (dq, lsq INT4 g32, q8_0)", method)
+	}
+	return nil
 }
 
 func newQuantizeCmd() *cobra.Command {
@@ -102,6 +112,9 @@ func newQuantizeCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		if err := checkTargetMethod(cfg, method); err != nil {
+			return err
+		}
 		bar := newProgress(0, "quantizing", true)
 		res, err := local.Quantize(cmd.Context(), local.QuantizeOptions{
 			ModelDir: model, OutputDir: output, Config: cfg, Method: method,
@@ -134,6 +147,9 @@ func printSummary(out io.Writer, r *quant.Result) {
 	fmt.Fprintf(out, "  size            %.1f MB (%.2f bits/weight), %.2fx smaller than the source\n", r.ModelSizeMB, r.BitsPerWeight, r.CompressionRatio)
 	fmt.Fprintf(out, "  cosine          %.4f mean, %.4f min (modality %s)\n", r.CosineSimilarity, r.MinCosineSimilarity, r.Modality)
 	fmt.Fprintf(out, "  bit width       INT%d requested, widest used %d\n", r.BitWidth, r.ActualBitWidth)
+	if r.Target != "" {
+		fmt.Fprintf(out, "  target          %s (every tensor stored as a GGUF type holds it: export with --exact)\n", r.Target)
+	}
 	if r.FallbackReason != nil {
 		fmt.Fprintf(out, "  fallback        %s\n", *r.FallbackReason)
 	}

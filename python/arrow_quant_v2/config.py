@@ -42,17 +42,19 @@ _FIELDS = [
     ("fail_fast", "ARROW_QUANT_FAIL_FAST", "bool"),
     ("num_threads", "ARROW_QUANT_NUM_THREADS", "int"),
     ("enable_streaming", "ARROW_QUANT_ENABLE_STREAMING", "bool"),
+    ("target", "ARROW_QUANT_TARGET", "target"),
 ]
 KEYS = [f[0] for f in _FIELDS]
 _KIND = {f[0]: f[2] for f in _FIELDS}
 _ENV = {f[0]: f[1] for f in _FIELDS}
-# The guide's order, then the profile and the modality.
+# The guide's order, then the profile, the modality and the export target.
 _ENV_ORDER = ["bit_width", "num_time_groups", "group_size", "min_accuracy", "calibration_samples", "fail_fast",
-              "num_threads", "enable_streaming", "deployment_profile", "modality"]
+              "num_threads", "enable_streaming", "deployment_profile", "modality", "target"]
 ENV_VARS = [_ENV[k] for k in _ENV_ORDER]
 
 PROFILES = ("edge", "local", "cloud")
 MODALITIES = ("text", "code", "image", "audio")
+TARGETS = ("gguf",)
 
 _RULES = {
     "InvalidBitWidth": "bit_width must be 2, 4 or 8",
@@ -63,6 +65,7 @@ _RULES = {
     "InvalidCalibrationSamples": "calibration_samples must be at least 1",
     "InvalidProfile": "deployment_profile must be edge, local or cloud",
     "InvalidNumThreads": "num_threads must be 0 (all cores) or more",
+    "InvalidTarget": "target must be gguf or null (no export target)",
 }
 
 _ERR_INT = "expected a base-10 integer"
@@ -75,7 +78,7 @@ def _presets(p: str) -> dict:
     """FromProfile: the presets of p (local's for an unknown p, keeping p so validate() reports it)."""
     c = dict(bit_width=4, modality="", num_time_groups=10, enable_time_aware=True, group_size=128,
              enable_spatial=True, min_accuracy=0.85, calibration_samples=128, deployment_profile=p,
-             fail_fast=False, num_threads=0, enable_streaming=False)
+             fail_fast=False, num_threads=0, enable_streaming=False, target="")
     if p == "edge":
         c.update(bit_width=2, num_time_groups=5, group_size=256, enable_spatial=False, min_accuracy=0.65,
                  calibration_samples=32, enable_streaming=True)
@@ -166,6 +169,15 @@ def _modality(s: str) -> str:
     raise _Invalid("InvalidModality", s)
 
 
+def _target(s: str) -> str:
+    t = _go.to_lower(_go.trim_space(s))
+    if t in ("", "null", "none"):
+        return ""
+    if t in TARGETS:
+        return t
+    raise _Invalid("InvalidTarget", s)
+
+
 def _parse_string(kind: str, s: str):
     """parseString: a value as written in an environment variable, an override or a YAML scalar."""
     s = _go.trim_space(s)
@@ -190,6 +202,8 @@ def _parse_string(kind: str, s: str):
         raise ValueError(_ERR_BOOL)
     if kind == "modality":
         return _modality(s)
+    if kind == "target":
+        return _target(s)
     return _profile(s)
 
 
@@ -277,6 +291,12 @@ def _parse_value(kind: str, v):
         if isinstance(v, str):
             return _modality(v)
         raise ValueError(f"expected a string or null, got {_json_type(v)}")
+    if kind == "target":
+        if v is None:
+            return ""
+        if isinstance(v, str):
+            return _target(v)
+        raise ValueError(f"expected a string or null, got {_json_type(v)}")
     if isinstance(v, DeploymentProfile):
         return v.value
     if isinstance(v, str):
@@ -347,7 +367,7 @@ def _yaml_doc(data: bytes, source: str):
 
 
 _WANT_YAML = {"int": "an integer", "float": "a number", "bool": "a boolean", "modality": "a string or null",
-              "profile": "a string"}
+              "profile": "a string", "target": "a string or null"}
 
 
 def _yaml_value(kind: str, n):
@@ -362,7 +382,7 @@ def _yaml_value(kind: str, n):
         ok = tag in ("!!int", "!!float")
     elif kind == "bool":
         ok = tag == "!!bool" or (not quoted and tag in ("!!str", "!!int"))
-    elif kind == "modality":
+    elif kind in ("modality", "target"):
         if tag == "!!null":
             return ""
         ok = tag == "!!str"
@@ -398,6 +418,7 @@ class DiffusionQuantConfig:
     fail_fast: bool
     num_threads: int
     enable_streaming: bool
+    target: Optional[str]
 
     def __init__(self, **fields: Any):
         base = "local"
@@ -511,7 +532,7 @@ class DiffusionQuantConfig:
     def __getattr__(self, name):
         if name in _KIND:
             v = object.__getattribute__(self, "_" + name)
-            return (v or None) if name == "modality" else v
+            return (v or None) if name in ("modality", "target") else v
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def __setattr__(self, name, value):
@@ -532,7 +553,7 @@ class DiffusionQuantConfig:
     def apply_env_overrides(self, env: Optional[Mapping[str, str]] = None) -> "DiffusionQuantConfig":
         """Apply the ARROW_QUANT_* variables (Go's config.ApplyEnv): BIT_WIDTH, NUM_TIME_GROUPS,
         GROUP_SIZE, MIN_ACCURACY, CALIBRATION_SAMPLES, FAIL_FAST, NUM_THREADS, ENABLE_STREAMING,
-        DEPLOYMENT_PROFILE and MODALITY, read from ``env`` (default ``os.environ``).
+        DEPLOYMENT_PROFILE, MODALITY and TARGET, read from ``env`` (default ``os.environ``).
 
         Empty variables are unset. A malformed value raises EnvError naming the variable (an unknown
         profile or modality is also InvalidProfile / InvalidModality) and changes nothing.
@@ -564,11 +585,13 @@ class DiffusionQuantConfig:
             raise _validation_error("InvalidProfile", "deployment_profile", g("deployment_profile"))
         if g("num_threads") < 0:
             raise _validation_error("InvalidNumThreads", "num_threads", g("num_threads"))
+        if g("target") not in ("",) + TARGETS:
+            raise _validation_error("InvalidTarget", "target", g("target"))
         return self
 
     # -- views ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Every parameter in the guide's (struct) order; modality None for auto-detect."""
+        """Every parameter in the guide's (struct) order; modality None for auto-detect, target None for none."""
         return {k: getattr(self, k) for k in KEYS}
 
     def copy(self) -> "DiffusionQuantConfig":

@@ -72,6 +72,10 @@ class InvalidNumThreads(ValidationError):
     kind = "InvalidNumThreads"
 
 
+class InvalidTarget(ValidationError, ValueError):
+    kind = "InvalidTarget"
+
+
 class UnknownKey(ConfigError, AttributeError):
     """A key that is not a configuration parameter (YAML, constructor, attribute, override)."""
     kind = "UnknownKey"
@@ -94,7 +98,7 @@ class ConfigFileError(ConfigError, OSError):
 
 VALIDATION_KINDS = {c.kind: c for c in (InvalidBitWidth, InvalidModality, InvalidTimeGroups, InvalidGroupSize,
                                         InvalidAccuracy, InvalidCalibrationSamples, InvalidProfile,
-                                        InvalidNumThreads)}
+                                        InvalidNumThreads, InvalidTarget)}
 KINDS = dict(VALIDATION_KINDS, UnknownKey=UnknownKey, ParseError=ParseError, EnvError=EnvError)
 
 _combined: dict = {}

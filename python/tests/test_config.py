@@ -11,7 +11,7 @@ from arrow_quant_v2.errors import ConfigFileError
 
 LOCAL = dict(bit_width=4, modality=None, num_time_groups=10, enable_time_aware=True, group_size=128,
              enable_spatial=True, min_accuracy=0.85, calibration_samples=128, deployment_profile="local",
-             fail_fast=False, num_threads=0, enable_streaming=False)
+             fail_fast=False, num_threads=0, enable_streaming=False, target=None)
 
 
 def test_defaults_are_the_local_profile():
@@ -129,7 +129,7 @@ def test_env_vars_list():
     assert ENV_VARS == ["ARROW_QUANT_BIT_WIDTH", "ARROW_QUANT_NUM_TIME_GROUPS", "ARROW_QUANT_GROUP_SIZE",
                         "ARROW_QUANT_MIN_ACCURACY", "ARROW_QUANT_CALIBRATION_SAMPLES", "ARROW_QUANT_FAIL_FAST",
                         "ARROW_QUANT_NUM_THREADS", "ARROW_QUANT_ENABLE_STREAMING", "ARROW_QUANT_DEPLOYMENT_PROFILE",
-                        "ARROW_QUANT_MODALITY"]
+                        "ARROW_QUANT_MODALITY", "ARROW_QUANT_TARGET"]
 
 
 def test_resolve_env_rebases(monkeypatch):

@@ -247,7 +247,7 @@ def test_example_2_custom_yaml(guide_dir, source_bytes):
     assert r["config"] == {"bit_width": 4, "modality": "text", "num_time_groups": 15, "enable_time_aware": True,
                            "group_size": 128, "enable_spatial": True, "min_accuracy": 0.80,
                            "calibration_samples": 256, "deployment_profile": "local", "fail_fast": False,
-                           "num_threads": 8, "enable_streaming": False}
+                           "num_threads": 8, "enable_streaming": False, "target": None}
     assert r["modality"] == "text"
 
 

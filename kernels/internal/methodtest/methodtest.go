@@ -242,7 +242,15 @@ type Options struct {
 	NoWorseThanMinMax func(bits int) bool
 	// Baseline skips the improvement check (minmax itself).
 	Baseline bool
+	// Symmetric reports the bit widths at which the method is symmetric
+	// (min = -2^(bits-1)·scale, e.g. q8_0 at INT8): it gives up minmax's
+	// asymmetric range, so the improvement check skips that width (the
+	// method's package tests its own reference), and a constant group
+	// c ≠ 0 must reconstruct within half a step instead of exactly.
+	Symmetric func(bits int) bool
 }
+
+func (o Options) symmetric(bits int) bool { return o.Symmetric != nil && o.Symmetric(bits) }
 
 // Run checks method (registered, with GroupParams params) against the
 // shared kernels and the format's rules.
@@ -256,7 +264,7 @@ func Run(t *testing.T, method string, params kernels.GroupParamsFunc, o Options)
 	}
 	t.Run("FusedEqualsComposed", func(t *testing.T) { fusedEqualsComposed(t, method) })
 	t.Run("RoundTripBound", func(t *testing.T) { roundTripBound(t, method) })
-	t.Run("ConstantGroups", func(t *testing.T) { constantGroups(t, method, params) })
+	t.Run("ConstantGroups", func(t *testing.T) { constantGroups(t, method, params, o.symmetric) })
 	t.Run("RaggedAndEmpty", func(t *testing.T) { raggedAndEmpty(t, method, params) })
 	t.Run("NonFinite", func(t *testing.T) { nonFinite(t, method, params) })
 	t.Run("ParamRange", func(t *testing.T) { paramRange(t, method, params) })
@@ -375,8 +383,9 @@ func roundTripBound(t *testing.T, method string) {
 func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
 
 // Constant groups (fp16-representable) are exact, as with minmax; a
-// constant group beside varying ones too.
-func constantGroups(t *testing.T, method string, params kernels.GroupParamsFunc) {
+// constant group beside varying ones too. Symmetric methods: zero groups
+// are exact, other constants within half a step.
+func constantGroups(t *testing.T, method string, params kernels.GroupParamsFunc, symmetricAt func(int) bool) {
 	e := NewEnv(t)
 	x := append(seqf(64, func(int) float32 { return -3.25 }), Normal(64, 5)...)
 	x = append(x, seqf(64, func(int) float32 { return 0 })...)
@@ -384,7 +393,19 @@ func constantGroups(t *testing.T, method string, params kernels.GroupParamsFunc)
 	defer values.Release()
 	for _, bits := range []int{2, 4, 8} {
 		q := e.Composed(method, values, bits, 64)[0]
+		symmetric := symmetricAt(bits)
+		if symmetric {
+			s := fp.HalfToFloat32(q.Scales[0])
+			for i := range 64 {
+				if d := abs32(q.Recon[i] - x[i]); d > s/2 || s == 0 {
+					t.Fatalf("bits %d: constant %v reconstructs to %v (scale %v)", bits, x[i], q.Recon[i], s)
+				}
+			}
+		}
 		for _, g := range []int{0, 2} {
+			if symmetric && g == 0 {
+				continue
+			}
 			if q.Scales[g] != 0 {
 				t.Errorf("bits %d group %d: constant group has scale %#x", bits, g, q.Scales[g])
 			}
@@ -510,6 +531,9 @@ func paramRange(t *testing.T, method string, params kernels.GroupParamsFunc) {
 func betterThanMinMax(t *testing.T, params kernels.GroupParamsFunc, o Options) {
 	for _, x := range [][]float32{Normal(1<<16, 11), Laplace(1<<16, 12)} {
 		for _, bits := range []int{2, 4, 8} {
+			if o.symmetric(bits) {
+				continue
+			}
 			for _, gs := range []int{32, 128, 256} {
 				mine, s := Quality(t, params, x, bits, gs)
 				ref, r := Quality(t, kernels.MinMaxGroupParams, x, bits, gs)

@@ -1,0 +1,51 @@
+// Package gguf exports an ArrowQuant artifact as a GGUF v3 file that
+// llama.cpp / ggml (and stable-diffusion.cpp, ComfyUI-GGUF) load: ggml block
+// types chosen per tensor, bit-exact where the artifact's math is a ggml
+// type's (docs/GGUF.md), written in one streaming pass.
+package gguf
+
+// KV is one GGUF metadata key-value pair. Value is one of uint8, int8,
+// uint16, int16, uint32, int32, uint64, int64, float32, float64, bool,
+// string, or a slice of one of those (a GGUF array); anything else is an
+// error when the header is written.
+type KV struct {
+	Key   string
+	Value any
+}
+
+// Plan is how a model maps onto a llama.cpp architecture: what the package
+// gguf/hfarch builds from a model directory (config.json, tokenizer files)
+// for the architectures it knows. A nil Plan, or a zero one, exports every
+// tensor under its original name with general.architecture taken from the
+// artifact's config.json (model_type, else _class_name, lower-cased): the
+// behaviour for models without a known architecture (UNets, DiTs, audio),
+// which ComfyUI-GGUF and stable-diffusion.cpp load by tensor name.
+type Plan struct {
+	// Arch is general.architecture ("llama", "qwen2", "bert", ...);
+	// empty means the config.json fallback above.
+	Arch string
+	// KVs are added to the header after the general.* keys the exporter
+	// writes (general.architecture, general.name, general.alignment,
+	// general.quantization_version): hyper-parameters
+	// ("<arch>.context_length", ...), tokenizer ("tokenizer.ggml.*") and
+	// further general.* keys. A key given twice, or a key the exporter
+	// writes itself (general.architecture, general.alignment,
+	// general.quantization_version, arrowquant.*), is an error.
+	KVs []KV
+	// TensorName maps a Hugging Face tensor name to its GGUF name
+	// ("model.layers.0.self_attn.q_proj.weight" -> "blk.0.attn_q.weight");
+	// ok == false leaves the tensor out of the file (e.g. rotary
+	// inv_freq buffers), and the export report lists it as skipped. Nil
+	// keeps every tensor under its original name. Two tensors mapped to
+	// one name are an error.
+	TensorName func(hf string) (name string, ok bool)
+	// RowOrder, when set and returning non-nil for a tensor of at least
+	// two dimensions, reorders its rows (the outermost dimension, ggml's
+	// ne[n-1]): row i of the exported tensor is row perm[i] of the stored
+	// one, e.g. llama's Q/K head permutation. Rows keep their blocks, so a
+	// reordered tensor stays exact. perm must be a permutation that maps
+	// each run of rows [a, b) onto itself for small runs (a head's rows):
+	// the exporter buffers one run at a time and refuses runs larger than
+	// 256 MiB of exported bytes.
+	RowOrder func(hf string, shape []int64) []int
+}
