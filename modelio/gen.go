@@ -47,12 +47,11 @@ type presetSpec struct {
 }
 
 var presets = []presetSpec{
-	// 744 learned merges (ids 256..999), then Qwen2/Dream special tokens;
-	// ids 1003..1022 are unused (a padded vocabulary, as Dream 7B's).
+	// 764 learned merges (ids 256..1019), then Qwen2/Dream special tokens.
 	{name: "tiny", family: familyDream, hidden: 256, inter: 704, layers: 2, heads: 4, kvHeads: 2, vocab: 1024,
-		maskToken: 1023, bosToken: 1000, eosToken: 1000, pad: 1000, maxPos: 4096, shards: 1,
-		tok: &tokSpec{style: tokQwen2, merges: 744, specials: []specialToken{
-			{1000, "<|endoftext|>"}, {1001, "<|im_start|>"}, {1002, "<|im_end|>"}, {1023, "<|mask|>"}}}},
+		maskToken: 1023, bosToken: 1020, eosToken: 1020, pad: 1020, maxPos: 4096, shards: 1,
+		tok: &tokSpec{style: tokQwen2, merges: 764, specials: []specialToken{
+			{1020, "<|endoftext|>"}, {1021, "<|im_start|>"}, {1022, "<|im_end|>"}, {1023, "<|mask|>"}}}},
 	// A Llama-family model llama.cpp runs: 763 merges, Llama 3 specials.
 	{name: "tiny-llama", family: familyLlama, hidden: 256, inter: 704, layers: 2, heads: 4, kvHeads: 2, vocab: 1024,
 		maskToken: -1, bosToken: 1019, eosToken: 1023, pad: -1, maxPos: 4096, shards: 1,

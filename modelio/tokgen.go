@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 	"unicode"
 )
 
@@ -36,9 +37,12 @@ type specialToken struct {
 
 // tokSpec describes a preset's tokenizer.
 type tokSpec struct {
-	style    tokStyle
-	specials []specialToken // ids ≥ 256 + merges; gaps are fine (padded vocabulary)
-	merges   int            // learned merges: normal tokens are ids [0, 256+merges)
+	style tokStyle
+	// specials take the ids right after the learned tokens, in order:
+	// Hugging Face tokenizers gives added tokens consecutive ids after the
+	// model vocabulary whatever tokenizer.json says.
+	specials []specialToken
+	merges   int // learned merges: normal tokens are ids [0, 256+merges)
 	// pairMerges writes merges as ["a", "b"] pairs (transformers ≥ 4.45)
 	// instead of "a b" strings.
 	pairMerges bool
@@ -166,6 +170,31 @@ func byteUnicode() (table [256]rune, order []byte) {
 	return table, order
 }
 
+type bpeKey struct {
+	style tokStyle
+	n     int
+}
+
+type bpeResult struct {
+	vocab  []string
+	merges [][2]string
+	err    error
+}
+
+var bpeCache sync.Map // bpeKey → *bpeResult (read-only)
+
+// trainBPECached memoizes trainBPE (callers must not modify the slices).
+func trainBPECached(style tokStyle, n int) ([]string, [][2]string, error) {
+	k := bpeKey{style, n}
+	if r, ok := bpeCache.Load(k); ok {
+		res := r.(*bpeResult)
+		return res.vocab, res.merges, res.err
+	}
+	v, m, err := trainBPE(style, n)
+	bpeCache.Store(k, &bpeResult{v, m, err})
+	return v, m, err
+}
+
 // trainBPE learns n merges from tokCorpus. Ties between equally frequent
 // pairs go to the smallest "a b" string; a pair whose concatenation is
 // already a token is skipped, so every merge adds one token.
@@ -286,7 +315,7 @@ func marshalNoEscape(v any) ([]byte, error) {
 // tokenizerFiles returns tokenizer.json and the added_tokens_decoder of
 // tokenizer_config.json.
 func (t *tokSpec) tokenizerFiles() (tokJSON []byte, decoder orderedJSON, err error) {
-	vocab, merges, err := trainBPE(t.style, t.merges)
+	vocab, merges, err := trainBPECached(t.style, t.merges)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -303,9 +332,9 @@ func (t *tokSpec) tokenizerFiles() (tokJSON []byte, decoder orderedJSON, err err
 		}
 	}
 	var added []any
-	for _, s := range t.specials {
-		if s.id < int64(len(vocab)) {
-			return nil, nil, fmt.Errorf("modelio: special token %q id %d collides with the %d learned tokens", s.content, s.id, len(vocab))
+	for i, s := range t.specials {
+		if s.id != int64(len(vocab)+i) {
+			return nil, nil, fmt.Errorf("modelio: special token %q has id %d, want %d (right after the %d learned tokens)", s.content, s.id, len(vocab)+i, len(vocab))
 		}
 		added = append(added, orderedJSON{{"id", s.id}, {"content", s.content}, {"single_word", false},
 			{"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}})

@@ -128,7 +128,7 @@ func TestGenTokenizers(t *testing.T) {
 		pattern  string
 		ignore   bool
 	}{
-		{"tiny", tokQwen2, 744, map[int64]string{1000: "<|endoftext|>", 1001: "<|im_start|>", 1002: "<|im_end|>", 1023: "<|mask|>"}, qwen2Pattern, false},
+		{"tiny", tokQwen2, 764, map[int64]string{1020: "<|endoftext|>", 1021: "<|im_start|>", 1022: "<|im_end|>", 1023: "<|mask|>"}, qwen2Pattern, false},
 		{"tiny-llama", tokLlama3, 763, map[int64]string{1019: "<|begin_of_text|>", 1020: "<|end_of_text|>",
 			1021: "<|start_header_id|>", 1022: "<|end_header_id|>", 1023: "<|eot_id|>"}, llama3Pattern, true},
 	} {
