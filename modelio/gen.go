@@ -2,7 +2,6 @@ package modelio
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -19,7 +18,7 @@ import (
 
 // GenOptions configures Generate.
 type GenOptions struct {
-	Preset string // "tiny" | "dream-7b"
+	Preset string // "tiny" | "tiny-llama" | "dream-7b"
 	DType  DType  // BF16 (default), F16, F32
 	Out    string // output directory; must not exist or be empty unless Overwrite
 	Seed   int64
@@ -34,18 +33,35 @@ type GenOptions struct {
 // the generated values.
 const genChunkElems = 4 << 20
 
+// Model families of the presets.
+const (
+	familyDream = "dream" // DreamModel: Qwen2 layout (q/k/v biases), bidirectional, mask token
+	familyLlama = "llama" // LlamaForCausalLM: no biases, Llama 3 tokenizer conventions
+)
+
 type presetSpec struct {
 	name                                      string
+	family                                    string
 	hidden, inter, layers, heads, kvHeads     int64
-	vocab, maskToken, bosToken, eosToken, pad int64
+	vocab, maskToken, bosToken, eosToken, pad int64 // maskToken/pad < 0: none
 	maxPos                                    int64
-	shards                                    int // 1: model.safetensors without index
+	shards                                    int      // 1: model.safetensors without index
+	tok                                       *tokSpec // nil: no tokenizer.json
 }
 
 var presets = []presetSpec{
-	{name: "tiny", hidden: 256, inter: 704, layers: 2, heads: 4, kvHeads: 2, vocab: 1024,
-		maskToken: 1023, bosToken: 1000, eosToken: 1000, pad: 1000, maxPos: 4096, shards: 1},
-	{name: "dream-7b", hidden: 3584, inter: 18944, layers: 28, heads: 28, kvHeads: 4, vocab: 152064,
+	// 764 learned merges (ids 256..1019), then Qwen2/Dream special tokens.
+	{name: "tiny", family: familyDream, hidden: 256, inter: 704, layers: 2, heads: 4, kvHeads: 2, vocab: 1024,
+		maskToken: 1023, bosToken: 1020, eosToken: 1020, pad: 1020, maxPos: 4096, shards: 1,
+		tok: &tokSpec{style: tokQwen2, merges: 764, specials: []specialToken{
+			{1020, "<|endoftext|>"}, {1021, "<|im_start|>"}, {1022, "<|im_end|>"}, {1023, "<|mask|>"}}}},
+	// A Llama-family model llama.cpp runs: 763 merges, Llama 3 specials.
+	{name: "tiny-llama", family: familyLlama, hidden: 256, inter: 704, layers: 2, heads: 4, kvHeads: 2, vocab: 1024,
+		maskToken: -1, bosToken: 1019, eosToken: 1023, pad: -1, maxPos: 4096, shards: 1,
+		tok: &tokSpec{style: tokLlama3, merges: 763, pairMerges: true, specials: []specialToken{
+			{1019, "<|begin_of_text|>"}, {1020, "<|end_of_text|>"}, {1021, "<|start_header_id|>"},
+			{1022, "<|end_header_id|>"}, {1023, "<|eot_id|>"}}}},
+	{name: "dream-7b", family: familyDream, hidden: 3584, inter: 18944, layers: 28, heads: 28, kvHeads: 4, vocab: 152064,
 		maskToken: 151666, bosToken: 151643, eosToken: 151643, pad: 151643, maxPos: 131072, shards: 4},
 }
 
@@ -70,7 +86,8 @@ func findPreset(name string) (presetSpec, error) {
 // GenLayout returns the tensors (BF16, in file order) and the config.json
 // of a preset. "dream-7b" is the exact layout of Dream-v0-Instruct-7B
 // (339 tensors, 7,615,616,512 parameters); "tiny" has the same structure
-// and config keys at a few MB.
+// and config keys at a few MB; "tiny-llama" is a LlamaForCausalLM of the
+// same size (no q/k/v biases).
 func GenLayout(preset string) ([]TensorHeader, map[string]any, error) {
 	p, err := findPreset(preset)
 	if err != nil {
@@ -87,10 +104,16 @@ func (p presetSpec) layout(dt DType) []TensorHeader {
 	out := []TensorHeader{t("model.embed_tokens.weight", p.vocab, h)}
 	for i := int64(0); i < p.layers; i++ {
 		pre := fmt.Sprintf("model.layers.%d.", i)
+		if p.family == familyLlama {
+			out = append(out, t(pre+"self_attn.q_proj.weight", h, h), t(pre+"self_attn.k_proj.weight", kv, h),
+				t(pre+"self_attn.v_proj.weight", kv, h))
+		} else {
+			out = append(out,
+				t(pre+"self_attn.q_proj.weight", h, h), t(pre+"self_attn.q_proj.bias", h),
+				t(pre+"self_attn.k_proj.weight", kv, h), t(pre+"self_attn.k_proj.bias", kv),
+				t(pre+"self_attn.v_proj.weight", kv, h), t(pre+"self_attn.v_proj.bias", kv))
+		}
 		out = append(out,
-			t(pre+"self_attn.q_proj.weight", h, h), t(pre+"self_attn.q_proj.bias", h),
-			t(pre+"self_attn.k_proj.weight", kv, h), t(pre+"self_attn.k_proj.bias", kv),
-			t(pre+"self_attn.v_proj.weight", kv, h), t(pre+"self_attn.v_proj.bias", kv),
 			t(pre+"self_attn.o_proj.weight", h, h),
 			t(pre+"mlp.gate_proj.weight", p.inter, h), t(pre+"mlp.up_proj.weight", p.inter, h),
 			t(pre+"mlp.down_proj.weight", h, p.inter),
@@ -111,6 +134,35 @@ func torchDType(dt DType) string {
 }
 
 func (p presetSpec) config(dt DType) map[string]any {
+	if p.family == familyLlama {
+		return map[string]any{
+			"architectures":           []any{"LlamaForCausalLM"},
+			"model_type":              "llama",
+			"hidden_size":             p.hidden,
+			"intermediate_size":       p.inter,
+			"num_hidden_layers":       p.layers,
+			"num_attention_heads":     p.heads,
+			"num_key_value_heads":     p.kvHeads,
+			"head_dim":                p.hidden / p.heads,
+			"vocab_size":              p.vocab,
+			"max_position_embeddings": p.maxPos,
+			"torch_dtype":             torchDType(dt),
+			"bos_token_id":            p.bosToken,
+			"eos_token_id":            p.eosToken,
+			"hidden_act":              "silu",
+			"rms_norm_eps":            1e-5,
+			"rope_theta":              500000.0,
+			"rope_scaling":            nil,
+			"tie_word_embeddings":     false,
+			"attention_bias":          false,
+			"attention_dropout":       0.0,
+			"mlp_bias":                false,
+			"pretraining_tp":          1,
+			"initializer_range":       0.02,
+			"use_cache":               true,
+			"transformers_version":    "4.46.2",
+		}
+	}
 	return map[string]any{
 		"architectures":           []any{"DreamModel"},
 		"model_type":              "Dream",
@@ -221,28 +273,69 @@ func Generate(ctx context.Context, o GenOptions) (err error) {
 	})
 }
 
+// Chat templates of the synthetic tokenizers (ChatML for the Dream/Qwen2
+// family, Llama 3's header format for the Llama family).
+const (
+	chatMLTemplate = `{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}` +
+		`{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`
+	llama3Template = `{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}` +
+		`{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}`
+)
+
 func writeGenAux(dir string, p presetSpec, dt DType) error {
-	files := []struct {
+	type file struct {
 		name string
 		v    any
-	}{
-		{ConfigFile, p.config(dt)},
-		{"generation_config.json", map[string]any{
-			"bos_token_id": p.bosToken, "eos_token_id": p.eosToken, "pad_token_id": p.pad,
-			"mask_token_id": p.maskToken, "transformers_version": "4.46.2"}},
-		{"tokenizer_config.json", map[string]any{
-			"tokenizer_class": "Qwen2Tokenizer", "model_max_length": p.maxPos,
-			"bos_token": nil, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>",
-			"clean_up_tokenization_spaces": false, "padding_side": "left"}},
 	}
-	for _, f := range files {
-		b, err := json.MarshalIndent(f.v, "", "  ")
-		if err != nil {
-			return fmt.Errorf("modelio: %w", err)
-		}
-		if err := writeFileAtomic(filepath.Join(dir, f.name), append(b, '\n')); err != nil {
+	var files []file
+	var tokJSON []byte
+	var decoder orderedJSON
+	if p.tok != nil {
+		var err error
+		if tokJSON, decoder, err = p.tok.tokenizerFiles(); err != nil {
 			return err
 		}
+	}
+	if p.family == familyLlama {
+		tc := map[string]any{
+			"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": p.maxPos,
+			"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "clean_up_tokenization_spaces": true,
+			"model_input_names": []any{"input_ids", "attention_mask"}, "chat_template": llama3Template,
+			"added_tokens_decoder": decoder}
+		files = []file{
+			{ConfigFile, p.config(dt)},
+			{"generation_config.json", map[string]any{
+				"bos_token_id": p.bosToken, "eos_token_id": p.eosToken, "transformers_version": "4.46.2"}},
+			{"tokenizer_config.json", tc},
+		}
+	} else {
+		tc := map[string]any{
+			"tokenizer_class": "Qwen2Tokenizer", "model_max_length": p.maxPos,
+			"bos_token": nil, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>",
+			"clean_up_tokenization_spaces": false, "padding_side": "left"}
+		if p.tok != nil {
+			tc["added_tokens_decoder"] = decoder
+			tc["chat_template"] = chatMLTemplate
+		}
+		files = []file{
+			{ConfigFile, p.config(dt)},
+			{"generation_config.json", map[string]any{
+				"bos_token_id": p.bosToken, "eos_token_id": p.eosToken, "pad_token_id": p.pad,
+				"mask_token_id": p.maskToken, "transformers_version": "4.46.2"}},
+			{"tokenizer_config.json", tc},
+		}
+	}
+	for _, f := range files {
+		b, err := marshalIndent(f.v)
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(dir, f.name), b); err != nil {
+			return err
+		}
+	}
+	if tokJSON != nil {
+		return writeFileAtomic(filepath.Join(dir, "tokenizer.json"), tokJSON)
 	}
 	return nil
 }

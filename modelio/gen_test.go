@@ -94,7 +94,7 @@ func TestGenLayoutDream7B(t *testing.T) {
 	if _, _, err := GenLayout("gpt-5"); err == nil {
 		t.Error("unknown preset accepted")
 	}
-	if !slices.Equal(Presets(), []string{"tiny", "dream-7b"}) {
+	if !slices.Equal(Presets(), []string{"tiny", "tiny-llama", "dream-7b"}) {
 		t.Errorf("Presets = %v", Presets())
 	}
 }
@@ -135,7 +135,7 @@ func TestGenTinyDeterministic(t *testing.T) {
 	a := dirFiles(t, genTiny(t, 1, ""))
 	b := dirFiles(t, genTiny(t, 1, BF16))
 	c := dirFiles(t, genTiny(t, 2, ""))
-	want := []string{outdir.MarkerFile, ConfigFile, "generation_config.json", SingleFile, "tokenizer_config.json"}
+	want := []string{outdir.MarkerFile, ConfigFile, "generation_config.json", SingleFile, "tokenizer.json", "tokenizer_config.json"}
 	var names []string
 	for n := range a {
 		names = append(names, n)
