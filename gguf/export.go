@@ -227,7 +227,7 @@ func (e *exporter) plan(ctx context.Context, inDir string) error {
 			return err
 		}
 		tp.ne = neOf(t.Shape)
-		if plan.RowOrder != nil && len(t.Shape) >= 2 {
+		if plan.RowOrder != nil && len(t.Shape) >= 1 { // 1-D too: llama's q/k biases follow their rows
 			tp.perm = plan.RowOrder(t.Name, t.Shape)
 		}
 		e.tensors = append(e.tensors, tp)
@@ -837,7 +837,7 @@ type streamState struct {
 func (s *streamState) tensor(ctx context.Context, tp *tensorPlan) error {
 	t := tp.entry
 	rows := 1 // slices of the outermost dimension (a plan's RowOrder moves them)
-	if len(t.Shape) >= 2 {
+	if len(t.Shape) >= 2 || (len(t.Shape) == 1 && tp.perm != nil) {
 		rows = int(t.Shape[0])
 	}
 	rowBytes := 0

@@ -39,9 +39,9 @@ type Plan struct {
 	// keeps every tensor under its original name. Two tensors mapped to
 	// one name are an error.
 	TensorName func(hf string) (name string, ok bool)
-	// RowOrder, when set and returning non-nil for a tensor of at least
-	// two dimensions, reorders its rows (the outermost dimension, ggml's
-	// ne[n-1]): row i of the exported tensor is row perm[i] of the stored
+	// RowOrder, when set and returning non-nil for a tensor, reorders its
+	// rows (the outermost dimension, ggml's ne[n-1]; the elements of a
+	// 1-D tensor such as a bias): row i of the exported tensor is row perm[i] of the stored
 	// one, e.g. llama's Q/K head permutation. Rows keep their blocks, so a
 	// reordered tensor stays exact. perm must be a permutation that maps
 	// each run of rows [a, b) onto itself for small runs (a head's rows):

@@ -3,17 +3,24 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/spf13/cobra"
 
+	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/gguf"
+	"github.com/arrowquant/arrowquant/gguf/hfarch"
 )
 
 func newExportCmd() *cobra.Command {
 	var (
 		input, output, format, arch      string
 		exact, overwrite, asJSON, verify bool
+		runnable                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "export --model DIR|model.arrow --format gguf --output model.gguf [--exact] [--runnable] [--overwrite] [--verify] [--json]",
@@ -26,10 +33,14 @@ func newExportCmd() *cobra.Command {
 			if strings.ToLower(format) != "gguf" {
 				return usagef("--format %q: the only export format is gguf", format)
 			}
+			plan, err := archPlan(input, runnable)
+			if err != nil {
+				return err
+			}
 			bar := newProgress(0, "exporting", true)
 			rep, err := gguf.Export(cmd.Context(), gguf.ExportOptions{
 				Input: input, Output: output, Exact: exact, Overwrite: overwrite, Verify: verify,
-				Arch: arch, Logger: newLogger(),
+				Plan: plan, Arch: arch, Logger: newLogger(),
 				Progress: func(done, total int64) { bar.update(done, total, "") },
 			})
 			bar.finish(err)
@@ -55,6 +66,7 @@ func newExportCmd() *cobra.Command {
 	f.BoolVar(&verify, "verify", false, "dequantize every exported tensor and compare with the artifact (exact ones bit for bit); measures every cosine")
 	f.StringVar(&arch, "arch", "", "general.architecture to write (default: config.json's model_type or _class_name, lower-cased)")
 	f.BoolVar(&asJSON, "json", false, "print the export report as JSON")
+	f.BoolVar(&runnable, "runnable", false, "require a model llama.cpp can run: a known architecture ("+strings.Join(hfarch.Known(), ", ")+") with its hyper-parameters and tokenizer, else exit 2")
 	return cmd
 }
 
@@ -92,4 +104,39 @@ func printExportSummary(out io.Writer, r *gguf.Report) {
 		fmt.Fprintf(out, "  re-encoded      lowest cosine vs the artifact %.6f (%s)\n", minCos, minName)
 	}
 	fmt.Fprintf(out, "  architecture    %s; report %s\n", r.Architecture, r.Output+gguf.ReportSuffix)
+}
+
+// archPlan maps the model onto a llama.cpp architecture (gguf/hfarch):
+// GGUF tensor names, hyper-parameters and the tokenizer for the families
+// it knows; original names otherwise. With runnable, a model llama.cpp
+// cannot run (unknown architecture, no or unsupported tokenizer) is a
+// usage error.
+func archPlan(input string, runnable bool) (*gguf.Plan, error) {
+	dir, path := input, input
+	if st, err := os.Stat(input); err == nil && st.IsDir() {
+		path = filepath.Join(input, artifact.FileName)
+	} else {
+		dir = filepath.Dir(input)
+	}
+	r, err := artifact.Open(path, memory.DefaultAllocator)
+	if err != nil {
+		return nil, &gguf.InputError{Err: err}
+	}
+	defer r.Close()
+	var ts []hfarch.TensorInfo
+	for _, t := range r.Tensors() {
+		ts = append(ts, hfarch.TensorInfo{Name: t.Name, Shape: t.Shape})
+	}
+	a, err := hfarch.Describe(dir, ts, hfarch.Options{Runnable: runnable})
+	if err != nil {
+		if runnable {
+			return nil, usagef("--runnable: %v", err)
+		}
+		return nil, err
+	}
+	kvs := make([]gguf.KV, 0, len(a.PlanKVs()))
+	for _, kv := range a.PlanKVs() {
+		kvs = append(kvs, gguf.KV{Key: kv.Key, Value: kv.Value})
+	}
+	return &gguf.Plan{Arch: a.Name, KVs: kvs, TensorName: a.TensorName, RowOrder: a.RowOrder}, nil
 }
