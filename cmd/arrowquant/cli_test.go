@@ -424,9 +424,13 @@ func TestFlightCommands(t *testing.T) {
 	if err != nil || !strings.Contains(stdout, `"name": "tiny"`) {
 		t.Errorf("ls: %v %s", err, stdout)
 	}
-	stdout, err, _ = cli(t, nil, "info", "--server", server, "--name", "tiny")
+	stdout, err, _ = cli(t, nil, "info", "--server", server, "--name", "tiny", "--json")
 	if err != nil || !strings.Contains(stdout, `"fallbacks"`) || !strings.Contains(stdout, `"total_records"`) {
-		t.Errorf("info: %v %.200s", err, stdout)
+		t.Errorf("info --json: %v %.200s", err, stdout)
+	}
+	stdout, err, _ = cli(t, nil, "info", "--server", server, "--name", "tiny")
+	if err != nil || !strings.Contains(stdout, "model.layers.1.mlp.down_proj.weight") || !strings.Contains(stdout, "27 tensors") {
+		t.Errorf("info table: %v %.300s", err, stdout)
 	}
 	out := filepath.Join(t.TempDir(), "pulled")
 	if _, err, code := cli(t, nil, "pull", "--server", server, "--name", "tiny", "--output", out); code != 0 {

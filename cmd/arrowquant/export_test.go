@@ -66,7 +66,7 @@ func TestExportGGUF(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"export", "--output", out}, "needs --input"},
+		{[]string{"export", "--output", out}, "needs --model"},
 		{[]string{"export", "--input", q, "--output", out, "--format", "onnx"}, "only export format"},
 		{[]string{"export", "--input", q, "--output", out}, "exists"},
 		{[]string{"export", "--input", q, "--output", filepath.Join(dir, "nope", "m.gguf")}, "output directory"},
