@@ -499,3 +499,75 @@ func localizeReport(tmp, dir string) error {
 	}
 	return local.WriteReport(tmp, &res)
 }
+
+// GGUFOptions configure ExportGGUF.
+type GGUFOptions struct {
+	Exact, Runnable bool             // as `arrowquant export`
+	Overwrite       bool             // replace an existing output file
+	Progress        func(done int64) // GGUF bytes received
+}
+
+// ExportGGUF has the server export a stored model as GGUF and writes it to
+// out (through a temporary sibling renamed at the end, so a failure leaves
+// no file that looks like a valid GGUF) and the export report to
+// out+".report.json". It returns the report JSON.
+func (c *Client) ExportGGUF(ctx context.Context, name, out string, o GGUFOptions) ([]byte, error) {
+	if _, err := os.Stat(out); err == nil && !o.Overwrite {
+		return nil, fmt.Errorf("%w: %s (add --overwrite to replace it)", outdir.ErrFileExists, out)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-")
+	if err != nil {
+		return nil, err
+	}
+	done := false
+	defer func() {
+		tmp.Close()
+		if !done {
+			os.Remove(tmp.Name())
+		}
+	}()
+	var report []byte
+	var written int64
+	err = c.Get(ctx, wire.Ticket{Model: name, Format: "gguf", Exact: o.Exact, Runnable: o.Runnable}, func(_ *arrow.Schema, rec arrow.RecordBatch) error {
+		offs := rec.Column(0).(*array.Int64)
+		data := rec.Column(1).(*array.Binary)
+		rep := rec.Column(2).(*array.String)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			if offs.Value(i) != written {
+				return fmt.Errorf("client: GGUF stream: chunk at %d, expected %d", offs.Value(i), written)
+			}
+			n, err := tmp.Write(data.Value(i))
+			written += int64(n)
+			if err != nil {
+				return fmt.Errorf("write %s: %w", out, err)
+			}
+			if rep.IsValid(i) {
+				report = []byte(rep.Value(i))
+			}
+		}
+		if o.Progress != nil {
+			o.Progress(written)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if report == nil {
+		return nil, fmt.Errorf("client: the GGUF stream of %s ended without its report", name)
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return nil, err
+	}
+	done = true
+	if err := os.WriteFile(out+".report.json", append(report, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return report, nil
+}

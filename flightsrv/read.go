@@ -151,6 +151,9 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 	if err := s.enter(ctx, tk.Model); err != nil {
 		return err
 	}
+	if tk.Format != "" {
+		return s.sendGGUF(ctx, tk, stream)
+	}
 	if tk.File != "" {
 		return s.sendFile(ctx, tk, stream)
 	}

@@ -4,6 +4,16 @@
 // type's (docs/GGUF.md), written in one streaming pass.
 package gguf
 
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/gguf/hfarch"
+)
+
 // KV is one GGUF metadata key-value pair. Value is one of uint8, int8,
 // uint16, int16, uint32, int32, uint64, int64, float32, float64, bool,
 // string, or a slice of one of those (a GGUF array); anything else is an
@@ -48,4 +58,45 @@ type Plan struct {
 	// the exporter buffers one run at a time and refuses runs larger than
 	// 256 MiB of exported bytes.
 	RowOrder func(hf string, shape []int64) []int
+}
+
+// ArchError is a model that cannot be mapped onto a llama.cpp
+// architecture as asked (unknown architecture, missing or unsupported
+// tokenizer with runnable).
+type ArchError struct{ Err error }
+
+func (e *ArchError) Error() string { return e.Err.Error() }
+func (e *ArchError) Unwrap() error { return e.Err }
+
+// PlanFor builds the plan of the quantized model at input (an output
+// directory, or its model.arrow, beside the model's config.json and
+// tokenizer files) with gguf/hfarch: GGUF tensor names, hyper-parameters
+// and tokenizer for the architectures it knows, original names for the
+// others. With runnable, a model llama.cpp could not run is an
+// *ArchError.
+func PlanFor(input string, runnable bool) (*Plan, error) {
+	dir, path := input, input
+	if st, err := os.Stat(input); err == nil && st.IsDir() {
+		path = filepath.Join(input, artifact.FileName)
+	} else {
+		dir = filepath.Dir(input)
+	}
+	r, err := openArtifact(path, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var ts []hfarch.TensorInfo
+	for _, t := range r.Tensors() {
+		ts = append(ts, hfarch.TensorInfo{Name: t.Name, Shape: t.Shape})
+	}
+	a, err := hfarch.Describe(dir, ts, hfarch.Options{Runnable: runnable})
+	if err != nil {
+		return nil, &ArchError{err}
+	}
+	kvs := make([]KV, 0, len(a.PlanKVs()))
+	for _, kv := range a.PlanKVs() {
+		kvs = append(kvs, KV{Key: kv.Key, Value: kv.Value})
+	}
+	return &Plan{Arch: a.Name, KVs: kvs, TensorName: a.TensorName, RowOrder: a.RowOrder}, nil
 }

@@ -45,6 +45,22 @@ func (t Type) String() string {
 // MarshalText names the type in JSON.
 func (t Type) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText reads a type name written by MarshalText (a report read back).
+func (t *Type) UnmarshalText(b []byte) error {
+	for id, ti := range typeInfo {
+		if ti.name == string(b) {
+			*t = id
+			return nil
+		}
+	}
+	var n uint32
+	if _, err := fmt.Sscanf(string(b), "ggml_type(%d)", &n); err == nil {
+		*t = Type(n)
+		return nil
+	}
+	return fmt.Errorf("gguf: unknown type name %q", b)
+}
+
 // Known reports whether this package handles the type.
 func (t Type) Known() bool { _, ok := typeInfo[t]; return ok }
 

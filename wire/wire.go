@@ -72,7 +72,21 @@ type Ticket struct {
 	Tensor     string `json:"tensor,omitempty"`     // one tensor instead of the whole model
 	Dequantize bool   `json:"dequantize,omitempty"` // float32 values (schema.Dequantized) instead of codes
 	File       string `json:"file,omitempty"`       // one of the model's other files (config.json, report.json, ...) as a FileSchema batch
+	// Format "gguf" streams the model exported as a GGUF file
+	// (GGUFSchema batches); Exact and Runnable as `arrowquant export`.
+	Format   string `json:"format,omitempty"`
+	Exact    bool   `json:"exact,omitempty"`
+	Runnable bool   `json:"runnable,omitempty"`
 }
+
+// GGUFSchema is the schema of a DoGet {"format": "gguf"} stream: the GGUF
+// file's bytes in order (offset, data), then one last row with no data
+// whose report holds the export report JSON.
+var GGUFSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "data", Type: arrow.BinaryTypes.Binary},
+	{Name: "report", Type: arrow.BinaryTypes.String, Nullable: true},
+}, nil)
 
 // FileSchema is the schema of a DoGet {"file": NAME} stream: one row.
 var FileSchema = arrow.NewSchema([]arrow.Field{

@@ -1,17 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
-
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/spf13/cobra"
 
-	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/gguf"
 	"github.com/arrowquant/arrowquant/gguf/hfarch"
 )
@@ -33,7 +29,11 @@ func newExportCmd() *cobra.Command {
 			if strings.ToLower(format) != "gguf" {
 				return usagef("--format %q: the only export format is gguf", format)
 			}
-			plan, err := archPlan(input, runnable)
+			plan, err := gguf.PlanFor(input, runnable)
+			var ae *gguf.ArchError
+			if errors.As(err, &ae) && runnable {
+				return usagef("--runnable: %v", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -104,39 +104,4 @@ func printExportSummary(out io.Writer, r *gguf.Report) {
 		fmt.Fprintf(out, "  re-encoded      lowest cosine vs the artifact %.6f (%s)\n", minCos, minName)
 	}
 	fmt.Fprintf(out, "  architecture    %s; report %s\n", r.Architecture, r.Output+gguf.ReportSuffix)
-}
-
-// archPlan maps the model onto a llama.cpp architecture (gguf/hfarch):
-// GGUF tensor names, hyper-parameters and the tokenizer for the families
-// it knows; original names otherwise. With runnable, a model llama.cpp
-// cannot run (unknown architecture, no or unsupported tokenizer) is a
-// usage error.
-func archPlan(input string, runnable bool) (*gguf.Plan, error) {
-	dir, path := input, input
-	if st, err := os.Stat(input); err == nil && st.IsDir() {
-		path = filepath.Join(input, artifact.FileName)
-	} else {
-		dir = filepath.Dir(input)
-	}
-	r, err := artifact.Open(path, memory.DefaultAllocator)
-	if err != nil {
-		return nil, &gguf.InputError{Err: err}
-	}
-	defer r.Close()
-	var ts []hfarch.TensorInfo
-	for _, t := range r.Tensors() {
-		ts = append(ts, hfarch.TensorInfo{Name: t.Name, Shape: t.Shape})
-	}
-	a, err := hfarch.Describe(dir, ts, hfarch.Options{Runnable: runnable})
-	if err != nil {
-		if runnable {
-			return nil, usagef("--runnable: %v", err)
-		}
-		return nil, err
-	}
-	kvs := make([]gguf.KV, 0, len(a.PlanKVs()))
-	for _, kv := range a.PlanKVs() {
-		kvs = append(kvs, gguf.KV{Key: kv.Key, Value: kv.Value})
-	}
-	return &gguf.Plan{Arch: a.Name, KVs: kvs, TensorName: a.TensorName, RowOrder: a.RowOrder}, nil
 }

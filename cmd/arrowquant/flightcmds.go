@@ -20,6 +20,7 @@ import (
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
+	"github.com/arrowquant/arrowquant/gguf"
 	"github.com/arrowquant/arrowquant/quant"
 )
 
@@ -207,26 +208,51 @@ func (c *configFlags) requestConfig(fs *pflag.FlagSet, method string) (map[strin
 }
 
 func newPullCmd() *cobra.Command {
-	var name, output string
-	var overwrite, force bool
+	var name, output, format string
+	var overwrite, force, exact, runnable bool
 	cmd := &cobra.Command{
-		Use:   "pull --server URL --name NAME --output DIR",
-		Short: "Download a stored model into DIR (the same layout as quantize)",
+		Use:   "pull --server URL --name NAME --output DIR [--format gguf --output model.gguf [--exact] [--runnable]]",
+		Short: "Download a stored model into DIR (the same layout as quantize), or as a GGUF file exported by the server",
 		Args:  exactArgs(0),
 	}
 	cl := addClientFlags(cmd.Flags())
 	cmd.Flags().StringVar(&name, "name", "", "model name")
-	cmd.Flags().StringVar(&output, "output", "", "output directory")
+	cmd.Flags().StringVar(&output, "output", "", "output directory (a .gguf file with --format gguf)")
+	cmd.Flags().StringVar(&format, "format", "arrow", "arrow: the artifact directory; gguf: one GGUF file for llama.cpp (docs/GGUF.md)")
+	cmd.Flags().BoolVar(&exact, "exact", false, "with --format gguf: refuse (FailedPrecondition) if a tensor would be re-encoded")
+	cmd.Flags().BoolVar(&runnable, "runnable", false, "with --format gguf: require an architecture llama.cpp runs, with its tokenizer")
 	addOverwriteFlags(cmd.Flags(), &overwrite, &force)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if name == "" || output == "" {
 			return usagef("pull needs --name and --output")
+		}
+		if format != "arrow" && format != "gguf" {
+			return usagef("--format %q: want arrow or gguf", format)
+		}
+		if format == "arrow" && (exact || runnable) {
+			return usagef("--exact and --runnable apply to --format gguf")
 		}
 		c, err := cl.dial(cmd.Context())
 		if err != nil {
 			return err
 		}
 		defer c.Close()
+		if format == "gguf" {
+			bar := newProgress(0, "exporting "+name, true)
+			raw, err := c.ExportGGUF(cmd.Context(), name, output, client.GGUFOptions{Exact: exact, Runnable: runnable, Overwrite: overwrite,
+				Progress: func(done int64) { bar.update(done, done, "") }})
+			bar.finish(err)
+			if err != nil {
+				return err
+			}
+			var rep gguf.Report
+			if err := json.Unmarshal(raw, &rep); err != nil {
+				return fmt.Errorf("the server's export report: %w", err)
+			}
+			rep.Output = output
+			printExportSummary(cmd.OutOrStdout(), &rep)
+			return nil
+		}
 		bar := newProgress(0, "pulling "+name, false)
 		err = c.Pull(cmd.Context(), name, output, client.PullOptions{Overwrite: overwrite, Force: force, Progress: func(done, total int64) {
 			bar.update(done, total, "")

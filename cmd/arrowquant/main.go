@@ -50,7 +50,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, outdir.ErrNotEmpty),
+	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, outdir.ErrNotEmpty), errors.Is(err, outdir.ErrFileExists),
 		errors.As(err, &conflict), errors.As(err, &notOurs), errors.As(err, &badServe), errors.As(err, &badInput):
 		return exitUsage
 	}

@@ -35,6 +35,10 @@ const lockFile = ".arrowquant-building.lock"
 // overwriting was not asked for.
 var ErrNotEmpty = errors.New("output directory exists and is not empty")
 
+// ErrFileExists is returned (wrapped) when an output file exists and
+// overwriting was not asked for.
+var ErrFileExists = errors.New("output file exists")
+
 // ConflictError is an output that overlaps an input of the same run.
 type ConflictError struct {
 	Output, Input string // as resolved (absolute, symlinks followed)

@@ -8,9 +8,9 @@ from . import errors as _errors
 from .artifact import dequantize, load_quantized
 from .config import ENV_VARS, KEYS, DeploymentProfile, DiffusionQuantConfig
 from .errors import *  # noqa: F401,F403 - QuantError and its subclasses
-from .quantizer import ArrowQuantV2, Progress, quantize_diffusion_model
+from .quantizer import ArrowQuantV2, Progress, export_gguf, quantize_diffusion_model
 
 __version__ = "0.1.0"
 
-__all__ = ["ArrowQuantV2", "DiffusionQuantConfig", "DeploymentProfile", "Progress", "quantize_diffusion_model",
+__all__ = ["ArrowQuantV2", "DiffusionQuantConfig", "DeploymentProfile", "Progress", "quantize_diffusion_model", "export_gguf",
            "load_quantized", "dequantize", "KEYS", "ENV_VARS", *_errors.__all__]

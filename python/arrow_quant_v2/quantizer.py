@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import uuid
@@ -24,8 +25,8 @@ import pyarrow.ipc as ipc
 from . import safetensors as st
 from .artifact import ARTIFACT_NAME, REPORT_NAME
 from .config import DeploymentProfile, DiffusionQuantConfig
-from .errors import (SERVER_CODES, VALIDATION_KINDS, NotOursError, OutputExistsError, PathConflictError, QuantError,
-                     ServerError, combine)
+from .errors import (SERVER_CODES, VALIDATION_KINDS, ModelFormatError, NotOursError, OutputExistsError,
+                     PathConflictError, QuantError, ServerError, combine)
 from .server import EmbeddedServer
 
 CHUNK_ELEMS = 1 << 20          # elements per row, as the Go client and the artifact use
@@ -296,6 +297,7 @@ class ArrowQuantV2:
         if mode not in ("diffusion", "base"):
             raise ValueError(f"mode must be \"diffusion\" or \"base\", got {mode!r}")
         self.mode = mode
+        self.binary = binary
         self._server: Optional[EmbeddedServer] = None
         self._client: Optional[fl.FlightClient] = None
         self._headers: List = []
@@ -595,6 +597,59 @@ class ArrowQuantV2:
                         break
             flush(model.tensors[-1].name if model.tensors else None, len(model.tensors))
 
+    def export_gguf(self, source, output_path, *, exact: bool = False, runnable: bool = False,
+                    overwrite: bool = False, progress_callback=None) -> Dict[str, Any]:
+        """Write a quantized model as one GGUF file for llama.cpp / ggml (docs/GGUF.md), bit-exact where the
+        formats agree. ``source`` is a local output directory of ``quantize_diffusion_model`` (or its
+        model.arrow), exported by the ``arrowquant`` binary, or the name of a model stored on the server,
+        exported there and streamed (DoGet ``{"format": "gguf"}``). ``exact=True`` refuses any tensor that would
+        be re-encoded; ``runnable=True`` requires an architecture llama.cpp runs (llama, qwen2, dream, bert)
+        with its tokenizer. The export report (per tensor: GGUF type, exact, cosine) is returned and written to
+        ``output_path + ".report.json"``. An existing output is refused unless ``overwrite=True``."""
+        out = os.path.abspath(os.fspath(output_path))
+        if os.path.exists(out) and not overwrite:
+            raise OutputExistsError(f"output {out} exists (use overwrite=True to replace it)")
+        src = os.fspath(source)
+        if os.path.exists(src):
+            return _export_local(src, out, exact=exact, runnable=runnable, binary=self.binary)
+        ticket = fl.Ticket(json.dumps({"model": src, "format": "gguf", "exact": exact, "runnable": runnable}).encode())
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix="." + os.path.basename(out) + ".tmp-")
+        report = None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    reader = self.client.do_get(ticket, options=self._opts())
+                    written = 0
+                    for chunk in reader:
+                        b = chunk.data
+                        offs, data, rep = b.column(0), b.column(1), b.column(2)
+                        for i in range(b.num_rows):
+                            if offs[i].as_py() != written:
+                                raise QuantError(f"GGUF stream of {src}: chunk at {offs[i].as_py()}, expected {written}")
+                            buf = data[i].as_buffer()
+                            f.write(buf)
+                            written += buf.size
+                            if rep[i].is_valid:
+                                report = json.loads(rep[i].as_py())
+                        if progress_callback is not None:
+                            progress_callback(Progress(0.0, phase="download", bytes_done=written))
+                except pa.ArrowException as e:
+                    raise flight_error(e) from None
+                if report is None:
+                    raise QuantError(f"the GGUF stream of {src} ended without its report")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        report["output"] = out
+        with open(out + ".report.json", "w") as f:
+            json.dump(report, f, indent=2)
+        return report
+
     def pull(self, name: str, output_path, *, overwrite: bool = False, force: bool = False,
              result: Optional[dict] = None, progress_callback=None, model_label: Optional[str] = None,
              _inputs=(), _command: str = "pull") -> Dict[str, Any]:
@@ -658,3 +713,32 @@ def quantize_diffusion_model(model_path, output_path, config=None, progress_call
     server_kw = {k: kw.pop(k) for k in ("server", "token", "username", "password", "binary") if k in kw}
     with ArrowQuantV2(**server_kw) as q:
         return q.quantize_diffusion_model(model_path, output_path, config, progress_callback, **kw)
+
+
+def _export_local(src: str, out: str, *, exact: bool, runnable: bool, binary: Optional[str] = None) -> Dict[str, Any]:
+    """``arrowquant export`` of a local output directory; errors as the package's exceptions."""
+    from .server import find_binary
+    cmd = [find_binary(binary), "export", "--model", src, "--format", "gguf", "--output", out, "--json", "--overwrite"]
+    if exact:
+        cmd.append("--exact")
+    if runnable:
+        cmd.append("--runnable")
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        msg = p.stderr.strip().removeprefix("arrowquant: ")
+        raise (ModelFormatError if p.returncode == 2 else QuantError)(msg)
+    return json.loads(p.stdout)
+
+
+def export_gguf(source, output_path, **kw):
+    """One-shot convenience: ``ArrowQuantV2().export_gguf(...)`` (an embedded server only when ``source`` names a
+    stored model rather than a local output directory)."""
+    server_kw = {k: kw.pop(k) for k in ("server", "token", "username", "password", "binary") if k in kw}
+    if os.path.exists(os.fspath(source)) and "server" not in server_kw:
+        out = os.path.abspath(os.fspath(output_path))
+        if os.path.exists(out) and not kw.get("overwrite"):
+            raise OutputExistsError(f"output {out} exists (use overwrite=True to replace it)")
+        return _export_local(os.fspath(source), out, exact=kw.get("exact", False), runnable=kw.get("runnable", False),
+                             binary=server_kw.get("binary"))
+    with ArrowQuantV2(**server_kw) as q:
+        return q.export_gguf(source, output_path, **kw)
