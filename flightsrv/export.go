@@ -155,4 +155,3 @@ func (s *Service) copyOut(ctx context.Context, name, file, dst string) error {
 	}
 	return nil
 }
-
