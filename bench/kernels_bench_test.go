@@ -13,6 +13,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/kernels/dq"
+	"github.com/arrowquant/arrowquant/kernels/methods"
 )
 
 const benchElems = 1 << 20 // one pipeline chunk
@@ -43,7 +44,7 @@ func call(b *testing.B, ctx context.Context, name string, opts compute.FunctionO
 
 // BenchmarkQuantizePack: group params (minmax) + pack, GB/s of fp32 input.
 func BenchmarkQuantizePack(b *testing.B) {
-	ctx := kernels.NewContext(context.Background())
+	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
 	defer values.Release()
 	for _, bits := range []int{2, 4, 8} {
@@ -64,7 +65,7 @@ func BenchmarkQuantizePack(b *testing.B) {
 
 // BenchmarkDequantize and BenchmarkCosine: GB/s of fp32 output / input.
 func BenchmarkDequantizeCosine(b *testing.B) {
-	ctx := kernels.NewContext(context.Background())
+	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
 	defer values.Release()
 	nb := array.NewInt64Builder(memory.DefaultAllocator)
@@ -102,11 +103,11 @@ func BenchmarkDequantizeCosine(b *testing.B) {
 // flightsrv), GB/s of fp32 input. The default INT4 method must stay at or
 // above 0.3 GB/s (300 MB/s here).
 func BenchmarkFusedQuantize(b *testing.B) {
-	ctx := kernels.NewContext(context.Background())
+	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
 	defer values.Release()
-	for _, name := range kernels.Methods() {
-		m, err := kernels.LookupMethod(name)
+	for _, name := range methods.Default().Names() {
+		m, err := methods.Default().Lookup(name)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -132,7 +133,7 @@ func BenchmarkFusedQuantize(b *testing.B) {
 // the unweighted fused kernel of BenchmarkFusedQuantize; INT2/INT4 g128,
 // dq at its own block sizes. GB/s of fp32 input.
 func BenchmarkWeightedQuantize(b *testing.B) {
-	ctx := kernels.NewContext(context.Background())
+	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
 	defer values.Release()
 	weights := normalRow(memory.DefaultAllocator, benchElems) // |N(0,1)| as weights
@@ -140,8 +141,8 @@ func BenchmarkWeightedQuantize(b *testing.B) {
 	for i, v := range weights.(*array.List).ListValues().(*array.Float32).Float32Values() {
 		weights.(*array.List).ListValues().(*array.Float32).Float32Values()[i] = v * v
 	}
-	for _, name := range kernels.Methods() {
-		m, err := kernels.LookupMethod(name)
+	for _, name := range methods.Default().Names() {
+		m, err := methods.Default().Lookup(name)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -165,7 +166,7 @@ func BenchmarkWeightedQuantize(b *testing.B) {
 // registered dq_quantize: params, pack, dequantize and similarity) and
 // dequantize (aq_dequantize_superblock, GB/s of fp32 output).
 func BenchmarkSuperBlock(b *testing.B) {
-	ctx := kernels.NewContext(context.Background())
+	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
 	defer values.Release()
 	x := values.(*array.List).ListValues().(*array.Float32).Float32Values()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/kernels/methods"
 )
 
 // Known vectors: blocks whose bytes are derived by hand from the layouts
@@ -339,7 +340,7 @@ func TestEncoderUsesOurKernels(t *testing.T) {
 		}
 		if c.typ == Q4_K || c.typ == Q2_K {
 			bits := map[Type]int{Q4_K: 4, Q2_K: 2}[c.typ]
-			method, _ := kernels.LookupMethod("dq")
+			method, _ := methods.Default().Lookup("dq")
 			codes := make([]byte, kernels.PackedLen(int64(len(x)), bits))
 			params := make([]byte, kernels.SuperBlockParamsLen(int64(len(x)), bits))
 			if err := method.SuperBlock(x, nil, bits, codes, params, 0); err != nil {

@@ -261,17 +261,26 @@ func TestHalfRounding(t *testing.T) {
 }
 
 func TestMethodRegistry(t *testing.T) {
-	if _, err := LookupMethod("minmax"); err != nil {
+	s, err := NewMethods(MinMax)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LookupMethod("nope"); err == nil || !strings.Contains(err.Error(), "minmax") {
-		t.Errorf("unknown method error should list registered methods: %v", err)
+	if _, err := s.Lookup("minmax"); err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := Registry().GetFunction("minmax_group_params"); !ok {
+	if _, err := s.Lookup("nope"); err == nil || !strings.Contains(err.Error(), "minmax") {
+		t.Errorf("unknown method error should list the set's methods: %v", err)
+	}
+	if _, ok := s.Functions().GetFunction("minmax_group_params"); !ok {
 		t.Error("minmax_group_params not registered")
 	}
 	if _, ok := compute.GetFunctionRegistry().GetFunction(FuncPack); ok {
 		t.Error("kernels must live in a child registry, not the global one")
+	}
+	for _, bad := range [][]Method{{MinMax, MinMax}, {{Name: "x"}}, {{GroupParams: MinMaxGroupParams}}} {
+		if _, err := NewMethods(bad...); err == nil {
+			t.Errorf("NewMethods(%v) accepted", bad)
+		}
 	}
 }
 

@@ -10,13 +10,13 @@ import (
 	"github.com/arrowquant/arrowquant/kernels/internal/methodtest"
 )
 
-// A method is one GroupParams function plus one RegisterMethod call; this
-// test-only method (symmetric absmax: min = -max|x|) proves that the
-// registry builds its Arrow functions and that the shared pack/dequantize
-// kernels serve it unchanged.
-func init() {
-	RegisterMethod(Method{Name: "testabsmax", Description: "symmetric absmax (test only)", GroupParams: absmaxParams})
-}
+// A method is one GroupParams function in a Method value (listed in
+// kernels/methods for the binary); this test-only method (symmetric
+// absmax: min = -max|x|) proves that NewMethods builds its Arrow functions
+// and that the shared pack/dequantize kernels serve it unchanged.
+var testAbsMax = Method{Name: "testabsmax", Description: "symmetric absmax (test only)", GroupParams: absmaxParams}
+
+func init() { methodtest.Extra = append(methodtest.Extra, testAbsMax) }
 
 func absmaxParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
 	for g := 0; g*groupSize < len(x); g++ {
@@ -40,7 +40,7 @@ func absmaxParams(x []float32, bits, groupSize int, scales, mins []uint16, base 
 
 func TestPluggableMethod(t *testing.T) {
 	e := newEnv(t)
-	if _, ok := Registry().GetFunction("testabsmax_quantize"); !ok {
+	if _, ok := methodtest.Set().Functions().GetFunction("testabsmax_quantize"); !ok {
 		t.Fatal("registering a method must add its fused kernel")
 	}
 	values := e.ListF32([]float32{-1, 0.5, 0.25, 1, -3, 3, 0, 1.5})
@@ -58,11 +58,11 @@ func TestPluggableMethod(t *testing.T) {
 		t.Error("fused and composed kernels disagree for the plugged-in method")
 	}
 	found := false
-	for _, m := range Methods() {
+	for _, m := range methodtest.Set().Names() {
 		found = found || m == "testabsmax"
 	}
 	if !found {
-		t.Error("Methods() does not list the registered method")
+		t.Error("the method set does not list the plugged-in method")
 	}
 }
 

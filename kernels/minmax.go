@@ -9,7 +9,6 @@ var MinMax = Method{
 	GroupParams: MinMaxGroupParams,
 }
 
-func init() { RegisterMethod(MinMax) }
 
 // MinMaxGroupParams is minmax's GroupParamsFunc.
 func MinMaxGroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {

@@ -9,14 +9,17 @@
 // and the fused "<name>_quantize" (params, pack and similarity sums in one
 // pass); super-block methods (Method.SuperBlock, format in superblock.go)
 // add only the fused "<name>_quantize" and "<name>_quantize_weighted".
-// Call them through compute.CallFunction with a context from NewContext
-// (or an ExecCtx whose Registry is Registry()).
+// Call them through compute.CallFunction with a context from a Methods set
+// (kernels/methods.Default().Context), or NewContext for the shared
+// functions alone.
 package kernels
 
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/compute"
@@ -63,8 +66,8 @@ type WeightedGroupParamsFunc func(x, w []float32, bits, groupSize int, scales, m
 // kernel is registered as "<Name>_group_params" and its fused kernel as
 // "<Name>_quantize"; packing, dequantization and similarity are shared, so
 // every method's output has one format. To add a method, write a package
-// whose init calls RegisterMethod, and import it for its side effect from
-// the binary (see method_test.go for a complete example).
+// exporting its Method and add it to the list in kernels/methods (see
+// method_test.go for a complete example).
 type Method struct {
 	Name        string
 	Description string
@@ -102,100 +105,98 @@ func (m Method) ParamsFunc() string { return m.Name + "_group_params" }
 // (params, pack and similarity in one pass).
 func (m Method) QuantizeFunc() string { return m.Name + "_quantize" }
 
-var (
-	methodsMu sync.RWMutex
-	methods   = map[string]Method{}
-	registry  compute.FunctionRegistry
-)
-
-// RegisterMethod adds a method; call it from the method package's init.
-// It panics on a duplicate or malformed method, a programming error.
-func RegisterMethod(m Method) {
-	methodsMu.Lock()
-	defer methodsMu.Unlock()
-	if m.Name == "" || (m.GroupParams == nil && m.SuperBlock == nil) {
-		panic("kernels: method needs a name and a GroupParams or SuperBlock function")
-	}
-	if m.SuperBlock != nil && (m.GroupParams != nil || m.WeightedGroupParams != nil) {
-		panic("kernels: a super-block method has no GroupParams: " + m.Name)
-	}
-	if _, dup := methods[m.Name]; dup {
-		panic("kernels: method registered twice: " + m.Name)
-	}
-	if registry != nil {
-		panic("kernels: RegisterMethod after Registry(): register methods in init")
-	}
-	methods[m.Name] = m
+// Methods is a set of quantization methods and the Arrow compute registry
+// (a child of arrow-go's global one) that holds their kernels and the
+// shared functions. It is immutable once built; kernels/methods builds the
+// set of every method ArrowQuant has, in one place.
+type Methods struct {
+	byName map[string]Method
+	names  []string
+	reg    compute.FunctionRegistry
 }
 
-// LookupMethod finds a registered method by name.
-func LookupMethod(name string) (Method, error) {
-	methodsMu.RLock()
-	defer methodsMu.RUnlock()
-	m, ok := methods[name]
+// NewMethods registers the shared functions and each method's kernels in
+// a new registry. A method without a name or functions, a super-block
+// method with group-param functions, or a name given twice is an error.
+func NewMethods(ms ...Method) (*Methods, error) {
+	s := &Methods{byName: map[string]Method{}, reg: compute.NewChildRegistry(compute.GetFunctionRegistry())}
+	for _, fn := range []compute.Function{newMinMaxFunction(), newPackFunction(), newDequantizeFunction(), newCosineFunction(), newDequantizeSuperBlockFunction()} {
+		if err := add(s.reg, fn); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range ms {
+		switch {
+		case m.Name == "" || (m.GroupParams == nil && m.SuperBlock == nil):
+			return nil, fmt.Errorf("kernels: method %q needs a name and a GroupParams or SuperBlock function", m.Name)
+		case m.SuperBlock != nil && (m.GroupParams != nil || m.WeightedGroupParams != nil):
+			return nil, fmt.Errorf("kernels: super-block method %q has no GroupParams", m.Name)
+		}
+		if _, dup := s.byName[m.Name]; dup {
+			return nil, fmt.Errorf("kernels: method %q given twice", m.Name)
+		}
+		var fns []compute.Function
+		if m.SuperBlock != nil {
+			fns = []compute.Function{newSuperBlockQuantizeFunction(m, false), newSuperBlockQuantizeFunction(m, true)}
+		} else {
+			fns = []compute.Function{newParamsFunction(m), newQuantizeFunction(m)}
+			if m.WeightedGroupParams != nil {
+				fns = append(fns, newWeightedQuantizeFunction(m))
+			}
+		}
+		for _, fn := range fns {
+			if err := add(s.reg, fn); err != nil {
+				return nil, err
+			}
+		}
+		s.byName[m.Name] = m
+		s.names = append(s.names, m.Name)
+	}
+	sort.Strings(s.names)
+	return s, nil
+}
+
+func add(reg compute.FunctionRegistry, fn compute.Function) error {
+	if !reg.AddFunction(fn, false) {
+		return fmt.Errorf("kernels: cannot register %s", fn.Name())
+	}
+	return nil
+}
+
+// Lookup finds a method of the set by name.
+func (s *Methods) Lookup(name string) (Method, error) {
+	m, ok := s.byName[name]
 	if !ok {
-		return Method{}, fmt.Errorf("kernels: unknown quantization method %q (registered: %v)", name, methodNamesLocked())
+		return Method{}, fmt.Errorf("unknown quantization method %q (known: %s)", name, strings.Join(s.names, ", "))
 	}
 	return m, nil
 }
 
-// Methods lists the registered method names, sorted.
-func Methods() []string {
-	methodsMu.RLock()
-	defer methodsMu.RUnlock()
-	return methodNamesLocked()
-}
+// Names lists the set's methods, sorted.
+func (s *Methods) Names() []string { return slices.Clone(s.names) }
 
-func methodNamesLocked() []string {
-	names := make([]string, 0, len(methods))
-	for n := range methods {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+// Functions is the compute registry holding the set's kernels.
+func (s *Methods) Functions() compute.FunctionRegistry { return s.reg }
 
-var registryOnce sync.Once
-
-// Registry returns the child function registry (of arrow-go's global one)
-// holding this package's functions and every registered method.
-func Registry() compute.FunctionRegistry {
-	registryOnce.Do(func() {
-		methodsMu.Lock()
-		defer methodsMu.Unlock()
-		reg := compute.NewChildRegistry(compute.GetFunctionRegistry())
-		mustAdd(reg, newMinMaxFunction())
-		mustAdd(reg, newPackFunction())
-		mustAdd(reg, newDequantizeFunction())
-		mustAdd(reg, newCosineFunction())
-		mustAdd(reg, newDequantizeSuperBlockFunction())
-		for _, name := range methodNamesLocked() {
-			if m := methods[name]; m.SuperBlock != nil {
-				mustAdd(reg, newSuperBlockQuantizeFunction(m, false))
-				mustAdd(reg, newSuperBlockQuantizeFunction(m, true))
-				continue
-			}
-			mustAdd(reg, newParamsFunction(methods[name]))
-			mustAdd(reg, newQuantizeFunction(methods[name]))
-			if methods[name].WeightedGroupParams != nil {
-				mustAdd(reg, newWeightedQuantizeFunction(methods[name]))
-			}
-		}
-		registry = reg
-	})
-	return registry
-}
-
-func mustAdd(reg compute.FunctionRegistry, fn compute.Function) {
-	if !reg.AddFunction(fn, false) {
-		panic("kernels: cannot register " + fn.Name())
-	}
-}
-
-// NewContext returns ctx set up to call this package's functions.
-func NewContext(ctx context.Context) context.Context {
+// Context returns ctx set up to call the set's functions through
+// compute.CallFunction.
+func (s *Methods) Context(ctx context.Context) context.Context {
 	ec := compute.DefaultExecCtx()
-	ec.Registry = Registry()
+	ec.Registry = s.reg
 	ec.NumParallel = 1
 	return compute.SetExecCtx(ctx, ec)
 }
+
+var shared = sync.OnceValue(func() *Methods {
+	s, err := NewMethods()
+	if err != nil {
+		panic(err) // the shared functions are this package's own: a bug
+	}
+	return s
+})
+
+// NewContext returns ctx set up to call the shared functions
+// (aq_group_minmax, aq_pack, aq_dequantize, aq_cosine,
+// aq_dequantize_superblock), which need no method: what readers of
+// artifacts use.
+func NewContext(ctx context.Context) context.Context { return shared().Context(ctx) }

@@ -4,11 +4,7 @@ import (
 	"errors"
 
 	"github.com/arrowquant/arrowquant/kernels"
-	// The parameter-search methods, registered for the binary.
-	_ "github.com/arrowquant/arrowquant/kernels/clip"
-	_ "github.com/arrowquant/arrowquant/kernels/dq"
-	_ "github.com/arrowquant/arrowquant/kernels/lsq"
-	_ "github.com/arrowquant/arrowquant/kernels/q80"
+	"github.com/arrowquant/arrowquant/kernels/methods"
 )
 
 // DefaultMethodFor is the method used at a bit width when Options.Method
@@ -66,6 +62,6 @@ func CheckMethod(name string) error {
 	if name == DefaultMethod {
 		return nil
 	}
-	_, err := kernels.LookupMethod(name)
+	_, err := methods.Default().Lookup(name)
 	return err
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/kernels"
+	methodset "github.com/arrowquant/arrowquant/kernels/methods"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -97,7 +98,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 		if gguf {
 			name = GGUFMethodFor(bits)
 		}
-		m, err := kernels.LookupMethod(name)
+		m, err := methodset.Default().Lookup(name)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -119,7 +120,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	p := &pipeline{
 		o: o, methods: methods, threads: threads, gguf: gguf,
 		chunkSlots: make(chan struct{}, threads),
-		ctx:        compute.WithAllocator(kernels.NewContext(ctx), o.Mem),
+		ctx:        compute.WithAllocator(methodset.Default().Context(ctx), o.Mem),
 	}
 	start := time.Now()
 	res := &Result{
@@ -880,7 +881,7 @@ func (p *pipeline) methodAt(meta TensorMeta, bits int) choice {
 	case bits == 8, ne0%schema.SuperBlockElems == 0:
 		return choice{p.methods[bits], 32}
 	}
-	m, _ := kernels.LookupMethod(DefaultMethodFor(4))
+	m, _ := methodset.Default().Lookup(DefaultMethodFor(4))
 	return choice{m, 32}
 }
 

@@ -12,7 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/kernels"
-	_ "github.com/arrowquant/arrowquant/kernels/dq" // registers dq
+	"github.com/arrowquant/arrowquant/kernels/methods"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -51,7 +51,7 @@ func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n
 		fmt.Fprintf(w, "### %s\n\n", d.name)
 		fmt.Fprintf(w, "| bits | method | bits/weight | cosine | rel MSE | quantize GB/s | fused GB/s |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range rowsSpec {
-			m, err := kernels.LookupMethod(r.name)
+			m, err := methods.Default().Lookup(r.name)
 			if err != nil {
 				continue // not registered in this binary
 			}

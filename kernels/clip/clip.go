@@ -1,11 +1,8 @@
-// Package clip registers the "clip" quantization method: per group, a
+// Package clip is the "clip" quantization method: per group, a
 // grid search over clipping ranges (the group's [min, max] shrunk about
 // its midpoint by several factors, each evaluated exactly as stored),
 // then least-squares refits (make_qkx style) from the two best. Slower
-// than lsq, closest to the per-group optimum. Import it for its side
-// effect:
-//
-//	import _ "github.com/arrowquant/arrowquant/kernels/clip"
+// than lsq, closest to the per-group optimum. Listed in kernels/methods.
 package clip
 
 import (
@@ -26,7 +23,6 @@ var Method = kernels.Method{
 	WeightedGroupParams: WeightedGroupParams,
 }
 
-func init() { kernels.RegisterMethod(Method) }
 
 // setting of one bit width: the shrink factors of the grid (1 is the
 // min/max range itself, so clip is never worse than minmax on a group),

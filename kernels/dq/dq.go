@@ -1,4 +1,4 @@
-// Package dq registers the "dq" quantization method: double-quantized
+// Package dq is the "dq" quantization method: double-quantized
 // super-blocks (kernels' super-block format, the layout of llama.cpp's
 // Q2_K/Q4_K budgets) fitted for plain squared error. Per super-block of
 // 256 elements:
@@ -15,9 +15,7 @@
 //     once more before the final codes are packed.
 //
 // The weighted variant minimizes Σ w·(x - x̂)² with the same steps.
-// Import it for its side effect:
-//
-//	import _ "github.com/arrowquant/arrowquant/kernels/dq"
+// Listed in kernels/methods.
 package dq
 
 import (
@@ -37,7 +35,6 @@ var Method = kernels.Method{
 	SuperBlock:  Quantize,
 }
 
-func init() { kernels.RegisterMethod(Method) }
 
 // start is a starting range of the float fit: the sub-block's [min, max]
 // shrunk by beta about its midpoint or, oneSided, only on the side of the

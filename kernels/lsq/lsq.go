@@ -1,12 +1,10 @@
-// Package lsq registers the "lsq" quantization method: per group, a few
+// Package lsq is the "lsq" quantization method: per group, a few
 // rounds of llama.cpp's make_qkx idea (assign codes, refit scale and min
 // by least squares for those codes) from the better of the min/max range
 // and a shrunk one, every candidate evaluated exactly as stored (fp16
 // params, codes recomputed by the shared pack kernel from them). Never
-// worse than minmax on a group; about 0.3-0.45 GB/s per core. Import it
-// for its side effect:
-//
-//	import _ "github.com/arrowquant/arrowquant/kernels/lsq"
+// worse than minmax on a group; about 0.3-0.45 GB/s per core. Listed in
+// kernels/methods.
 package lsq
 
 import (
@@ -27,7 +25,6 @@ var Method = kernels.Method{
 	WeightedGroupParams: WeightedGroupParams,
 }
 
-func init() { kernels.RegisterMethod(Method) }
 
 // Search settings per bit width, tuned with bench/quality's data (N(0,1),
 // Laplace, Student-t(5), an LLM-like matrix with outlier columns) for the

@@ -26,7 +26,7 @@ func defaultTarget(t *testing.T, bits, groupSize int, minCosine float64) {
 	values := e.ListF32(x[:qualitySamples/2], x[qualitySamples/2:])
 	defer values.Release()
 	name := quant.DefaultMethodFor(bits)
-	if _, err := kernels.LookupMethod(name); err != nil {
+	if _, err := methodtest.Set().Lookup(name); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := e.Fused(name, values, bits, groupSize)

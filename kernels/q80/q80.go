@@ -1,4 +1,4 @@
-// Package q80 registers the "q8_0" quantization method: symmetric groups
+// Package q80 is the "q8_0" quantization method: symmetric groups
 // with ggml's Q8_0 math, so an INT8 group-32 tensor exports to GGUF Q8_0
 // bit for bit. Per group:
 //
@@ -27,9 +27,7 @@
 // q8_0 is an INT8 method. A named method serves every step of the
 // bit-width ladder, so at INT2/INT4 it uses minmax's params (a symmetric
 // 2-bit grid wastes a level); GGUF export maps those rows like any
-// per-group rows. Import it for its side effect:
-//
-//	import _ "github.com/arrowquant/arrowquant/kernels/q80"
+// per-group rows. Listed in kernels/methods.
 package q80
 
 import (
@@ -47,7 +45,6 @@ var Method = kernels.Method{
 	GroupParams: GroupParams,
 }
 
-func init() { kernels.RegisterMethod(Method) }
 
 // GroupParams is q8_0's kernels.GroupParamsFunc.
 func GroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {

@@ -7,6 +7,7 @@
 package methodtest
 
 import (
+	"sync"
 	"context"
 	"errors"
 	"math"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/kernels"
+	"github.com/arrowquant/arrowquant/kernels/methods"
 )
 
 // Env calls the registered kernels with a checked allocator that must be
@@ -31,11 +33,25 @@ type Env struct {
 	Ctx context.Context
 }
 
+// Extra are test-only methods (kernels' own example) added to every
+// method of kernels/methods in the set the Envs use; set it in an init of
+// the test package, before any Env exists.
+var Extra []kernels.Method
+
+// Set is the method set of the Envs: kernels/methods' list plus Extra.
+var Set = sync.OnceValue(func() *kernels.Methods {
+	s, err := kernels.NewMethods(append(methods.All(), Extra...)...)
+	if err != nil {
+		panic(err)
+	}
+	return s
+})
+
 // NewEnv returns an Env whose allocator is checked at cleanup.
 func NewEnv(t testing.TB) *Env {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	t.Cleanup(func() { mem.AssertSize(t, 0) })
-	return &Env{T: t, Mem: mem, Ctx: compute.WithAllocator(kernels.NewContext(context.Background()), mem)}
+	return &Env{T: t, Mem: mem, Ctx: compute.WithAllocator(Set().Context(context.Background()), mem)}
 }
 
 // Call runs a registered function on arrays.
@@ -255,11 +271,11 @@ func (o Options) symmetric(bits int) bool { return o.Symmetric != nil && o.Symme
 // Run checks method (registered, with GroupParams params) against the
 // shared kernels and the format's rules.
 func Run(t *testing.T, method string, params kernels.GroupParamsFunc, o Options) {
-	m, err := kernels.LookupMethod(method)
+	m, err := Set().Lookup(method)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := kernels.Registry().GetFunction(m.QuantizeFunc()); !ok {
+	if _, ok := Set().Functions().GetFunction(m.QuantizeFunc()); !ok {
 		t.Fatalf("%s is not registered", m.QuantizeFunc())
 	}
 	t.Run("FusedEqualsComposed", func(t *testing.T) { fusedEqualsComposed(t, method) })
@@ -559,7 +575,7 @@ func betterThanMinMax(t *testing.T, params kernels.GroupParamsFunc, o Options) {
 // lowers the weighted error against the unweighted search.
 func Weighted(t *testing.T, method string) {
 	e := NewEnv(t)
-	m, err := kernels.LookupMethod(method)
+	m, err := Set().Lookup(method)
 	if err != nil || m.WeightedGroupParams == nil {
 		t.Fatalf("%s has no weighted search: %v", method, err)
 	}
