@@ -9,7 +9,6 @@ var MinMax = Method{
 	GroupParams: MinMaxGroupParams,
 }
 
-
 // MinMaxGroupParams is minmax's GroupParamsFunc.
 func MinMaxGroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
 	for g := 0; g*groupSize < len(x); g++ {

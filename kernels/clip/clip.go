@@ -23,7 +23,6 @@ var Method = kernels.Method{
 	WeightedGroupParams: WeightedGroupParams,
 }
 
-
 // setting of one bit width: the shrink factors of the grid (1 is the
 // min/max range itself, so clip is never worse than minmax on a group),
 // how many of the best grid points are refined, and the refit passes and

@@ -35,7 +35,6 @@ var Method = kernels.Method{
 	SuperBlock:  Quantize,
 }
 
-
 // start is a starting range of the float fit: the sub-block's [min, max]
 // shrunk by beta about its midpoint or, oneSided, only on the side of the
 // extreme farther from the (weighted) mean, towards the mean.

@@ -25,7 +25,6 @@ var Method = kernels.Method{
 	WeightedGroupParams: WeightedGroupParams,
 }
 
-
 // Search settings per bit width, tuned with bench/quality's data (N(0,1),
 // Laplace, Student-t(5), an LLM-like matrix with outlier columns) for the
 // lowest error at 0.3 GB/s of fp32 per core or more through the fused

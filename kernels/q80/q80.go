@@ -45,7 +45,6 @@ var Method = kernels.Method{
 	GroupParams: GroupParams,
 }
 
-
 // GroupParams is q8_0's kernels.GroupParamsFunc.
 func GroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
 	if bits != 8 {

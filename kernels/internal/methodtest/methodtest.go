@@ -7,11 +7,11 @@
 package methodtest
 
 import (
-	"sync"
 	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
