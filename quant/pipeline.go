@@ -454,15 +454,13 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		ch := p.methodAt(meta, bits)
 		var sm *smoothing
 		w := importance
-		layer.Smoothing = ""
+		layer.Smoothing = nil
 		switch {
 		case mag != nil && importance != nil && supportsWeights(ch.m):
-			var note string
 			var err error
-			if sm, note, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil {
+			if sm, layer.Smoothing, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil {
 				return nil, err
 			}
-			layer.Smoothing = note
 			if sm != nil {
 				w = sm.errorWeights(importance)
 			}
@@ -524,7 +522,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 	}
 	r := strings.Join(reasons, "; ") + "; kept unquantized at 16 bits"
 	layer.FallbackReason = &r
-	layer.Smoothing = ""
+	layer.Smoothing = nil
 	return p.keepRaw(ctx, t, layer, firstPass)
 }
 

@@ -32,9 +32,10 @@ type Layer struct {
 	// X·Ŵᵀ estimated from the calibration's per-channel second moments
 	// (channels treated as uncorrelated).
 	OutputCosineSimilarity *float64 `json:"output_cosine_similarity,omitempty"`
-	// Smoothing (spatial quantization with calibration): whether and how
-	// the tensor was smoothed (AWQ α, estimated gain).
-	Smoothing string `json:"smoothing,omitempty"`
+	// Smoothing (spatial quantization with calibration): the AWQ α search
+	// and its outcome; nil when the tensor was not searched. Rendered as
+	// text in the report.
+	Smoothing *SmoothingReport `json:"smoothing,omitempty"`
 	// Equalization (spatial, whole model): how channel equalization
 	// rescaled this tensor; its stored values are the equalized ones.
 	Equalization string `json:"equalization,omitempty"`
@@ -53,6 +54,38 @@ type FeatureStatus struct {
 	Applied   bool   `json:"applied"`
 	Reason    string `json:"reason,omitempty"`
 }
+
+// SmoothingReport is the outcome of a layer's AWQ α search: typed state
+// for the program, text only in the report (String, MarshalJSON).
+type SmoothingReport struct {
+	Alpha  float64   // the α applied; 0 when no α lowered the estimate enough
+	GainDB float64   // output-error estimate gain over α = 0, in dB
+	Grid   []float64 // the α searched
+	Rows   int64     // the tensor's first rows the search ran on
+	text   string    // a report read back from JSON keeps its text only
+}
+
+// Applied reports whether smoothing was applied (false for a report read
+// back from JSON, which keeps only its text).
+func (s *SmoothingReport) Applied() bool { return s != nil && s.Alpha > 0 }
+
+func (s *SmoothingReport) String() string {
+	switch {
+	case s == nil:
+		return ""
+	case s.text != "":
+		return s.text
+	case s.Alpha == 0:
+		return fmt.Sprintf("AWQ smoothing searched (α in %v on the first %d rows): none lowered the output-error estimate by 1%% or more, so none is applied", s.Grid, s.Rows)
+	}
+	return fmt.Sprintf("AWQ smoothing α=%g (searched %v on the first %d rows; output-error estimate %.2f dB lower than α=0): quantized W·diag(s), s = mean|x|^α per input channel; channel_scales holds 1/s", s.Alpha, s.Grid, s.Rows, s.GainDB)
+}
+
+// MarshalJSON renders the report text.
+func (s *SmoothingReport) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// UnmarshalJSON keeps a report's text.
+func (s *SmoothingReport) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &s.text) }
 
 // Fallback is one tensor that did not stay at the requested bit width.
 type Fallback struct {

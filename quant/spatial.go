@@ -113,7 +113,7 @@ func (p *pipeline) smoothable(meta TensorMeta) []float32 {
 // scales (base, may be nil). When α = 0 wins it returns the base
 // smoothing (nil without base). note describes the choice for the
 // layer's report.
-func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importance, mag, base []float32) (best *smoothing, note string, err error) {
+func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importance, mag, base []float32) (best *smoothing, rep *SmoothingReport, err error) {
 	meta := t.Meta()
 	in := meta.Shape[1]
 	rows := max(1, min(meta.Shape[0], schema.ChunkElems/in))
@@ -133,7 +133,7 @@ func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importan
 		chunks, _, err := p.quantize(ctx, head, bits, false, w, sm)
 		releaseChunks(chunks)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
 		var out kernels.Similarity
 		for i := range chunks {
@@ -149,14 +149,15 @@ func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importan
 	if best != zero && bestErr > baseErr*minSmoothingGain {
 		best = zero // not worth it
 	}
+	rep = &SmoothingReport{Grid: alphaGrid, Rows: rows}
 	if best == zero {
-		return zero, fmt.Sprintf("AWQ smoothing searched (α in %v on the first %d rows): none lowered the output-error estimate by 1%% or more, so none is applied", alphaGrid, rows), nil
+		return zero, rep, nil
 	}
-	gain := 0.0
+	rep.Alpha = best.alpha
 	if baseErr > 0 {
-		gain = 10 * math.Log10(baseErr/bestErr)
+		rep.GainDB = 10 * math.Log10(baseErr/bestErr)
 	}
-	return best, fmt.Sprintf("AWQ smoothing α=%g (searched %v on the first %d rows; output-error estimate %.2f dB lower than α=0): quantized W·diag(s), s = mean|x|^α per input channel; channel_scales holds 1/s", best.alpha, alphaGrid, rows, gain), nil
+	return best, rep, nil
 }
 
 // headTensor is the first rows of a 2-D tensor.
@@ -242,10 +243,10 @@ func spatialStatus(requested, calibrated bool, layers []Layer, eq *Equalization)
 	}
 	searched, smoothed := 0, 0
 	for _, l := range layers {
-		if l.Smoothing != "" {
+		if l.Smoothing != nil {
 			searched++
 		}
-		if strings.HasPrefix(l.Smoothing, "AWQ smoothing α=") {
+		if l.Smoothing.Applied() {
 			smoothed++
 		}
 	}

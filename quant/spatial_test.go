@@ -2,7 +2,6 @@ package quant
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/arrowquant/arrowquant/config"
@@ -39,7 +38,7 @@ func TestSpatialSmoothingLowersOutputError(t *testing.T) {
 		off, resOff := run(false)
 		on, resOn := run(true)
 		l := resOn.Layers[0]
-		if applied := strings.HasPrefix(l.Smoothing, "AWQ smoothing α="); applied != resOn.Spatial.Applied || applied != (l.smoothing != nil) {
+		if applied := l.Smoothing.Applied(); applied != resOn.Spatial.Applied || applied != (l.smoothing != nil) {
 			t.Fatalf("INT%d %s: smoothing %q, spatial %+v", tc.bits, tc.method, l.Smoothing, resOn.Spatial)
 		}
 		if tc.minGain < 0 && resOn.Spatial.Applied {
@@ -48,7 +47,7 @@ func TestSpatialSmoothingLowersOutputError(t *testing.T) {
 		if tc.minGain > 0 && !resOn.Spatial.Applied {
 			t.Errorf("INT%d %s: smoothing not applied: %s", tc.bits, tc.method, l.Smoothing)
 		}
-		if resOff.Layers[0].Smoothing != "" || resOff.Spatial.Applied {
+		if resOff.Layers[0].Smoothing != nil || resOff.Spatial.Applied {
 			t.Fatalf("spatial off still smoothed: %+v", resOff.Spatial)
 		}
 		// The tensor's cosine is of W itself: smoothing's reconstruction must be close to W.

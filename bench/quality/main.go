@@ -328,13 +328,11 @@ func diffusionFixture(w io.Writer) error {
 			for _, e := range errs {
 				fmt.Fprintf(w, " %.4f / %.2f |", e.Cosine, e.SQNR_dB)
 			}
-			sm := res.Layers[0].Smoothing
-			switch {
-			case sm == "":
-				sm = "—"
-			case strings.HasPrefix(sm, "AWQ smoothing α="):
-				sm = "α = " + strings.TrimPrefix(sm[:strings.Index(sm, " (")], "AWQ smoothing α=")
-			default:
+			sm := "—"
+			switch s := res.Layers[0].Smoothing; {
+			case s.Applied():
+				sm = fmt.Sprintf("α = %g", s.Alpha)
+			case s != nil:
 				sm = "searched, α = 0 kept"
 			}
 			fmt.Fprintf(w, " %s |\n", sm)
