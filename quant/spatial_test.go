@@ -1,4 +1,4 @@
-package quant
+package quant_test
 
 import (
 	"path/filepath"
@@ -6,6 +6,8 @@ import (
 
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/internal/fixture"
+	"github.com/arrowquant/arrowquant/quant"
+	"github.com/arrowquant/arrowquant/quant/quanttest"
 )
 
 // AWQ smoothing on the diffusion fixture (outlier input channels that
@@ -25,11 +27,11 @@ func TestSpatialSmoothingLowersOutputError(t *testing.T) {
 		timeAware bool
 		minGain   float64 // mean dB over time groups; < 0: smoothing must not be applied
 	}{{4, "", true, 0.5}, {4, "", false, 0.5}, {2, "", true, -1}, {4, "dq", true, 0}} {
-		run := func(spatial bool) ([]float32, *Result) {
+		run := func(spatial bool) ([]float32, *quant.Result) {
 			cfg := config.Default()
 			cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = tc.bits, 0, groups, 256
 			cfg.EnableTimeAware, cfg.EnableSpatial = tc.timeAware, spatial
-			what, res, err := QuantizeFixture(layer, cfg, calPath, tc.method)
+			what, res, err := quanttest.QuantizeFixture(layer, cfg, calPath, tc.method)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +40,8 @@ func TestSpatialSmoothingLowersOutputError(t *testing.T) {
 		off, resOff := run(false)
 		on, resOn := run(true)
 		l := resOn.Layers[0]
-		if applied := l.Smoothing.Applied(); applied != resOn.Spatial.Applied || applied != (l.smoothing != nil) {
+		storesScales := l.Bytes == resOff.Layers[0].Bytes+4*int64(layer.In) // channel_scales: one float32 per input channel
+		if applied := l.Smoothing.Applied(); applied != resOn.Spatial.Applied || applied != storesScales {
 			t.Fatalf("INT%d %s: smoothing %q, spatial %+v", tc.bits, tc.method, l.Smoothing, resOn.Spatial)
 		}
 		if tc.minGain < 0 && resOn.Spatial.Applied {

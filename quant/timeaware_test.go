@@ -1,4 +1,4 @@
-package quant
+package quant_test
 
 import (
 	"math"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/internal/fixture"
+	"github.com/arrowquant/arrowquant/quant/quanttest"
 )
 
 // A synthetic diffusion layer whose input statistics shift with the
@@ -24,7 +25,7 @@ func TestTimeAwareLowersOutputError(t *testing.T) {
 	quantized := func(calibration string) []float32 {
 		cfg := config.Default()
 		cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = 2, 0, groups, 256
-		what, res, err := QuantizeFixture(layer, cfg, calibration, "")
+		what, res, err := quanttest.QuantizeFixture(layer, cfg, calibration, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,7 +38,8 @@ import (
 	"github.com/arrowquant/arrowquant/internal/fixture"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/kernels/methods"
-	"github.com/arrowquant/arrowquant/quant" // registers every method; DefaultMethodFor
+	"github.com/arrowquant/arrowquant/quant"
+	"github.com/arrowquant/arrowquant/quant/quanttest"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -305,7 +306,7 @@ func diffusionFixture(w io.Writer) error {
 			cfg.BitWidth, cfg.MinAccuracy, cfg.NumTimeGroups, cfg.CalibrationSamples = run.bits, 0, groups, 512
 			cfg.EnableTimeAware, cfg.EnableSpatial = v.timeAware, v.spatial
 			bits := run.bits
-			what, res, err := quant.QuantizeFixture(layer, cfg, v.cal, run.method)
+			what, res, err := quanttest.QuantizeFixture(layer, cfg, v.cal, run.method)
 			if err != nil {
 				return err
 			}
