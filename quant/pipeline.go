@@ -291,9 +291,10 @@ func releaseTensor(t Tensor) {
 	}
 }
 
-// importance returns the calibration importance of a 2-D weight whose
-// layer ("<layer>.weight") has statistics with matching input channels.
-func (p *pipeline) importance(meta TensorMeta) []float32 {
+// calibrated returns the calibration statistics of a 2-D weight whose
+// layer ("<layer>.weight") was captured with matching input channels, or
+// nil: the one rule for which tensors calibration data applies to.
+func (p *pipeline) calibrated(meta TensorMeta) *calib.LayerStats {
 	if p.calib == nil || len(meta.Shape) != 2 {
 		return nil
 	}
@@ -305,7 +306,15 @@ func (p *pipeline) importance(meta TensorMeta) []float32 {
 	if !ok || int64(ls.Channels) != meta.Shape[1] {
 		return nil
 	}
-	return ls.Importance()
+	return ls
+}
+
+// importance returns the calibration importance of a calibrated weight.
+func (p *pipeline) importance(meta TensorMeta) []float32 {
+	if ls := p.calibrated(meta); ls != nil {
+		return ls.Importance()
+	}
+	return nil
 }
 
 type pipeline struct {

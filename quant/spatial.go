@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -94,18 +93,13 @@ func (sm *smoothing) errorWeights(importance []float32) []float32 {
 // smoothable reports the activation magnitudes of a tensor that spatial
 // quantization may smooth: a 2-D weight of a calibrated layer.
 func (p *pipeline) smoothable(meta TensorMeta) []float32 {
-	if !p.o.Config.EnableSpatial || p.calib == nil || len(meta.Shape) != 2 || p.gguf {
+	if !p.o.Config.EnableSpatial || p.gguf {
 		return nil // target gguf: no AWQ smoothing (its scales do not fold)
 	}
-	base, ok := strings.CutSuffix(meta.Name, ".weight")
-	if !ok {
-		return nil
+	if ls := p.calibrated(meta); ls != nil {
+		return ls.ChannelMagnitude()
 	}
-	ls, ok := p.calib.Layers[base]
-	if !ok || int64(ls.Channels) != meta.Shape[1] {
-		return nil
-	}
-	return ls.ChannelMagnitude()
+	return nil
 }
 
 // searchAlpha picks α from alphaGrid by the output-error estimate on the
