@@ -2,6 +2,7 @@ package quant
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -149,10 +150,14 @@ type channelScaling struct {
 
 // equalizer holds the plan: per tensor name, its scaling. The source
 // plans blocks while earlier tensors are being quantized, so the map is
-// guarded; a tensor's entry does not change once it has been yielded.
+// guarded. A tensor's scaling must be final before the tensor is yielded
+// to the pipeline (its quantization reads it): yield records that, and a
+// plan touching a yielded tensor is refused (ErrPlanAfterYield) instead
+// of changing scales under a running quantization.
 type equalizer struct {
 	mu        sync.RWMutex
 	scale     map[string]*channelScaling
+	yielded   map[string]bool
 	res       *Equalization
 	mem       memory.Allocator
 	groupSize int // of the configured bit width's method, for the noise estimate
@@ -162,7 +167,18 @@ type equalizer struct {
 }
 
 func newEqualizer(mem memory.Allocator, groupSize int) *equalizer {
-	return &equalizer{scale: map[string]*channelScaling{}, res: &Equalization{Pairs: []EqualizedPair{}}, mem: mem, groupSize: groupSize}
+	return &equalizer{scale: map[string]*channelScaling{}, yielded: map[string]bool{}, res: &Equalization{Pairs: []EqualizedPair{}}, mem: mem, groupSize: groupSize}
+}
+
+// ErrPlanAfterYield is a plan for a tensor already handed to the
+// pipeline: an ordering bug in the source.
+var ErrPlanAfterYield = errors.New("equalization planned after the tensor was yielded")
+
+// yield marks name as handed to the pipeline: its scaling is final.
+func (e *equalizer) yield(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.yielded[name] = true
 }
 
 func (e *equalizer) scaling(name string) *channelScaling {
@@ -195,6 +211,14 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 	}
 	mem, groupSize, res := eq.mem, eq.groupSize, eq.res
 	eq.mu.Lock()
+	for _, pr := range pairs {
+		for _, name := range append([]string{pr.producer}, pr.consumers...) {
+			if eq.yielded[name] {
+				eq.mu.Unlock()
+				return fmt.Errorf("%w: %s", ErrPlanAfterYield, name)
+			}
+		}
+	}
 	res.Considered += len(pairs)
 	eq.mu.Unlock()
 	get := func(name string) *channelScaling {
@@ -308,6 +332,7 @@ func (s *equalizingSource) Next(ctx context.Context) (Tensor, error) {
 		if len(s.ready) > 0 {
 			t := s.ready[0]
 			s.ready = s.ready[1:]
+			s.eq.yield(t.Meta().Name)
 			return t, nil
 		}
 		if s.eof {

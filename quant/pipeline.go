@@ -77,18 +77,42 @@ type Stats struct {
 
 // Run quantizes every tensor of src into sink and returns the result
 // (without the on-disk keys, which the caller fills after committing).
+// Its steps: newPipeline resolves the methods and limits, prepare reads
+// calibration data and wraps src for channel equalization, quantizeAll
+// runs the tensors concurrently and writes them in source order, and
+// finish completes the result's summary and statuses.
 func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *Stats, err error) {
 	defer safe.Recover("quantization pipeline", &err)
-	if err := o.Config.Validate(); err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p, err := newPipeline(ctx, o)
+	if err != nil {
 		return nil, nil, err
+	}
+	res := p.newResult()
+	if src, err = p.prepare(res, src); err != nil {
+		return nil, nil, err
+	}
+	stats, err := p.quantizeAll(ctx, cancel, src, sink, res)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.finish(res)
+	return res, stats, nil
+}
+
+// newPipeline validates the configuration and resolves the method of
+// every bit width: a named method serves every attempt of the bit-width
+// ladder; an empty one picks DefaultMethodFor each attempt's bit width
+// (target gguf: GGUFMethodFor, refined per tensor by methodAt).
+func newPipeline(ctx context.Context, o Options) (*pipeline, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
 	}
 	gguf := o.Config.Target == config.TargetGGUF
 	if gguf && o.Method != DefaultMethod {
-		return nil, nil, fmt.Errorf("%w: method %q: target gguf chooses the method of every tensor itself (dq, lsq INT4 g32, q8_0)", ErrMethodWithTarget, o.Method)
+		return nil, fmt.Errorf("%w: method %q: target gguf chooses the method of every tensor itself (dq, lsq INT4 g32, q8_0)", ErrMethodWithTarget, o.Method)
 	}
-	// A named method serves every attempt of the bit-width ladder; an
-	// empty one picks DefaultMethodFor each attempt's bit width (target
-	// gguf: GGUFMethodFor, refined per tensor by methodAt).
 	var methods [9]kernels.Method // by bit width
 	for _, bits := range []int{2, 4, 8} {
 		name := o.Method
@@ -100,7 +124,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 		}
 		m, err := methodset.Default().Lookup(name)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		methods[bits] = m
 	}
@@ -111,106 +135,142 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	if threads == 0 {
 		threads = runtime.NumCPU()
 	}
-	inflight := threads // tensors quantized at once
-	if o.Config.EnableStreaming {
-		inflight = 1
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	p := &pipeline{
-		o: o, methods: methods, threads: threads, gguf: gguf,
+	return &pipeline{
+		o: o, methods: methods, threads: threads, gguf: gguf, start: time.Now(),
 		chunkSlots: make(chan struct{}, threads),
 		ctx:        compute.WithAllocator(methodset.Default().Context(ctx), o.Mem),
-	}
-	start := time.Now()
+	}, nil
+}
+
+// newResult is the result before any tensor: the request and what the
+// configuration implies.
+func (p *pipeline) newResult() *Result {
+	o := p.o
 	res := &Result{
-		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: methods[o.Config.BitWidth].Name,
+		BitWidth: o.Config.BitWidth, GroupSize: o.Config.GroupSize, Method: p.methods[o.Config.BitWidth].Name,
 		Modality: o.Modality, ModalitySource: o.ModalitySource, ModalityEffect: ModalityEffect, Config: o.Config,
 		Layers: []Layer{}, Warnings: []string{}, Target: o.Config.Target,
 	}
 	res.TimeAware, res.Spatial, res.Streaming = p.featureStatus()
-	if gguf {
+	if p.gguf {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("target gguf: every tensor is stored the way a GGUF type holds it exactly (docs/GGUF.md): dq super-blocks (Q2_K/Q4_K) where rows divide %d, else INT4 groups of 32 (Q4_1); the q8_0 method at INT8 (Q8_0); 16 bits where rows do not divide 32; channel equalization only into norms; group_size %d does not apply", schema.SuperBlockElems, o.Config.GroupSize))
-	} else if m := methods[o.Config.BitWidth]; m.IsSuperBlock() {
+	} else if m := p.methods[o.Config.BitWidth]; m.IsSuperBlock() {
 		sub, _, _, _ := kernels.SuperBlockLayout(o.Config.BitWidth)
 		res.Warnings = append(res.Warnings, fmt.Sprintf("method %s sets its own groups (sub-blocks of %d in super-blocks of %d at INT%d): group_size %d does not apply", m.Name, sub, schema.SuperBlockElems, o.Config.BitWidth, o.Config.GroupSize))
 	}
-	var cst *calib.Stats
+	return res
+}
+
+// prepare reads the calibration statistics, sets up the time groups, and
+// wraps src so channel equalization plans each block before its tensors
+// are quantized.
+func (p *pipeline) prepare(res *Result, src Source) (Source, error) {
+	o := p.o
 	if o.Calibration != "" {
 		if o.Config.EnableTimeAware || o.Config.EnableSpatial {
-			var err error
 			// Without time-aware quantization, statistics pool every timestep.
 			groups := o.Config.NumTimeGroups
 			if !o.Config.EnableTimeAware {
 				groups = 1
 			}
-			if cst, err = calib.Collect(o.Calibration, calib.Options{NumTimeGroups: groups, SamplesPerLayer: o.Config.CalibrationSamples}); err != nil {
-				return nil, nil, err
+			cst, err := calib.Collect(o.Calibration, calib.Options{NumTimeGroups: groups, SamplesPerLayer: o.Config.CalibrationSamples})
+			if err != nil {
+				return nil, err
 			}
+			cst.File = o.calibrationName()
+			p.calib = cst
 		} else {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware and enable_spatial are false", o.calibrationName()))
 		}
 	}
-	if cst != nil {
-		cst.File = o.calibrationName()
-	}
-	p.calib = cst
 	if o.Config.EnableSpatial {
-		p.eq = newEqualizer(o.Mem, groupSizeOf(methods[o.Config.BitWidth], o.Config.BitWidth, o.Config.GroupSize))
-		p.eq.normOnly = gguf // only pairs whose scales fold exactly into a norm
+		p.eq = newEqualizer(o.Mem, groupSizeOf(p.methods[o.Config.BitWidth], o.Config.BitWidth, o.Config.GroupSize))
+		p.eq.normOnly = p.gguf // only pairs whose scales fold exactly into a norm
 		res.Equalization = p.eq.res
 		src = newEqualizingSource(src, p.eq)
 	}
 	if o.Config.EnableTimeAware {
-		res.TimeGroups = newTimeGroups(o.Config.NumTimeGroups, cst)
+		res.TimeGroups = newTimeGroups(o.Config.NumTimeGroups, p.calib)
 	}
+	return src, nil
+}
 
-	// Tensors are processed concurrently (up to inflight) and written in
-	// source order by this goroutine's loop below.
-	jobs := make(chan *tensorJob, inflight)
-	slots := make(chan struct{}, inflight) // held from a tensor's start until it is written
-	var readErr error
+// quantizeAll runs the tensors of src concurrently and writes them to
+// sink in source order. Two limits bound the work in flight: inFlight
+// slots (threads tensors, or 1 when streaming), each held from a tensor's
+// first read until its batches are written, so finished tensors waiting
+// for an earlier one cannot pile up; and p.chunkSlots (threads chunks), so
+// the chunks of all tensors in flight share the cores. A reader goroutine
+// starts one goroutine per tensor; this goroutine writes.
+func (p *pipeline) quantizeAll(ctx context.Context, cancel context.CancelFunc, src Source, sink Sink, res *Result) (*Stats, error) {
+	inFlight := p.threads
+	if p.o.Config.EnableStreaming {
+		inFlight = 1
+	}
+	jobs := make(chan *tensorJob, inFlight)
+	slots := make(chan struct{}, inFlight)
+	readErr := make(chan error, 1)
 	go func() {
-		defer close(jobs)
+		var err error
 		defer func() {
-			if readErr != nil {
+			if err != nil {
 				cancel()
 			}
+			readErr <- err
+			close(jobs)
 		}()
-		defer safe.Recover("read the next tensor", &readErr)
-		for {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			t, err := src.Next(ctx)
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				readErr = err
-				return
-			}
-			job := &tensorJob{t: t, done: make(chan struct{})}
-			select {
-			case jobs <- job:
-			case <-ctx.Done():
-				return
-			}
-			go func() {
-				defer close(job.done)
-				defer func() {
-					if job.err != nil {
-						cancel()
-					}
-				}()
-				defer safe.Recover(fmt.Sprintf("quantize tensor %q", t.Meta().Name), &job.err)
-				job.out, job.err = p.processTensor(p.ctx, t)
-			}()
-		}
+		defer safe.Recover("read the next tensor", &err)
+		err = p.startTensors(ctx, cancel, src, jobs, slots)
 	}()
+	stats, err := p.writeInOrder(cancel, jobs, slots, sink, res)
+	if rerr := <-readErr; err == nil {
+		err = rerr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return stats, err
+}
 
+// startTensors takes a slot per tensor, then quantizes it in its own
+// goroutine; the job goes to the writer in source order.
+func (p *pipeline) startTensors(ctx context.Context, cancel context.CancelFunc, src Source, jobs chan<- *tensorJob, slots chan struct{}) error {
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		t, err := src.Next(ctx)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		job := &tensorJob{t: t, done: make(chan struct{})}
+		select {
+		case jobs <- job:
+		case <-ctx.Done():
+			return nil
+		}
+		go func() {
+			defer close(job.done)
+			defer func() {
+				if job.err != nil {
+					cancel()
+				}
+			}()
+			defer safe.Recover(fmt.Sprintf("quantize tensor %q", t.Meta().Name), &job.err)
+			job.out, job.err = p.processTensor(p.ctx, t)
+		}()
+	}
+}
+
+// writeInOrder waits for each job in turn, writes its batches, records
+// its layer and index entry, and frees its slot. After the first error it
+// only drains the jobs.
+func (p *pipeline) writeInOrder(cancel context.CancelFunc, jobs <-chan *tensorJob, slots <-chan struct{}, sink Sink, res *Result) (*Stats, error) {
 	stats := &Stats{}
 	var firstErr error
 	batch := 0
@@ -219,12 +279,7 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 		if firstErr == nil && job.err != nil {
 			firstErr = job.err
 		}
-		if job.out == nil {
-			releaseTensor(job.t)
-			<-slots
-			continue
-		}
-		if firstErr == nil {
+		if job.out != nil && firstErr == nil {
 			entry := job.out.entry
 			entry.FirstBatch = batch
 			for _, rec := range job.out.records {
@@ -241,19 +296,18 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 			res.ArtifactBytes += job.out.layer.Bytes
 			p.progress(0, job.out.layer.Name, true)
 		}
-		job.out.release()
+		if job.out != nil {
+			job.out.release()
+		}
 		releaseTensor(job.t)
 		<-slots
 	}
-	if firstErr == nil && readErr != nil {
-		firstErr = readErr
-	}
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
-	}
-	if firstErr != nil {
-		return nil, nil, firstErr
-	}
+	return stats, firstErr
+}
+
+// finish completes the result: totals, what time-aware and spatial
+// quantization did, timing and bits per weight.
+func (p *pipeline) finish(res *Result) {
 	res.summarize()
 	if res.TimeGroups != nil {
 		matched := map[string]bool{}
@@ -273,12 +327,11 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 		}
 		res.TimeAware = timeAwareStatus(true, res.TimeGroups, matched, weighted)
 	}
-	res.Spatial = spatialStatus(o.Config.EnableSpatial, cst != nil, res.Layers, res.Equalization)
-	res.QuantizationTimeS = time.Since(start).Seconds()
+	res.Spatial = spatialStatus(p.o.Config.EnableSpatial, p.calib != nil, res.Layers, res.Equalization)
+	res.QuantizationTimeS = time.Since(p.start).Seconds()
 	if res.NumParams > 0 {
 		res.BitsPerWeight = float64(res.ArtifactBytes) * 8 / float64(res.NumParams)
 	}
-	return res, stats, nil
 }
 
 // Releaser is implemented by tensors holding resources (a spool file)
@@ -318,6 +371,7 @@ func (p *pipeline) importance(meta TensorMeta) []float32 {
 }
 
 type pipeline struct {
+	start      time.Time
 	calib      *calib.Stats // nil without calibration data
 	eq         *equalizer   // nil unless channel equalization ran
 	o          Options
@@ -453,40 +507,14 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		}
 	}
 	importance := p.importance(meta)
-	mag := p.smoothable(meta)
-	var equalizing []float32 // channel equalization's s (pair consumers)
-	if eq != nil {
-		equalizing = eq.scale
-	}
 	var reasons []string
 	for bits := start; bits <= 8; bits *= 2 {
 		ch := p.methodAt(meta, bits)
-		var sm *smoothing
-		w := importance
-		layer.Smoothing = nil
-		switch {
-		case mag != nil && importance != nil && supportsWeights(ch.m):
-			var err error
-			if sm, layer.Smoothing, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil {
-				return nil, err
-			}
-			if sm != nil {
-				w = sm.errorWeights(importance)
-			}
-		case equalizing != nil:
-			sm = newSmoothing(nil, 0, equalizing)
-			w = nil // unweighted on W·diag(s) when the method cannot weigh
-			if supportsWeights(ch.m) {
-				imp := importance
-				if imp == nil {
-					imp = eq.importance // γ²: a norm's output power per channel
-				}
-				if imp == nil {
-					imp = ones(len(equalizing))
-				}
-				w = sm.errorWeights(imp) // the error of W itself, as the output sees it
-			}
+		sm, w, rep, err := p.attemptScaling(ctx, t, bits, ch.m, importance, eq)
+		if err != nil {
+			return nil, err
 		}
+		layer.Smoothing = rep
 		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, w, sm)
 		firstPass = false
 		var pr *kernels.ParamRangeError
@@ -533,6 +561,45 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 	layer.FallbackReason = &r
 	layer.Smoothing = nil
 	return p.keepRaw(ctx, t, layer, firstPass)
+}
+
+// attemptScaling decides how an attempt at bits rescales the tensor and
+// weighs its parameter search. Three cases, one per spatial mechanism:
+//   - AWQ (calibration data, a method that weighs): α searched on top of
+//     channel equalization's scales; the search weighs the output error;
+//   - channel equalization alone (a pair consumer): W·diag(s), the search
+//     weighing the error of W itself as the output sees it (importance, or
+//     a norm's γ², or 1), unweighted when the method cannot weigh;
+//   - neither: W itself, weighted by calibration importance if any.
+//
+// sm is nil when the tensor is not rescaled, w nil for an unweighted
+// search, rep the AWQ search's report (nil when none ran).
+func (p *pipeline) attemptScaling(ctx context.Context, t Tensor, bits int, m kernels.Method, importance []float32, eq *channelScaling) (sm *smoothing, w []float32, rep *SmoothingReport, err error) {
+	var equalizing []float32 // channel equalization's s (pair consumers)
+	if eq != nil {
+		equalizing = eq.scale
+	}
+	if mag := p.smoothable(t.Meta()); mag != nil && importance != nil && supportsWeights(m) {
+		if sm, rep, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil || sm == nil {
+			return sm, importance, rep, err
+		}
+		return sm, sm.errorWeights(importance), rep, nil
+	}
+	if equalizing == nil {
+		return nil, importance, nil, nil
+	}
+	sm = newSmoothing(nil, 0, equalizing)
+	if !supportsWeights(m) {
+		return sm, nil, nil, nil
+	}
+	imp := importance
+	if imp == nil {
+		imp = eq.importance // γ²: a norm's output power per channel
+	}
+	if imp == nil {
+		imp = ones(len(equalizing))
+	}
+	return sm, sm.errorWeights(imp), nil, nil
 }
 
 // forEachChunk runs fn on every chunk of t in parallel (bounded by the
