@@ -12,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -161,13 +162,14 @@ type equalizer struct {
 	res       *Equalization
 	mem       memory.Allocator
 	groupSize int // of the configured bit width's method, for the noise estimate
+	workers   int // goroutines reading a consumer's columns while planning
 	// normOnly keeps only pairs whose producer is a norm (target gguf:
 	// their scales fold exactly into it; up_proj's rows would change).
 	normOnly bool
 }
 
 func newEqualizer(mem memory.Allocator, groupSize int) *equalizer {
-	return &equalizer{scale: map[string]*channelScaling{}, yielded: map[string]bool{}, res: &Equalization{Pairs: []EqualizedPair{}}, mem: mem, groupSize: groupSize}
+	return &equalizer{workers: 1, scale: map[string]*channelScaling{}, yielded: map[string]bool{}, res: &Equalization{Pairs: []EqualizedPair{}}, mem: mem, groupSize: groupSize}
 }
 
 // ErrPlanAfterYield is a plan for a tensor already handed to the
@@ -237,7 +239,7 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 		var samples [][]float32 // per consumer: sample rows, row-major
 		for _, c := range pr.consumers {
 			t, _ := lookup(c)
-			r, sample, err := columnRanges(ctx, t, mem)
+			r, sample, err := columnRanges(ctx, t, mem, eq.workers)
 			if err != nil {
 				return err
 			}
@@ -441,30 +443,57 @@ func groupNoise(x []float32, in, groupSize int, s []float32, w []float64) float6
 
 // columnRanges reads a 2-D tensor once: max |W_ij| per column, and its
 // first equalizeSampleRows rows.
-func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator) ([]float32, []float32, error) {
+func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers int) ([]float32, []float32, error) {
 	meta := t.Meta()
 	rows, in := meta.Shape[0], meta.Shape[1]
-	r := make([]float32, in)
 	sampleN := min(rows, equalizeSampleRows) * in
-	sample := make([]float32, 0, sampleN)
+	sample := make([]float32, sampleN)
 	n := meta.NumElements()
-	for off := int64(0); off < n; off += schema.ChunkElems {
-		rec, err := t.ReadChunk(ctx, mem, off, min(schema.ChunkElems, n-off))
-		if err != nil {
-			return nil, nil, &TensorError{Tensor: meta.Name, Err: err}
-		}
-		x := chunkFloat32(rec)
-		j := off % in
-		for _, v := range x {
-			r[j] = max(r[j], float32(math.Abs(float64(v))))
-			if j++; j == in {
-				j = 0
+	chunks := schema.NumChunks(n)
+	workers = max(1, min(workers, int(chunks)))
+	// Each worker keeps its own maxima over chunks i, i+workers, ...; max is
+	// exact and order-free, so the result does not depend on workers.
+	part := make([][]float32, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer safe.Recover(fmt.Sprintf("column ranges of %q", meta.Name), &errs[w])
+			r := make([]float32, in)
+			for c := int64(w); c < chunks; c += int64(workers) {
+				off := c * schema.ChunkElems
+				rec, err := t.ReadChunk(ctx, mem, off, min(schema.ChunkElems, n-off))
+				if err != nil {
+					errs[w] = &TensorError{Tensor: meta.Name, Err: err}
+					return
+				}
+				x := chunkFloat32(rec)
+				j := off % in
+				for _, v := range x {
+					r[j] = max(r[j], math.Float32frombits(math.Float32bits(v)&^(1<<31)))
+					if j++; j == in {
+						j = 0
+					}
+				}
+				if off < sampleN {
+					copy(sample[off:], x)
+				}
+				rec.Release()
 			}
+			part[w] = r
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	r := part[0]
+	for _, p := range part[1:] {
+		for j, v := range p {
+			r[j] = max(r[j], v)
 		}
-		if int64(len(sample)) < sampleN {
-			sample = append(sample, x[:min(int64(len(x)), sampleN-int64(len(sample)))]...)
-		}
-		rec.Release()
 	}
 	return r, sample, nil
 }

@@ -3,6 +3,8 @@ package quant
 import (
 	"context"
 	"errors"
+	"math"
+	"slices"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -39,5 +41,38 @@ func TestPlanAfterYieldIsRefused(t *testing.T) {
 	eq2 := newEqualizer(memory.DefaultAllocator, 128)
 	if err := eq2.plan(context.Background(), block); err != nil {
 		t.Fatalf("plan before yield: %v", err)
+	}
+}
+
+// Column ranges and the sample rows do not depend on how many goroutines
+// read the consumer.
+func TestColumnRangesIndependentOfWorkers(t *testing.T) {
+	rows, in := int64(3*schema.ChunkElems/1000+7), int64(1000)
+	v := make([]float32, rows*in)
+	s := uint64(9)
+	for i := range v {
+		s = s*6364136223846793005 + 1442695040888963407
+		v[i] = float32(int64(s>>40)-1<<23) / (1 << 20)
+	}
+	tn := SliceTensor(TensorMeta{Name: "w", Shape: []int64{rows, in}, DType: schema.DTypeF32}, v)
+	r1, s1, err := columnRanges(context.Background(), tn, memory.DefaultAllocator, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, s3, err := columnRanges(context.Background(), tn, memory.DefaultAllocator, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r1, r3) || !slices.Equal(s1, s3) || int64(len(s1)) != min(rows, equalizeSampleRows)*in {
+		t.Fatal("column ranges differ between 1 and 3 workers")
+	}
+	for j := range in {
+		var m float32
+		for i := range rows {
+			m = max(m, float32(math.Abs(float64(v[i*in+j]))))
+		}
+		if r1[j] != m {
+			t.Fatalf("column %d: %v, want %v", j, r1[j], m)
+		}
 	}
 }

@@ -186,6 +186,7 @@ func (p *pipeline) prepare(res *Result, src Source) (Source, error) {
 	if o.Config.EnableSpatial {
 		p.eq = newEqualizer(o.Mem, groupSizeOf(p.methods[o.Config.BitWidth], o.Config.BitWidth, o.Config.GroupSize))
 		p.eq.normOnly = p.gguf // only pairs whose scales fold exactly into a norm
+		p.eq.workers = p.threads
 		res.Equalization = p.eq.res
 		src = newEqualizingSource(src, p.eq)
 	}

@@ -190,7 +190,7 @@ func TestConfigErrorsExitTwo(t *testing.T) {
 		{"modality", nil, []string{"--modality", "video"}, "InvalidModality"},
 		{"env", map[string]string{"ARROW_QUANT_BIT_WIDTH": "abc"}, nil, "ARROW_QUANT_BIT_WIDTH"},
 		{"unknown flag", nil, []string{"--bits", "4"}, "unknown flag"},
-		{"method", nil, []string{"--method", "nope"}, `--method: kernels: unknown quantization method "nope"`},
+		{"method", nil, []string{"--method", "nope"}, `--method: unknown quantization method "nope" (known: clip, dq, lsq, minmax, q8_0)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -125,7 +126,12 @@ func newRoot() *cobra.Command {
 	root.SetVersionTemplate("arrowquant {{.Version}}\n")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: json, console, or auto (console when stderr is a terminal)")
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file (go tool pprof)")
+	root.PersistentPostRunE = func(*cobra.Command, []string) error { return stopProfile() }
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if err := startProfile(); err != nil {
+			return err
+		}
 		if logFormat != "auto" && logFormat != "json" && logFormat != "console" {
 			return usagef("--log-format %q: want json, console or auto", logFormat)
 		}
@@ -140,12 +146,46 @@ func newRoot() *cobra.Command {
 	return root
 }
 
+var cpuProfile string
+var profileFile *os.File
+
+// startProfile starts the --cpuprofile profile, if asked.
+func startProfile() error {
+	if cpuProfile == "" {
+		return nil
+	}
+	f, err := os.Create(cpuProfile)
+	if err != nil {
+		return usagef("--cpuprofile: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--cpuprofile: %w", err)
+	}
+	profileFile = f
+	return nil
+}
+
+// stopProfile writes the profile out (also when the command failed).
+func stopProfile() error {
+	if profileFile == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	err := profileFile.Close()
+	profileFile = nil
+	return err
+}
+
 func main() {
 	// SIGHUP (the terminal closed) stops a run like Ctrl-C: its temporary
 	// output is removed on the way out.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
+	if perr := stopProfile(); err == nil {
+		err = perr
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "arrowquant:", userMessage(err))
 	}
