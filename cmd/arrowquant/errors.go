@@ -14,7 +14,7 @@ var dialedServer string
 
 // internalPrefixes are package names that wrap errors on their way up;
 // they mean nothing to a user and are dropped from printed messages.
-var internalPrefixes = []string{"modelio: ", "store: ", "local: ", "quant: ", "client: ", "kernels: ", "flightsrv: ", "outdir: ", "config: "}
+var internalPrefixes = []string{"modelio: ", "hfarch: ", "store: ", "local: ", "quant: ", "client: ", "kernels: ", "flightsrv: ", "outdir: ", "config: "}
 
 // userMessage is what the CLI prints for err: server errors as the
 // server's message with what to do next, without gRPC's framing, and no
