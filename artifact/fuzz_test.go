@@ -322,3 +322,33 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// A batch whose name offsets make arrow-go's own validator panic
+// (String.ValidateFull slices before it checks): an error, not a crash.
+func TestDequantizerContainsValidatorPanic(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	src := newSrc("w", []int64{2, 3}, schema.DTypeF16, 10)
+	sch := schema.Quantized(nil)
+	a, b := rawRecord(mem, sch, src, 0, 4), rawRecord(mem, sch, src, 4, 2)
+	defer a.Release()
+	defer b.Release()
+	cols := make([]arrow.Array, sch.NumFields())
+	for i := range cols {
+		c, err := array.Concatenate([]arrow.Array{a.Column(i), b.Column(i)}, mem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		cols[i] = c
+	}
+	offs := memory.NewBufferBytes(arrow.Int32Traits.CastToBytes([]int32{0, 1000, 1}))
+	name := array.MakeFromData(array.NewData(arrow.BinaryTypes.String, 2, []*memory.Buffer{nil, offs, memory.NewBufferBytes([]byte("w"))}, nil, 0, 0))
+	defer name.Release()
+	cols[schema.IdxName] = name
+	rec := array.NewRecordBatch(sch, cols, 2)
+	defer rec.Release()
+	_, err := artifact.NewDequantizer(mem).Batch(context.Background(), rec)
+	if err == nil || !strings.Contains(err.Error(), "internal error in validating a record batch: runtime error: slice bounds out of range") {
+		t.Fatalf("got %v", err)
+	}
+}

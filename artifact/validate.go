@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/arrowquant/arrowquant/internal/checked"
+	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -80,7 +81,7 @@ func columnsOf(rec arrow.RecordBatch) (*batchCols, error) {
 	if err := checkColumns(rec.Schema()); err != nil {
 		return nil, err
 	}
-	if err := array.ValidateRecordFull(rec); err != nil {
+	if err := validateRecord(rec); err != nil {
 		return nil, fmt.Errorf("invalid record batch: %w", err)
 	}
 	c := &batchCols{
@@ -103,6 +104,14 @@ func columnsOf(rec arrow.RecordBatch) (*batchCols, error) {
 		c.csVals = c.cs.ListValues().(*array.Float32)
 	}
 	return c, nil
+}
+
+// validateRecord is array.ValidateRecordFull, which itself panics on some
+// invalid string offsets (arrow-go v18.8.0: String.ValidateFull slices
+// the data at an offset before checking it).
+func validateRecord(rec arrow.RecordBatch) (err error) {
+	defer safe.Recover("validating a record batch", &err)
+	return array.ValidateRecordFull(rec)
 }
 
 // row is one checked row of a quantized batch.
