@@ -130,6 +130,7 @@ func hostileSeeds(tb testing.TB) map[string][]byte {
 		"batch overlap":  editIndex(int4, func(e []map[string]any) { e[1]["first_batch"] = 0 }),
 		"duplicate":      editIndex(int4, func(e []map[string]any) { e[1]["name"] = e[0]["name"] }),
 		"huge batches":   editIndex(multi, func(e []map[string]any) { e[0]["num_batches"] = 1 << 40 }),
+		"huge tensor":    editIndex(multi, func(e []map[string]any) { e[0]["shape"] = []int64{1<<63 - 1} }),
 		// chunk_elems whose byte counts wrap around (fp16: 2n = 0; INT4: n·4 = 0 mod 2^64).
 		"raw elems wrap":  col(raw, 0, schema.IdxChunkElems, -1<<63),
 		"int4 elems wrap": col(int4, 0, schema.IdxChunkElems, 1<<62),
@@ -257,6 +258,7 @@ func TestHostileArtifacts(t *testing.T) {
 		"batch overlap":   `tensor "attn.q.bias": index: batches [0, +1), want them to start at 1 of 2`,
 		"duplicate":       "listed twice in the index",
 		"huge batches":    "1099511627776 batches for 6 elements",
+		"huge tensor":     "2 batches for 9223372036854775807 elements",
 		"raw elems wrap":  `tensor "w" row 0: chunk_offset 0, chunk_elems -9223372036854775808`,
 		"int4 elems wrap": `tensor "attn.q.weight" row 0: chunk_offset 0, chunk_elems 4611686018427387904`,
 		"negative offset": `tensor "w" row 1: chunk_offset -4`,

@@ -279,7 +279,11 @@ func checkEntry(e *schema.TensorEntry) error {
 			return fmt.Errorf("group_size %d, want one of %v (or %d for super-block rows)", e.GroupSize, groupSizes, sub)
 		}
 	}
-	if b := int64(e.NumBatches); b < schema.NumChunks(n) || b > max(1, n) {
+	least := max(1, n/schema.ChunkElems) // schema.NumChunks without its overflow near MaxInt64
+	if n > schema.ChunkElems && n%schema.ChunkElems != 0 {
+		least++
+	}
+	if b := int64(e.NumBatches); b < least || b > max(1, n) {
 		return fmt.Errorf("%d batches for %d elements", e.NumBatches, n)
 	}
 	return nil
