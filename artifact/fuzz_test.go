@@ -312,15 +312,18 @@ func readAllErr(data []byte) error {
 	return nil
 }
 
-// TestMain bounds the minimization of each new fuzz input to 3 s (Go's
-// default is 60 s) unless -test.fuzzminimizetime is given: the inputs are
-// KB-sized files, and minimizing one new input took all of a 30 s run.
+// TestMain turns off the minimization of new fuzz inputs unless
+// -test.fuzzminimizetime is given. The inputs are KB-sized files, and
+// minimizing each new one (Go's default: up to 60 s) took most of a run:
+// FuzzCalibParquet ran 1,529 executions in 2 minutes with minimization
+// bounded to 3 s, 28,937 in 1 minute without. Crashing inputs are then
+// kept as found.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.fuzzminimizetime" })
 	if !set {
-		flag.Set("test.fuzzminimizetime", "3s")
+		flag.Set("test.fuzzminimizetime", "0")
 	}
 	os.Exit(m.Run())
 }
