@@ -325,6 +325,7 @@ func parquetSeeds(tb testing.TB) map[string][]byte {
 		out[name] = parquetBytes(tb, rec)
 	}
 	out["hostile schema"] = hostileSchema(tb)
+	out["hostile children"] = hostileChildren(tb)
 	return out
 }
 
@@ -345,7 +346,8 @@ func TestSeedsCollect(t *testing.T) {
 	want := map[string]string{
 		"empty": "no rows", "blank lines": "no rows", "IPC empty": "not an Arrow IPC file or stream",
 		"parquet empty": "malformed Parquet file: parquet: file too small", "parquet magic only": "malformed Parquet file",
-		"hostile schema": "malformed Parquet file: ARROW:schema metadata: malformed Arrow IPC metadata: schema.fields: vector of 2147483647", "not an object": "row 0: not a JSON object",
+		"hostile schema":   "malformed Parquet file: ARROW:schema metadata: malformed Arrow IPC metadata: schema.fields: vector of 2147483647",
+		"hostile children": "malformed Parquet file: schema element 0 claims 2147483647 children, 5 elements follow it", "not an object": "row 0: not a JSON object",
 		"huge timestep": "timesteps from -1.7e+308 to 1.7e+308", "beyond float": "activation[0] is +Inf",
 		"empty layer": "row 0: empty layer name", "no values": `row 0: layer "a": empty activation`,
 		"magic only": "malformed", "NaN timestep": "row 3: timestep is not finite",
@@ -440,4 +442,23 @@ func hostileSchema(tb testing.TB) []byte {
 	}
 	tb.Fatal("no ARROW:schema fields vector found")
 	return nil
+}
+
+// hostileChildren is a Parquet file whose root schema element claims
+// 2^31-1 children (arrow-go sizes a slice by it: 32 GB).
+func hostileChildren(tb testing.TB) []byte {
+	data := parquetBytes(tb, variants(tb)["float32"])
+	n := int(binary.LittleEndian.Uint32(data[len(data)-8:]))
+	start := len(data) - 8 - n
+	// Root element: name "schema" (field 4), then num_children (field 5,
+	// i32, compact header 0x15) = 3 (zigzag varint 0x06).
+	i := bytes.Index(data[start:], []byte("schema\x15\x06"))
+	if i < 0 {
+		tb.Fatal("no root schema element found")
+	}
+	at := start + i + len("schema\x15")
+	out := append(bytes.Clone(data[:at]), 0xFE, 0xFF, 0xFF, 0xFF, 0x0F) // zigzag varint of 2^31-1
+	out = append(out, data[at+1:len(data)-8]...)
+	out = binary.LittleEndian.AppendUint32(out, uint32(n+4))
+	return append(out, "PAR1"...)
 }

@@ -383,7 +383,18 @@ func openParquet(path string) (_ Reader, err error) {
 	var rr pqarrow.RecordReader
 	err = func() (err error) {
 		defer safe.Recover("reading Parquet", &err)
-		pf, err = file.NewParquetReader(f, file.WithReadProps(parquet.NewReaderProperties(decoderMem)))
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if err := checkParquetFooter(f, st.Size()); err != nil {
+			return err
+		}
+		// Buffered streams: a column chunk is read through a small buffer,
+		// not into one allocation of the size its metadata declares.
+		props := parquet.NewReaderProperties(decoderMem)
+		props.BufferedStreamEnabled = true
+		pf, err = file.NewParquetReader(f, file.WithReadProps(props))
 		if err != nil {
 			return err
 		}
