@@ -8,7 +8,9 @@ package calib
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,11 +24,14 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/fsutil"
+	"github.com/arrowquant/arrowquant/internal/ipcguard"
+	"github.com/arrowquant/arrowquant/internal/safe"
 )
 
 // Column names of a calibration file.
@@ -52,8 +57,9 @@ type Reader interface {
 // FormatError names the file, row and problem of a malformed calibration file.
 type FormatError struct {
 	File   string
-	Row    int64
+	Row    int64 // -1 when the problem is not one row's
 	Reason string
+	Err    error // the decoder's error or recovered panic (*safe.PanicError), if any
 }
 
 func (e *FormatError) Error() string {
@@ -62,6 +68,24 @@ func (e *FormatError) Error() string {
 	}
 	return fmt.Sprintf("calibration %s: %s", e.File, e.Reason)
 }
+
+func (e *FormatError) Unwrap() error { return e.Err }
+
+// decodeError is the FormatError for an error (or a recovered panic) of
+// the Arrow IPC or Parquet decoder.
+func decodeError(path string, row int64, what string, err error) *FormatError {
+	return &FormatError{File: path, Row: row, Reason: what + ": " + err.Error(), Err: err}
+}
+
+// Decoder limits: what one allocation of a decoder (a record batch body,
+// a decompressed buffer) and one IPC message's metadata may take.
+const (
+	maxAlloc    = 1 << 30
+	maxMetadata = 16 << 20
+)
+
+// decoderMem is the allocator of the IPC and Parquet decoders.
+var decoderMem = ipcguard.Capped{Allocator: memory.NewGoAllocator(), Max: maxAlloc}
 
 // ExtensionHelp says which file extensions Open accepts.
 const ExtensionHelp = "unknown extension: use .arrow/.arrows (Arrow IPC), .parquet or .jsonl"
@@ -148,6 +172,7 @@ type recordSource interface {
 // batchReader turns record batches with the calibration columns into rows.
 type batchReader struct {
 	path    string
+	kind    string // "Parquet file", "Arrow IPC file" or "Arrow IPC stream", for messages
 	src     recordSource
 	closer  func() error
 	rec     arrow.RecordBatch
@@ -162,13 +187,11 @@ type batchReader struct {
 
 func (r *batchReader) Next() (Row, error) {
 	for r.rec == nil || r.i >= int(r.rec.NumRows()) {
-		if !r.src.Next() {
-			if err := r.src.Err(); err != nil && !errors.Is(err, io.EOF) {
-				return Row{}, &FormatError{File: r.path, Row: r.row, Reason: err.Error()}
-			}
-			return Row{}, io.EOF
+		rec, err := r.next()
+		if err != nil {
+			return Row{}, err
 		}
-		if err := r.bind(r.src.RecordBatch()); err != nil {
+		if err := r.bind(rec); err != nil {
 			return Row{}, err
 		}
 	}
@@ -177,6 +200,14 @@ func (r *batchReader) Next() (Row, error) {
 	r.row++
 	if r.layer.IsNull(i) || r.ts.IsNull(i) || r.acts.IsNull(i) {
 		return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: "null layer, timestep or activation"}
+	}
+	if vals := r.acts.ListValues(); vals.NullN() > 0 {
+		s, e := r.acts.ValueOffsets(i)
+		for j := s; j < e; j++ {
+			if vals.IsNull(int(j)) {
+				return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: fmt.Sprintf("activation[%d] is null", j-s)}
+			}
+		}
 	}
 	row := Row{Layer: r.layer.(interface{ Value(int) string }).Value(i)}
 	switch t := r.ts.(type) {
@@ -200,6 +231,28 @@ func (r *batchReader) Next() (Row, error) {
 		row.Activation = r.buf
 	}
 	return row, nil
+}
+
+// next reads the next record batch (io.EOF after the last) and checks
+// its buffers; a decoder's error or panic is a FormatError.
+func (r *batchReader) next() (rec arrow.RecordBatch, err error) {
+	defer func() {
+		if err != nil && !errors.Is(err, io.EOF) {
+			err = decodeError(r.path, r.row, "malformed "+r.kind, err)
+		}
+	}()
+	defer safe.Recover("reading "+r.kind, &err)
+	if !r.src.Next() {
+		if err := r.src.Err(); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return nil, io.EOF
+	}
+	rec = r.src.RecordBatch()
+	if err := array.ValidateRecordFull(rec); err != nil {
+		return nil, fmt.Errorf("invalid record batch: %w", err)
+	}
+	return rec, nil
 }
 
 func (r *batchReader) bind(rec arrow.RecordBatch) error {
@@ -248,32 +301,60 @@ func (r *batchReader) bind(rec arrow.RecordBatch) error {
 
 func (r *batchReader) Close() error { return r.closer() }
 
-func openIPC(path string) (Reader, error) {
+// openIPC opens an Arrow IPC file, or else an IPC stream. Every piece of
+// IPC metadata is checked (internal/ipcguard) before arrow-go decodes it,
+// and its panics are recovered.
+func openIPC(path string) (_ Reader, err error) {
 	f, err := fsutil.OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("calibration: %w", err)
 	}
-	if fr, err := ipc.NewFileReader(f); err == nil {
-		return &batchReader{path: path, src: &fileBatches{fr: fr}, closer: func() error { fr.Close(); return f.Close() }}, nil
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		return nil, err
-	}
-	sr, err := ipc.NewReader(f)
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, &FormatError{File: path, Row: -1, Reason: "not an Arrow IPC file or stream: " + err.Error()}
+		return nil, fmt.Errorf("calibration: %w", err)
 	}
-	return &batchReader{path: path, src: sr, closer: func() error { sr.Release(); return f.Close() }}, nil
+	var magic [6]byte
+	if n, _ := f.ReadAt(magic[:], 0); n == len(magic) && string(magic[:]) == "ARROW1" {
+		guard, err := ipcguard.CheckFile(f, st.Size())
+		if err != nil {
+			return nil, decodeError(path, -1, "malformed Arrow IPC file", err)
+		}
+		var fr *ipc.FileReader
+		err = func() (err error) {
+			defer safe.Recover("reading Arrow IPC", &err)
+			fr, err = ipc.NewFileReader(f, ipc.WithAllocator(decoderMem))
+			return err
+		}()
+		if err != nil {
+			return nil, decodeError(path, -1, "malformed Arrow IPC file", err)
+		}
+		return &batchReader{path: path, kind: "Arrow IPC file", src: &fileBatches{fr: fr, guard: guard},
+			closer: func() error { fr.Close(); return f.Close() }}, nil
+	}
+	var sr *ipc.Reader
+	err = func() (err error) {
+		defer safe.Recover("reading Arrow IPC", &err)
+		sr, err = ipc.NewReaderFromMessageReader(ipcguard.NewStreamReader(f, maxMetadata, maxAlloc), ipc.WithAllocator(decoderMem))
+		return err
+	}()
+	if err != nil {
+		return nil, decodeError(path, -1, "not an Arrow IPC file or stream", err)
+	}
+	return &batchReader{path: path, kind: "Arrow IPC stream", src: sr, closer: func() error { sr.Release(); return f.Close() }}, nil
 }
 
 // fileBatches adapts an IPC file reader to recordSource.
 type fileBatches struct {
-	fr  *ipc.FileReader
-	i   int
-	rec arrow.RecordBatch
-	err error
+	fr    *ipc.FileReader
+	guard *ipcguard.File
+	i     int
+	rec   arrow.RecordBatch
+	err   error
 }
 
 func (b *fileBatches) Next() bool {
@@ -284,32 +365,80 @@ func (b *fileBatches) Next() bool {
 	if b.i >= b.fr.NumRecords() {
 		return false
 	}
-	b.rec, b.err = b.fr.RecordBatchAt(b.i)
+	if b.err = b.guard.CheckBatch(b.i); b.err == nil {
+		b.rec, b.err = b.fr.RecordBatchAt(b.i)
+	}
 	b.i++
 	return b.err == nil
 }
 func (b *fileBatches) RecordBatch() arrow.RecordBatch { return b.rec }
 func (b *fileBatches) Err() error                     { return b.err }
 
-func openParquet(path string) (Reader, error) {
+// openParquet opens a Parquet file; the decoder's panics are recovered.
+func openParquet(path string) (_ Reader, err error) {
 	f, err := fsutil.OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("calibration: %w", err)
 	}
-	pf, err := file.NewParquetReader(f)
+	var pf *file.Reader
+	var rr pqarrow.RecordReader
+	err = func() (err error) {
+		defer safe.Recover("reading Parquet", &err)
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if err := checkParquetFooter(f, st.Size()); err != nil {
+			return err
+		}
+		// Buffered streams: a column chunk is read through a small buffer,
+		// not into one allocation of the size its metadata declares.
+		props := parquet.NewReaderProperties(decoderMem)
+		props.BufferedStreamEnabled = true
+		pf, err = file.NewParquetReader(f, file.WithReadProps(props))
+		if err != nil {
+			return err
+		}
+		if err := checkOriginSchema(pf); err != nil {
+			return err
+		}
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 1024}, decoderMem)
+		if err != nil {
+			return err
+		}
+		rr, err = fr.GetRecordReader(context.Background(), nil, nil)
+		return err
+	}()
 	if err != nil {
+		if pf != nil {
+			pf.Close()
+		}
 		f.Close()
-		return nil, &FormatError{File: path, Row: -1, Reason: "not a Parquet file: " + err.Error()}
+		return nil, decodeError(path, -1, "malformed Parquet file", err)
 	}
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 1024}, memory.DefaultAllocator)
-	if err != nil {
-		pf.Close()
-		return nil, &FormatError{File: path, Row: -1, Reason: err.Error()}
+	return &batchReader{path: path, kind: "Parquet file", src: rr, closer: func() error { rr.Release(); return pf.Close() }}, nil
+}
+
+// checkOriginSchema checks the Arrow schema a Parquet file may store
+// (ARROW:schema, a base64 IPC message pqarrow decodes with arrow-go's IPC
+// reader, unchecked) with ipcguard, decoding it as pqarrow does.
+func checkOriginSchema(pf *file.Reader) error {
+	v := pf.MetaData().KeyValueMetadata().FindValue("ARROW:schema")
+	if v == nil {
+		return nil
 	}
-	rr, err := fr.GetRecordReader(context.Background(), nil, nil)
-	if err != nil {
-		pf.Close()
-		return nil, &FormatError{File: path, Row: -1, Reason: err.Error()}
+	var decoded []byte
+	var err error
+	if len(*v)%4 == 0 {
+		decoded, err = base64.StdEncoding.DecodeString(*v)
 	}
-	return &batchReader{path: path, src: rr, closer: func() error { rr.Release(); return pf.Close() }}, nil
+	if len(decoded) == 0 || err != nil {
+		if decoded, err = base64.RawStdEncoding.DecodeString(*v); err != nil {
+			return nil // pqarrow refuses it
+		}
+	}
+	if _, err := ipcguard.NewStreamReader(bytes.NewReader(decoded), maxMetadata, maxAlloc).Message(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("ARROW:schema metadata: %w", err)
+	}
+	return nil
 }

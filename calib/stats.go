@@ -104,6 +104,11 @@ func Collect(path string, o Options) (*Stats, error) {
 	if rows == 0 {
 		return nil, &FormatError{File: path, Row: -1, Reason: "no rows"}
 	}
+	// A finite range: the group of t in [lo, hi] is then an index in
+	// [0, G) (int of an infinite or NaN quotient is not).
+	if math.IsInf(hi-lo, 0) {
+		return nil, &FormatError{File: path, Row: -1, Reason: fmt.Sprintf("timesteps from %v to %v: the range overflows float64", lo, hi)}
+	}
 	st := &Stats{File: path, Layers: map[string]*LayerStats{}, RowsRead: rows}
 	G := o.NumTimeGroups
 	width := (hi - lo) / float64(G)
@@ -115,7 +120,7 @@ func Collect(path string, o Options) (*Stats, error) {
 		if width == 0 {
 			return 0
 		}
-		return min(G-1, int((t-lo)/width))
+		return max(0, min(G-1, int((t-lo)/width)))
 	}
 
 	// Choose, per layer, which of its rows (by ordinal) to use.
@@ -187,7 +192,8 @@ func Collect(path string, o Options) (*Stats, error) {
 			acc := sums[name][g]
 			for j := range gs.MeanAbs {
 				gs.MeanAbs[j] = float32(acc[0][j] / float64(gs.Rows))
-				gs.MeanSq[j] = float32(acc[1][j] / float64(gs.Rows))
+				// E[x²] of float32 values can exceed float32 (|x| > 1.8e19): saturate.
+				gs.MeanSq[j] = float32(min(acc[1][j]/float64(gs.Rows), math.MaxFloat32))
 			}
 			gs.Act = int8Params(gs.Min, gs.Max)
 		}
@@ -215,14 +221,17 @@ func fill(n int, groups [][]int) []int {
 }
 
 // int8Params covers [min(lo,0), max(hi,0)] with 256 levels, zero exact.
+// The range is taken in float64 (hi - lo overflows float32 beyond 3.4e38)
+// and the scale is at least the smallest float32 (a range of a few
+// subnormals would round it to 0).
 func int8Params(lo, hi float32) ActParams {
 	lo, hi = min(lo, 0), max(hi, 0)
 	if hi == lo {
 		return ActParams{Scale: 1, Zero: 0}
 	}
-	scale := (hi - lo) / 255
-	zero := int32(math.Round(float64(-lo / scale)))
-	return ActParams{Scale: scale, Zero: max(0, min(255, zero))}
+	scale := max(float32((float64(hi)-float64(lo))/255), math.SmallestNonzeroFloat32)
+	zero := math.Round(float64(-lo) / float64(scale))
+	return ActParams{Scale: scale, Zero: int32(max(0, min(255, zero)))}
 }
 
 // Importance is a per-input-channel weight for the layer's weight

@@ -37,6 +37,11 @@ func Resolve(o Options) (DiffusionQuantConfig, error) {
 			return DiffusionQuantConfig{}, err
 		}
 	}
+	return resolve(doc, o)
+}
+
+// resolve is Resolve with the YAML file already parsed (o.YAMLPath unused).
+func resolve(doc yamlDoc, o Options) (DiffusionQuantConfig, error) {
 	var env patch
 	if o.Lookup != nil {
 		var err error
