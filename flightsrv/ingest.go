@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/internal/checked"
+	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
@@ -412,6 +413,23 @@ func (in *ingestor) end() error {
 	return nil
 }
 
+// maxDecompressedBytes bounds what one compressed buffer of a DoPut batch
+// may declare uncompressed.
+const maxDecompressedBytes = 1 << 30
+
+// checkFlightData bounds-checks a FlightData message before arrow-go
+// decodes it. arrow-go trusts the lengths a flatbuffer declares: a
+// 200-byte schema message declaring 2^31 fields makes it allocate tens of
+// GB and the runtime kills the process (found by FuzzIngest); such fatal
+// errors cannot be recovered, so they are refused here. Only record
+// batches, dictionaries and schemas travel in a DoPut.
+func checkFlightData(header, body []byte) error {
+	if _, err := ipcguard.CheckMessage(header); err != nil {
+		return err
+	}
+	return ipcguard.CheckMessageBody(header, body, maxDecompressedBytes)
+}
+
 // metadataTolerantStream hides FlightData messages that carry only
 // app_metadata (pyarrow's writer.write_metadata), which make
 // flight.NewRecordReader fail with "index out of range" (REFERENCE §4).
@@ -436,7 +454,7 @@ func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 			continue
 		}
 		if len(d.DataHeader) > 0 {
-			if err := checkIPCHeader(d.DataHeader, d.DataBody); err != nil {
+			if err := checkFlightData(d.DataHeader, d.DataBody); err != nil {
 				return nil, status.Errorf(codes.InvalidArgument, "DoPut stream: %v", err)
 			}
 		}

@@ -29,7 +29,7 @@ func TestIPCGuardAcceptsValidMessages(t *testing.T) {
 		t.Fatalf("%d messages", len(msgs))
 	}
 	for i, d := range msgs {
-		if err := checkIPCHeader(d.DataHeader, d.DataBody); err != nil {
+		if err := checkFlightData(d.DataHeader, d.DataBody); err != nil {
 			t.Errorf("message %d refused: %v", i, err)
 		}
 	}
@@ -40,7 +40,7 @@ func TestIPCGuardRefusesLiesAndTruncation(t *testing.T) {
 	schemaMsg, batch := msgs[0], msgs[1]
 	// Every truncation of a valid header is refused or harmless, never a panic.
 	for n := 0; n < len(schemaMsg.DataHeader); n++ {
-		_ = checkIPCHeader(schemaMsg.DataHeader[:n], nil)
+		_ = checkFlightData(schemaMsg.DataHeader[:n], nil)
 	}
 	// The fuzzer's crasher (replayed from FuzzIngest's corpus) was a schema
 	// whose fields vector declares billions of entries; the same lie by hand:
@@ -49,7 +49,7 @@ func TestIPCGuardRefusesLiesAndTruncation(t *testing.T) {
 	for at := 0; at+4 <= len(hdr); at += 4 { // the fields vector length is 5 (the input schema's columns)
 		if binary.LittleEndian.Uint32(hdr[at:]) == 5 {
 			binary.LittleEndian.PutUint32(hdr[at:], 1<<31)
-			if err := checkIPCHeader(hdr, nil); err != nil && strings.Contains(err.Error(), "declares") {
+			if err := checkFlightData(hdr, nil); err != nil && strings.Contains(err.Error(), "vector") {
 				lied = true
 				break
 			}
@@ -60,7 +60,7 @@ func TestIPCGuardRefusesLiesAndTruncation(t *testing.T) {
 		t.Error("a fields vector declaring 2^31 entries was not refused")
 	}
 	// A batch whose buffers point past its body.
-	if err := checkIPCHeader(batch.DataHeader, batch.DataBody[:len(batch.DataBody)/2]); err == nil || !strings.Contains(err.Error(), "outside") {
+	if err := checkFlightData(batch.DataHeader, batch.DataBody[:len(batch.DataBody)/2]); err == nil || !strings.Contains(err.Error(), "outside") {
 		t.Errorf("buffers past the body: %v", err)
 	}
 }

@@ -427,3 +427,55 @@ func (f *File) checkBlock(b Block) error {
 	}
 	return nil
 }
+
+// CheckMessageBody checks a record batch (or dictionary batch) message,
+// already checked by CheckMessage, against the body that came with it
+// (a Flight data_body): every buffer lies inside body, and a compressed
+// buffer declares at most maxDecompressed bytes uncompressed (the decoder
+// allocates what it declares). Other messages pass.
+func CheckMessageBody(meta, body []byte, maxDecompressed int64) error {
+	f := &fb{b: meta}
+	m, err := f.root("message")
+	if err != nil {
+		return err
+	}
+	kind, err := m.u8(1)
+	if err != nil {
+		return err
+	}
+	rb, ok, err := m.child(2, "message header")
+	if err != nil || !ok {
+		return err
+	}
+	switch kind {
+	case headerRecordBatch:
+	case headerDictionary:
+		if rb, ok, err = rb.child(1, "dictionary batch data"); err != nil || !ok {
+			return err
+		}
+	default:
+		return nil
+	}
+	start, n, err := rb.vector(2, bufferBytes, "record batch buffers")
+	if err != nil {
+		return err
+	}
+	_, compressed, err := rb.child(3, "record batch compression")
+	if err != nil {
+		return err
+	}
+	for k := 0; k < n; k++ {
+		at := start + uint64(k)*bufferBytes
+		off := int64(binary.LittleEndian.Uint64(f.b[at:]))
+		length := int64(binary.LittleEndian.Uint64(f.b[at+8:]))
+		if off < 0 || length < 0 || off > int64(len(body)) || length > int64(len(body))-off {
+			return errorf("record batch buffer %d at [%d, +%d) outside the %d-byte body", k, off, length, len(body))
+		}
+		if compressed && length >= 8 {
+			if raw := int64(binary.LittleEndian.Uint64(body[off:])); raw > maxDecompressed {
+				return errorf("compressed buffer %d declares %d bytes uncompressed (limit %d)", k, raw, maxDecompressed)
+			}
+		}
+	}
+	return nil
+}
