@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -42,8 +43,8 @@ def init_params(cfg, key):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--ema", type=float, default=0.999)
@@ -113,6 +114,7 @@ def main():
             print(f"step {i + 1}: loss {recent:.4f} ({time.time() - t0:.0f} s)", flush=True)
     losses = np.asarray(jax.device_get(losses))
     train_s = time.time() - t0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     load1 = os.getloadavg()
     ema = {k: np.asarray(v, np.float32) for k, v in state[3].items()}
 
@@ -145,7 +147,8 @@ def main():
     prov = {"command": "python diffusion/train.py " + " ".join(sys.argv[1:]), "git_commit": commit,
             "seed": args.seed, "params": n_params, "steps": args.steps, "batch": args.batch, "lr": args.lr,
             "weight_decay": args.weight_decay, "ema": args.ema, "warmup": args.warmup,
-            "train_seconds": round(train_s, 1), "load_avg_1min_start_end": [round(load0[0], 2), round(load1[0], 2)],
+            "train_seconds": round(train_s, 1), "process_cpu_seconds": round(ru.ru_utime + ru.ru_stime, 1),
+            "load_avg_1min_start_end": [round(load0[0], 2), round(load1[0], 2)],
             "cpus": os.cpu_count(), "final_loss_last500": round(final, 5),
             "loss_first500": round(float(losses[:500].mean()), 5), "versions": versions,
             "platform": platform.platform()}
