@@ -14,7 +14,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/arrowquant
 
 # gofmt check, go vet, the race-enabled Go suite, and the Python suite
-# (pyarrow against the real binary; needs: pip install pyarrow numpy pyyaml pytest).
+# (pyarrow against the real binary; needs: pip install pyarrow numpy pyyaml pytest psutil scikit-learn).
 test: lint vet gotest pytest
 
 gotest:
@@ -22,9 +22,9 @@ gotest:
 
 # The Python suite's dependencies, installed with pip when missing, so
 # `make test` works on a fresh machine.
-PYDEPS := pyarrow numpy pyyaml pytest psutil
+PYDEPS := pyarrow numpy pyyaml pytest psutil scikit-learn
 pydeps:
-	@$(PYTHON) -c "import pyarrow, numpy, yaml, pytest, psutil" 2>/dev/null || \
+	@$(PYTHON) -c "import pyarrow, numpy, yaml, pytest, psutil, sklearn" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PYDEPS)
 
 pytest: build pydeps
