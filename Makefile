@@ -5,7 +5,8 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz
+.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz \
+	diffusion-venv diffusion-model diffusion-report
 
 all: build
 
@@ -70,6 +71,26 @@ bench-flight: build
 
 run: build
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --log-level info
+
+# The digits DiT (diffusion/README.md): train it with JAX on CPU in a project-local virtualenv and write
+# the Hugging Face-style checkpoint (committed as testdata/dit-digits, so tests never train), then report
+# its sample quality (Fréchet distance, classifier confidence) with the numpy forward.
+DIFFUSION_VENV ?= .venv-diffusion
+DIFFUSION_OUT  ?= testdata/dit-digits
+DIFFUSION_PY   := $(DIFFUSION_VENV)/bin/python
+DIFFUSION_DEPS := "jax[cpu]==0.10.2" scikit-learn==1.9.1 numpy==2.4.6 pyarrow==26.0.1
+diffusion-venv: $(DIFFUSION_VENV)/.installed
+$(DIFFUSION_VENV)/.installed:
+	$(PYTHON) -m venv $(DIFFUSION_VENV)
+	$(DIFFUSION_PY) -m pip install --quiet --disable-pip-version-check $(DIFFUSION_DEPS)
+	touch $@
+
+diffusion-model: diffusion-venv
+	$(DIFFUSION_PY) diffusion/train.py --out $(DIFFUSION_OUT)
+
+diffusion-report: diffusion-venv
+	$(DIFFUSION_PY) diffusion/evaluate.py --model $(DIFFUSION_OUT) --samples 1000 --steps 50 \
+		--grid $(DIFFUSION_OUT)/samples.png
 
 clean:
 	rm -rf bin $(VENV)
