@@ -108,8 +108,9 @@ func qualityData(n, side int) map[string][]float32 {
 }
 
 // The vectorised lsq and clip choose the reference's params on the
-// quality datasets (a slice of each; QUALITY.md's full sizes with
-// AQ_REF_FULL=1, a smaller slice with -short), unweighted and weighted,
+// quality datasets (their generator at 256K samples and 1024² by default,
+// QUALITY.md's full sizes with AQ_REF_FULL=1, smaller with -short),
+// unweighted and weighted,
 // at every bit width and the group sizes of QUALITY.md.
 func TestQualityDataIdentical(t *testing.T) {
 	n, side := 1<<18, 1024
