@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz \
+.PHONY: all build test gotest arm64test pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz \
 	diffusion-venv diffusion-model diffusion-report
 
 all: build
@@ -15,9 +15,10 @@ COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --q
 build:
 	$(GO) build -ldflags "-X main.commit=$(COMMIT)" -o $(BIN) ./cmd/arrowquant
 
-# gofmt check, go vet, the race-enabled Go suite, and the Python suite
+# gofmt check, go vet, the race-enabled Go suite, the kernel and quant
+# tests on arm64 under qemu (NEON and pure Go), and the Python suite
 # (pyarrow against the real binary, in .venv).
-test: lint vet gotest pytest readme-test
+test: lint vet gotest arm64test pytest readme-test
 
 gotest:
 	$(GO) test -race -count=1 ./...
@@ -39,6 +40,13 @@ readme-test: build
 
 vet:
 	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./kernels/... ./internal/fp
+
+# kernels/... and quant's short tests cross-compiled for arm64 and run under
+# qemu-aarch64-static (installed with apt-get when missing), once with the
+# NEON kernels and once with -tags purego.
+arm64test:
+	bash scripts/arm64_test.sh
 
 lint:
 	@out=$$(gofmt -l .); \

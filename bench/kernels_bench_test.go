@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -17,6 +19,29 @@ import (
 )
 
 const benchElems = 1 << 20 // one pipeline chunk
+
+// cpuRate reports, next to the wall-clock MB/s, the throughput per
+// second of the process's CPU time (user + system, all threads) as
+// cpu-MB/s: on a shared, loaded machine the wall clock counts the time
+// other processes hold the core, the CPU time does not. With -cpu 1 the
+// process's CPU time is the benchmark's (and its garbage collection).
+// Use: defer cpuRate(b, bytesPerOp)() before the timed loop.
+func cpuRate(b *testing.B, bytes int64) func() {
+	start := cpuTime()
+	return func() {
+		if d := cpuTime() - start; d > 0 && b.N > 0 {
+			b.ReportMetric(float64(bytes)*float64(b.N)/d.Seconds()/1e6, "cpu-MB/s")
+		}
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func normalRow(mem memory.Allocator, n int) arrow.Array {
 	rng := rand.New(rand.NewPCG(42, 42))
@@ -52,6 +77,7 @@ func BenchmarkQuantizePack(b *testing.B) {
 			b.Run(fmt.Sprintf("int%d/g%d", bits, gs), func(b *testing.B) {
 				opts := &kernels.QuantOptions{Bits: bits, GroupSize: gs}
 				b.SetBytes(4 * benchElems)
+				defer cpuRate(b, 4*benchElems)()
 				for b.Loop() {
 					params := call(b, ctx, "minmax_group_params", opts, values).(*array.Struct)
 					codes := call(b, ctx, kernels.FuncPack, opts, values, params.Field(0), params.Field(1))
@@ -78,6 +104,7 @@ func BenchmarkDequantizeCosine(b *testing.B) {
 		codes := call(b, ctx, kernels.FuncPack, opts, values, params.Field(0), params.Field(1))
 		b.Run(fmt.Sprintf("dequantize/int%d/g128", bits), func(b *testing.B) {
 			b.SetBytes(4 * benchElems)
+			defer cpuRate(b, 4*benchElems)()
 			for b.Loop() {
 				call(b, ctx, kernels.FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts).Release()
 			}
@@ -86,6 +113,7 @@ func BenchmarkDequantizeCosine(b *testing.B) {
 			recon := call(b, ctx, kernels.FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts)
 			b.Run("cosine", func(b *testing.B) {
 				b.SetBytes(4 * benchElems)
+				defer cpuRate(b, 4*benchElems)()
 				for b.Loop() {
 					call(b, ctx, kernels.FuncCosine, nil, values, recon).Release()
 				}
@@ -119,6 +147,7 @@ func BenchmarkFusedQuantize(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/int%d/g%d", name, bits, gs), func(b *testing.B) {
 					opts := &kernels.QuantOptions{Bits: bits, GroupSize: gs}
 					b.SetBytes(4 * benchElems)
+					defer cpuRate(b, 4*benchElems)()
 					for b.Loop() {
 						call(b, ctx, m.QuantizeFunc(), opts, values).Release()
 					}
@@ -153,6 +182,7 @@ func BenchmarkWeightedQuantize(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/int%d", name, bits), func(b *testing.B) {
 				opts := &kernels.QuantOptions{Bits: bits, GroupSize: 128}
 				b.SetBytes(4 * benchElems)
+				defer cpuRate(b, 4*benchElems)()
 				for b.Loop() {
 					call(b, ctx, m.WeightedQuantizeFunc(), opts, values, weights).Release()
 				}
@@ -181,6 +211,7 @@ func BenchmarkSuperBlock(b *testing.B) {
 			codes := make([]byte, kernels.PackedLen(benchElems, bits))
 			params := make([]byte, kernels.SuperBlockParamsLen(benchElems, bits))
 			b.SetBytes(4 * benchElems)
+			defer cpuRate(b, 4*benchElems)()
 			for b.Loop() {
 				if err := dq.Quantize(x, nil, bits, codes, params, 0); err != nil {
 					b.Fatal(err)
@@ -189,6 +220,7 @@ func BenchmarkSuperBlock(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("fused/int%d", bits), func(b *testing.B) {
 			b.SetBytes(4 * benchElems)
+			defer cpuRate(b, 4*benchElems)()
 			for b.Loop() {
 				call(b, ctx, dq.Method.QuantizeFunc(), opts, values).Release()
 			}
@@ -196,6 +228,7 @@ func BenchmarkSuperBlock(b *testing.B) {
 		res := call(b, ctx, dq.Method.QuantizeFunc(), opts, values).(*array.Struct)
 		b.Run(fmt.Sprintf("dequantize/int%d", bits), func(b *testing.B) {
 			b.SetBytes(4 * benchElems)
+			defer cpuRate(b, 4*benchElems)()
 			for b.Loop() {
 				call(b, ctx, kernels.FuncDequantizeSuperBlock, opts, res.Field(0), res.Field(5), counts).Release()
 			}

@@ -538,9 +538,10 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 				return fmt.Errorf("row %d: %w", i, err)
 			}
 			c0, c1 := start*o.Bits/8, int(int64(start)*int64(o.Bits)/8+PackedLen(int64(len(blk)), o.Bits))
-			PackGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize)
-			DequantizeGroups(recon[:len(blk)], rowCodes[c0:c1], sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize)
-			sims[i].Add(SimilarityOf(blk, recon[:len(blk)]))
+			// PackGroups, DequantizeGroups and SimilarityOf in one pass.
+			var lanes simLanes
+			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon[:len(blk)], &lanes)
+			sims[i].Add(lanes.similarity(len(blk)))
 			if wb != nil {
 				wsims[i].Add(WeightedSimilarityOf(blk, recon[:len(blk)], wb))
 			}

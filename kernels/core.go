@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
 )
@@ -53,9 +54,29 @@ func checkFinite(x []float32, base int64) error {
 }
 
 // groupMinMax returns the min and max of x (len > 0). NaN propagates
-// through the builtin min/max, so callers check finiteness of the result.
-// Pairs are reduced first so each accumulator sees one dependent op per 8.
+// (as through the builtin min/max), so callers check finiteness of the
+// result. AVX2 takes the min and max of order-preserving integer keys of
+// the values, which are the builtin min and max (signed zeros included)
+// with NaN beyond ±Inf.
 func groupMinMax(x []float32) (lo, hi float32) {
+	if n := len(x) &^ 7; useAVX2 && n >= 16 {
+		l, h := minMaxKeysAVX2(&x[0], n)
+		lo, hi = keyToFloat(l), keyToFloat(h)
+		for _, v := range x[n:] {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		if lo != lo || hi != hi {
+			nan := float32(math.NaN())
+			return nan, nan
+		}
+		return lo, hi
+	}
+	return groupMinMaxGo(x)
+}
+
+// groupMinMaxGo is the portable groupMinMax. Pairs are reduced first so
+// each accumulator sees one dependent op per 8.
+func groupMinMaxGo(x []float32) (lo, hi float32) {
 	lo0, hi0 := x[0], x[0]
 	lo1, hi1 := lo0, hi0
 	i := 0
@@ -176,17 +197,11 @@ func DequantizeValue(q int32, scale, minv float32) float32 {
 // into dst (PackedLen(len(x), bits) bytes, little-endian bit order: element
 // k of a byte sits at bits [k*bits, (k+1)*bits)).
 func PackGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize int) {
-	clear(dst[:PackedLen(int64(len(x)), bits)])
-	for g := 0; g*groupSize < len(x); g++ {
-		start := g * groupSize
-		grp := x[start:min(len(x), start+groupSize)]
-		s, m := fp.HalfToFloat32(scales[g]), fp.HalfToFloat32(mins[g])
-		var inv float32
-		if s != 0 {
-			inv = 1 / s
-		}
-		packGroup(dst, start, grp, inv, m, bits)
+	if bits != 2 && bits != 4 && bits != 8 {
+		panic(fmt.Sprintf("kernels: unsupported bit width %d", bits))
 	}
+	var l simLanes
+	quantizeGroups(dst, x, scales, mins, bits, groupSize, nil, &l)
 }
 
 // quantCode is the fast-path code formula; inv == 0 yields code 0. The
@@ -262,8 +277,14 @@ func DequantizeGroups(dst []float32, codes []byte, scales, mins []uint16, bits, 
 func dequantizeGroup(out []float32, codes []byte, start int, s, m float32, bits int) {
 	switch bits {
 	case 8:
-		for i, c := range codes[start : start+len(out)] {
-			out[i] = DequantizeValue(int32(c), s, m)
+		in := codes[start : start+len(out)]
+		i := 0
+		if n := len(out) &^ 7; useAVX2 && n > 0 {
+			dequant8AVX2(&out[0], n, &in[0], s, m)
+			i = n
+		}
+		for ; i < len(out); i++ {
+			out[i] = DequantizeValue(int32(in[i]), s, m)
 		}
 	case 4:
 		var lut [16]float32
@@ -272,6 +293,11 @@ func dequantizeGroup(out []float32, codes []byte, start int, s, m float32, bits 
 		}
 		in := codes[start/2:]
 		i := 0
+		if w := len(out) / 8; useAVX2 && w > 0 {
+			_ = in[4*w-1]
+			dequant4AVX2(&out[0], w, (*uint32)(unsafe.Pointer(&in[0])), s, m)
+			i = 8 * w
+		}
 		for ; i+2 <= len(out); i += 2 {
 			b := in[i/2]
 			out[i], out[i+1] = lut[b&0xf], lut[b>>4]
@@ -286,6 +312,11 @@ func dequantizeGroup(out []float32, codes []byte, start int, s, m float32, bits 
 		}
 		in := codes[start/4:]
 		i := 0
+		if w := len(out) / 16; useAVX2 && w > 0 {
+			_ = in[4*w-1]
+			dequant2AVX2(&out[0], w, (*uint32)(unsafe.Pointer(&in[0])), s, m)
+			i = 16 * w
+		}
 		for ; i+4 <= len(out); i += 4 {
 			b := in[i/4]
 			out[i], out[i+1], out[i+2], out[i+3] = lut[b&3], lut[b>>2&3], lut[b>>4&3], lut[b>>6]
@@ -338,53 +369,47 @@ func (s Similarity) RelMSE() float64 {
 }
 
 // SimilarityOf computes the sums for a (original) against b (reconstruction).
-// It accumulates |a|², |b|² and |a-b|² in float64 over four lanes and
-// derives the dot product as (|a|² + |b|² - |a-b|²)/2.
+// It accumulates |a|², |b|² and |a-b|² in float64 over four lanes (element
+// i in lane i%4, a tail of fewer than 4 in lane 0) and derives the dot
+// product as (|a|² + |b|² - |a-b|²)/2.
 func SimilarityOf(a, b []float32) Similarity {
 	b = b[:len(a)]
-	var aa, bb, ee [4]float64
+	var l simLanes
+	simLanesOf(&l, a, b)
+	return l.similarity(len(a))
+}
+
+// WeightedSimilarityOf is SimilarityOf with a weight per element on every
+// sum (Dot = Σw·a·b exactly, not derived), accumulated in float64 over four
+// lanes like SimilarityOf (element i in lane i%4, a tail of fewer than 4 in
+// lane 0): four independent chains per sum instead of one.
+func WeightedSimilarityOf(a, b, w []float32) Similarity {
+	b, w = b[:len(a)], w[:len(a)]
+	var dot, aa, bb, ee [4]float64
+	add := func(k int, v, r, wt float32) {
+		x, y, c := float64(v), float64(r), float64(wt)
+		d := x - y
+		dot[k] += c * x * y
+		aa[k] += c * x * x
+		bb[k] += c * y * y
+		ee[k] += c * d * d
+	}
 	i := 0
 	for ; i+4 <= len(a); i += 4 {
-		x := a[i : i+4 : i+4]
-		y := b[i : i+4 : i+4]
-		for k := 0; k < 4; k++ {
-			u, v := float64(x[k]), float64(y[k])
-			d := u - v
-			aa[k] += u * u
-			bb[k] += v * v
-			ee[k] += d * d
-		}
+		x, y, c := a[i:i+4:i+4], b[i:i+4:i+4], w[i:i+4:i+4]
+		add(0, x[0], y[0], c[0])
+		add(1, x[1], y[1], c[1])
+		add(2, x[2], y[2], c[2])
+		add(3, x[3], y[3], c[3])
 	}
 	for ; i < len(a); i++ {
-		u, v := float64(a[i]), float64(b[i])
-		d := u - v
-		aa[0] += u * u
-		bb[0] += v * v
-		ee[0] += d * d
+		add(0, a[i], b[i], w[i])
 	}
-	s := Similarity{
+	return Similarity{
+		Dot:  (dot[0] + dot[1]) + (dot[2] + dot[3]),
 		AA:   (aa[0] + aa[1]) + (aa[2] + aa[3]),
 		BB:   (bb[0] + bb[1]) + (bb[2] + bb[3]),
 		Err2: (ee[0] + ee[1]) + (ee[2] + ee[3]),
 		N:    int64(len(a)),
 	}
-	s.Dot = (s.AA + s.BB - s.Err2) / 2
-	return s
-}
-
-// WeightedSimilarityOf is SimilarityOf with a weight per element on every
-// sum (Dot = Σw·a·b exactly, not derived).
-func WeightedSimilarityOf(a, b, w []float32) Similarity {
-	b, w = b[:len(a)], w[:len(a)]
-	var s Similarity
-	for i, v := range a {
-		x, y, c := float64(v), float64(b[i]), float64(w[i])
-		d := x - y
-		s.Dot += c * x * y
-		s.AA += c * x * x
-		s.BB += c * y * y
-		s.Err2 += c * d * d
-	}
-	s.N = int64(len(a))
-	return s
 }

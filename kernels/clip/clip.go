@@ -45,35 +45,45 @@ var settings = [9]setting{ // by bit width
 
 // GroupParams is clip's kernels.GroupParamsFunc.
 func GroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
-	return groupfit.ForEachGroup(x, bits, groupSize, scales, mins, base, fit)
+	return groupfit.ForEachGroupBatch(x, nil, bits, groupSize, scales, mins, base, fit)
 }
 
 // WeightedGroupParams is the search with per-element error weights.
 func WeightedGroupParams(x, w []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
-	return groupfit.ForEachWeightedGroup(x, w, bits, groupSize, scales, mins, base, fit)
+	return groupfit.ForEachGroupBatch(x, w, bits, groupSize, scales, mins, base, fit)
 }
 
-func fit(x, w []float32, bits int, lo, hi float32) (uint16, uint16) {
+// fit searches every group of the batch in lockstep: for each lane what
+// the scalar search did (kernels/internal/ref keeps it, for the tests).
+func fit(b *groupfit.Batch, bits int, lo, hi *[groupfit.Lanes]float32) {
 	cfg := &settings[bits]
-	s := groupfit.NewSearch(x, w, bits)
-	var pts [8]groupfit.Stats
+	all := b.All()
+	var pts [8][groupfit.Lanes]groupfit.Stats // [grid point][lane]
+	var sh, mh [groupfit.Lanes]uint16
 	n := 0
 	for _, beta := range cfg.grid {
-		sh, mh := groupfit.Shrink(lo, hi, bits, beta)
-		s.Try(&pts[n], sh, mh)
+		for k := range b.N() {
+			sh[k], mh[k] = groupfit.Shrink(lo[k], hi[k], bits, beta)
+		}
+		b.Try(&pts[n], &sh, &mh, all)
 		n++
 	}
-	for k := 0; k < cfg.top && k < n; k++ {
-		b := k // selection: the k-th best grid point
-		for j := k + 1; j < n; j++ {
-			if pts[j].Err < pts[b].Err {
-				b = j
+	var start [groupfit.Lanes]*groupfit.Stats
+	for i := 0; i < cfg.top && i < n; i++ {
+		for k := range b.N() {
+			m := i // selection: the i-th best grid point
+			for j := i + 1; j < n; j++ {
+				if pts[j][k].Err < pts[m][k].Err {
+					m = j
+				}
 			}
+			pts[i][k], pts[m][k] = pts[m][k], pts[i][k]
+			start[k] = &pts[i][k]
 		}
-		pts[k], pts[b] = pts[b], pts[k]
-		s.RefineFrom(&pts[k], cfg.passes, cfg.omega, false)
+		b.RefineFrom(&start, all, cfg.passes, cfg.omega, false)
 	}
-	best := s.Best
-	s.Accept(&best)
-	return s.Best.ScaleH, s.Best.MinH
+	for k := range b.N() {
+		best := b.Best[k]
+		b.Accept(k, &best)
+	}
 }

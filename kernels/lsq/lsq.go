@@ -60,31 +60,41 @@ var settings = [9]setting{ // by bit width
 
 // GroupParams is lsq's kernels.GroupParamsFunc.
 func GroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
-	return groupfit.ForEachGroup(x, bits, groupSize, scales, mins, base, fit)
+	return groupfit.ForEachGroupBatch(x, nil, bits, groupSize, scales, mins, base, fit)
 }
 
 // WeightedGroupParams is the search with per-element error weights.
 func WeightedGroupParams(x, w []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
-	return groupfit.ForEachWeightedGroup(x, w, bits, groupSize, scales, mins, base, fit)
+	return groupfit.ForEachGroupBatch(x, w, bits, groupSize, scales, mins, base, fit)
 }
 
-func fit(x, w []float32, bits int, lo, hi float32) (uint16, uint16) {
+// fit searches every group of the batch in lockstep: for each lane what
+// the scalar search did (kernels/internal/ref keeps it, for the tests).
+func fit(b *groupfit.Batch, bits int, lo, hi *[groupfit.Lanes]float32) {
 	cfg := &settings[bits]
 	beta := cfg.beta
-	if len(x) >= 128 {
+	if b.Len() >= 128 {
 		beta = cfg.beta128
 	}
-	s := groupfit.NewSearch(x, w, bits)
-	var a, b groupfit.Stats
-	start := &a
-	sh, mh := groupfit.Shrink(lo, hi, bits, 1) // minmax's params
-	s.Try(start, sh, mh)
+	all := b.All()
+	var a, c [groupfit.Lanes]groupfit.Stats
+	var start [groupfit.Lanes]*groupfit.Stats
+	var sh, mh [groupfit.Lanes]uint16
+	for k := range b.N() {
+		sh[k], mh[k] = groupfit.Shrink(lo[k], hi[k], bits, 1) // minmax's params
+		start[k] = &a[k]
+	}
+	b.Try(&a, &sh, &mh, all)
 	if cfg.shrunk {
-		sh, mh = groupfit.Shrink(lo, hi, bits, beta)
-		if s.Try(&b, sh, mh) {
-			start = &b
+		for k := range b.N() {
+			sh[k], mh[k] = groupfit.Shrink(lo[k], hi[k], bits, beta)
+		}
+		better := b.Try(&c, &sh, &mh, all)
+		for k := range b.N() {
+			if better&(1<<k) != 0 {
+				start[k] = &c[k]
+			}
 		}
 	}
-	s.RefineFrom(start, cfg.passes, cfg.omega, true)
-	return s.Best.ScaleH, s.Best.MinH
+	b.RefineFrom(&start, all, cfg.passes, cfg.omega, true)
 }

@@ -1,0 +1,34 @@
+//go:build !purego
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// useAVX2 selects the AVX2 loops of simd_amd64.s.
+var useAVX2 = cpu.X86.HasAVX2
+
+// SIMD names the vector loops in use ("avx2" or "go").
+func SIMD() string {
+	if useAVX2 {
+		return "avx2"
+	}
+	return "go"
+}
+
+//go:noescape
+func minMaxKeysAVX2(x *float32, n int) (lo, hi int32)
+
+//go:noescape
+func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+
+//go:noescape
+func simAVX2(a, b *float32, n int, sums *simLanes)
+
+//go:noescape
+func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32)
+
+//go:noescape
+func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32)
+
+//go:noescape
+func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)

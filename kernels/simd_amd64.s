@@ -1,0 +1,311 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// AVX2 twins of core.go's loops (simd_amd64.go says which). Every float
+// operation is the Go code's, in its order, one rounding each (no FMA).
+
+DATA ·halfs<>+0(SB)/8, $0x3f0000003f000000
+DATA ·halfs<>+8(SB)/8, $0x3f0000003f000000
+DATA ·halfs<>+16(SB)/8, $0x3f0000003f000000
+DATA ·halfs<>+24(SB)/8, $0x3f0000003f000000
+GLOBL ·halfs<>(SB), RODATA|NOPTR, $32
+
+// shifts of the codes of one 32-bit word: 4-bit (8 codes), 2-bit (16)
+DATA ·shift4<>+0(SB)/8, $0x0000000400000000
+DATA ·shift4<>+8(SB)/8, $0x0000000c00000008
+DATA ·shift4<>+16(SB)/8, $0x0000001400000010
+DATA ·shift4<>+24(SB)/8, $0x0000001c00000018
+GLOBL ·shift4<>(SB), RODATA|NOPTR, $32
+DATA ·shift2<>+0(SB)/8, $0x0000000200000000
+DATA ·shift2<>+8(SB)/8, $0x0000000600000004
+DATA ·shift2<>+16(SB)/8, $0x0000000a00000008
+DATA ·shift2<>+24(SB)/8, $0x0000000e0000000c
+DATA ·shift2<>+32(SB)/8, $0x0000001200000010
+DATA ·shift2<>+40(SB)/8, $0x0000001600000014
+DATA ·shift2<>+48(SB)/8, $0x0000001a00000018
+DATA ·shift2<>+56(SB)/8, $0x0000001e0000001c
+GLOBL ·shift2<>(SB), RODATA|NOPTR, $64
+
+// func minMaxKeysAVX2(x *float32, n int) (lo, hi int32)
+// n > 0, a multiple of 8. The min and max of the order-preserving integer
+// keys of x (key(v) = bits ^ (bits>>31 >>> 1): -0 below +0, NaNs beyond
+// ±Inf), so they are Go's min and max of x, signed zeros included.
+TEXT ·minMaxKeysAVX2(SB), NOSPLIT, $0-24
+	MOVQ    x+0(FP), SI
+	MOVQ    n+8(FP), CX
+	VMOVDQU (SI), Y0
+	VPSRAD  $31, Y0, Y1
+	VPSRLD  $1, Y1, Y1
+	VPXOR   Y1, Y0, Y0
+	VMOVDQA Y0, Y2                // min keys
+	VMOVDQA Y0, Y3                // max keys
+	ADDQ    $32, SI
+	SUBQ    $8, CX
+	JZ      reduce
+
+loop:
+	VMOVDQU (SI), Y0
+	VPSRAD  $31, Y0, Y1
+	VPSRLD  $1, Y1, Y1
+	VPXOR   Y1, Y0, Y0
+	VPMINSD Y0, Y2, Y2
+	VPMAXSD Y0, Y3, Y3
+	ADDQ    $32, SI
+	SUBQ    $8, CX
+	JNZ     loop
+
+reduce:
+	VEXTRACTI128 $1, Y2, X0
+	VPMINSD      X0, X2, X2
+	VPSHUFD      $0x4e, X2, X0
+	VPMINSD      X0, X2, X2
+	VPSHUFD      $0xb1, X2, X0
+	VPMINSD      X0, X2, X2
+	VEXTRACTI128 $1, Y3, X0
+	VPMAXSD      X0, X3, X3
+	VPSHUFD      $0x4e, X3, X0
+	VPMAXSD      X0, X3, X3
+	VPSHUFD      $0xb1, X3, X0
+	VPMAXSD      X0, X3, X3
+	MOVL         X2, AX
+	MOVL         AX, lo+16(FP)
+	MOVL         X3, AX
+	MOVL         AX, hi+20(FP)
+	VZEROUPPER
+	RET
+
+// func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+// n a multiple of 4. Per element, as quantCode and DequantizeValue:
+// f = trunc(clamp(float32(float32(v-m)*inv) + 0.5, 0, qmax)), code byte
+// int(f), x̂ = float32(f*s) + m; then SimilarityOf's float64 sums in four
+// lanes (element i in lane i%4, in order): aa += v², bb += x̂², ee += (v-x̂)².
+// quantArgs: s, m, inv, qmax float32 (bytes 0, 4, 8, 12).
+// simLanes: aa, bb, ee [4]float64 (bytes 0, 32, 64).
+TEXT ·quantSimAVX2(SB), NOSPLIT, $0-48
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVQ         p+16(FP), AX
+	MOVQ         codes+24(FP), DI
+	MOVQ         recon+32(FP), DX
+	MOVQ         sums+40(FP), BX
+	VBROADCASTSS 0(AX), Y12       // s
+	VBROADCASTSS 4(AX), Y13       // m
+	VBROADCASTSS 8(AX), Y14       // inv
+	VBROADCASTSS 12(AX), Y15      // qmax
+	VMOVUPD      0(BX), Y0        // aa
+	VMOVUPD      32(BX), Y1       // bb
+	VMOVUPD      64(BX), Y2       // ee
+	VXORPS       Y11, Y11, Y11    // 0
+	CMPQ         CX, $8
+	JLT          tail4
+
+loop8:
+	VMOVUPS      (SI), Y3
+	VSUBPS       Y13, Y3, Y4
+	VMULPS       Y14, Y4, Y4
+	VADDPS       ·halfs<>(SB), Y4, Y4
+	VMAXPS       Y11, Y4, Y4      // t < 0, -0 -> +0
+	VMINPS       Y15, Y4, Y4
+	VROUNDPS     $3, Y4, Y4       // f = trunc(t)
+	VCVTTPS2DQ   Y4, Y5           // codes
+	VEXTRACTI128 $1, Y5, X6
+	VPACKUSDW    X6, X5, X5
+	VPACKUSWB    X5, X5, X5
+	MOVQ         X5, (DI)
+	VMULPS       Y12, Y4, Y4
+	VADDPS       Y13, Y4, Y4      // x̂ = float32(f*s) + m
+	VMOVUPS      Y4, (DX)
+	// elements 0-3, then 4-7, into the four float64 lanes
+	VCVTPS2PD    X3, Y5
+	VCVTPS2PD    X4, Y6
+	VSUBPD       Y6, Y5, Y7
+	VMULPD       Y5, Y5, Y5
+	VADDPD       Y5, Y0, Y0
+	VMULPD       Y6, Y6, Y6
+	VADDPD       Y6, Y1, Y1
+	VMULPD       Y7, Y7, Y7
+	VADDPD       Y7, Y2, Y2
+	VEXTRACTF128 $1, Y3, X3
+	VEXTRACTF128 $1, Y4, X4
+	VCVTPS2PD    X3, Y5
+	VCVTPS2PD    X4, Y6
+	VSUBPD       Y6, Y5, Y7
+	VMULPD       Y5, Y5, Y5
+	VADDPD       Y5, Y0, Y0
+	VMULPD       Y6, Y6, Y6
+	VADDPD       Y6, Y1, Y1
+	VMULPD       Y7, Y7, Y7
+	VADDPD       Y7, Y2, Y2
+	ADDQ         $32, SI
+	ADDQ         $8, DI
+	ADDQ         $32, DX
+	SUBQ         $8, CX
+	CMPQ         CX, $8
+	JGE          loop8
+
+tail4:
+	TESTQ        CX, CX
+	JZ           done
+	VMOVUPS      (SI), X3
+	VSUBPS       X13, X3, X4
+	VMULPS       X14, X4, X4
+	VADDPS       ·halfs<>(SB), X4, X4
+	VMAXPS       X11, X4, X4
+	VMINPS       X15, X4, X4
+	VROUNDPS     $3, X4, X4
+	VCVTTPS2DQ   X4, X5
+	VPACKUSDW    X5, X5, X5
+	VPACKUSWB    X5, X5, X5
+	MOVL         X5, (DI)
+	VMULPS       X12, X4, X4
+	VADDPS       X13, X4, X4
+	VMOVUPS      X4, (DX)
+	VCVTPS2PD    X3, Y5
+	VCVTPS2PD    X4, Y6
+	VSUBPD       Y6, Y5, Y7
+	VMULPD       Y5, Y5, Y5
+	VADDPD       Y5, Y0, Y0
+	VMULPD       Y6, Y6, Y6
+	VADDPD       Y6, Y1, Y1
+	VMULPD       Y7, Y7, Y7
+	VADDPD       Y7, Y2, Y2
+
+done:
+	VMOVUPD Y0, 0(BX)
+	VMOVUPD Y1, 32(BX)
+	VMOVUPD Y2, 64(BX)
+	VZEROUPPER
+	RET
+
+// func simAVX2(a, b *float32, n int, sums *simLanes)
+// n a multiple of 4: SimilarityOf's four float64 lanes.
+TEXT ·simAVX2(SB), NOSPLIT, $0-32
+	MOVQ    a+0(FP), SI
+	MOVQ    b+8(FP), DX
+	MOVQ    n+16(FP), CX
+	MOVQ    sums+24(FP), BX
+	VMOVUPD 0(BX), Y0
+	VMOVUPD 32(BX), Y1
+	VMOVUPD 64(BX), Y2
+	SHRQ    $2, CX
+	JZ      simdone
+
+simloop:
+	VCVTPS2PD (SI), Y5
+	VCVTPS2PD (DX), Y6
+	VSUBPD    Y6, Y5, Y7
+	VMULPD    Y5, Y5, Y5
+	VADDPD    Y5, Y0, Y0
+	VMULPD    Y6, Y6, Y6
+	VADDPD    Y6, Y1, Y1
+	VMULPD    Y7, Y7, Y7
+	VADDPD    Y7, Y2, Y2
+	ADDQ      $16, SI
+	ADDQ      $16, DX
+	DECQ      CX
+	JNZ       simloop
+
+simdone:
+	VMOVUPD Y0, 0(BX)
+	VMOVUPD Y1, 32(BX)
+	VMOVUPD Y2, 64(BX)
+	VZEROUPPER
+	RET
+
+// func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32)
+// 8 elements per 32-bit word of 4-bit codes: x̂ = float32(float32(q)*s) + m.
+TEXT ·dequant4AVX2(SB), NOSPLIT, $0-32
+	MOVQ         out+0(FP), DI
+	MOVQ         words+8(FP), CX
+	MOVQ         codes+16(FP), SI
+	VBROADCASTSS s+24(FP), Y12
+	VBROADCASTSS m+28(FP), Y13
+	VMOVDQU      ·shift4<>(SB), Y14
+	MOVL         $15, AX
+	MOVL         AX, X15
+	VPBROADCASTD X15, Y15
+	TESTQ        CX, CX
+	JZ           d4done
+
+d4loop:
+	VPBROADCASTD (SI), Y0
+	VPSRLVD      Y14, Y0, Y0
+	VPAND        Y15, Y0, Y0
+	VCVTDQ2PS    Y0, Y0
+	VMULPS       Y12, Y0, Y0
+	VADDPS       Y13, Y0, Y0
+	VMOVUPS      Y0, (DI)
+	ADDQ         $4, SI
+	ADDQ         $32, DI
+	DECQ         CX
+	JNZ          d4loop
+
+d4done:
+	VZEROUPPER
+	RET
+
+// func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32)
+// 16 elements per 32-bit word of 2-bit codes.
+TEXT ·dequant2AVX2(SB), NOSPLIT, $0-32
+	MOVQ         out+0(FP), DI
+	MOVQ         words+8(FP), CX
+	MOVQ         codes+16(FP), SI
+	VBROADCASTSS s+24(FP), Y12
+	VBROADCASTSS m+28(FP), Y13
+	VMOVDQU      ·shift2<>(SB), Y10
+	VMOVDQU      ·shift2<>+32(SB), Y11
+	MOVL         $3, AX
+	MOVL         AX, X15
+	VPBROADCASTD X15, Y15
+	TESTQ        CX, CX
+	JZ           d2done
+
+d2loop:
+	VPBROADCASTD (SI), Y0
+	VPSRLVD      Y11, Y0, Y1
+	VPSRLVD      Y10, Y0, Y0
+	VPAND        Y15, Y0, Y0
+	VPAND        Y15, Y1, Y1
+	VCVTDQ2PS    Y0, Y0
+	VCVTDQ2PS    Y1, Y1
+	VMULPS       Y12, Y0, Y0
+	VMULPS       Y12, Y1, Y1
+	VADDPS       Y13, Y0, Y0
+	VADDPS       Y13, Y1, Y1
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y1, 32(DI)
+	ADDQ         $4, SI
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          d2loop
+
+d2done:
+	VZEROUPPER
+	RET
+
+// func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
+// n a multiple of 8: one byte per code.
+TEXT ·dequant8AVX2(SB), NOSPLIT, $0-32
+	MOVQ         out+0(FP), DI
+	MOVQ         n+8(FP), CX
+	MOVQ         codes+16(FP), SI
+	VBROADCASTSS s+24(FP), Y12
+	VBROADCASTSS m+28(FP), Y13
+	SHRQ         $3, CX
+	JZ           d8done
+
+d8loop:
+	VPMOVZXBD (SI), Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS    Y12, Y0, Y0
+	VADDPS    Y13, Y0, Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $8, SI
+	ADDQ      $32, DI
+	DECQ      CX
+	JNZ       d8loop
+
+d8done:
+	VZEROUPPER
+	RET

@@ -1,0 +1,24 @@
+//go:build purego || !amd64
+
+package kernels
+
+// The portable build: simd.go's Go loops only.
+
+const useAVX2 = false
+
+// SIMD names the vector loops in use ("avx2" or "go").
+func SIMD() string { return "go" }
+
+func minMaxKeysAVX2(x *float32, n int) (lo, hi int32) { panic("unreachable") }
+
+func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes) {
+	panic("unreachable")
+}
+
+func simAVX2(a, b *float32, n int, sums *simLanes) { panic("unreachable") }
+
+func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32) { panic("unreachable") }
+
+func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32) { panic("unreachable") }
+
+func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32) { panic("unreachable") }

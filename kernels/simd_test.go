@@ -1,0 +1,197 @@
+package kernels
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/arrowquant/arrowquant/internal/fp"
+)
+
+// adversarialRow returns n values of one of several kinds: Gaussian at
+// random scales, fp16 range edges, denormals, signed zeros, constants,
+// values on or next to the code-rounding ties of params (s, m).
+func adversarialRow(rng *rand.Rand, n int, s, m float32, kind int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		switch kind % 7 {
+		case 0:
+			x[i] = float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()*3))
+		case 1:
+			v := m + (float32(rng.IntN(20)-2)+0.5)*s
+			switch rng.IntN(3) {
+			case 1:
+				v = math.Nextafter32(v, float32(math.Inf(1)))
+			case 2:
+				v = math.Nextafter32(v, float32(math.Inf(-1)))
+			}
+			x[i] = v
+		case 2:
+			x[i] = []float32{65504, -65504, 65503.9, -65503.9, 0, 1, -1}[rng.IntN(7)]
+		case 3:
+			x[i] = []float32{math.Float32frombits(uint32(rng.IntN(1 << 23))), -math.Float32frombits(uint32(rng.IntN(1 << 23))), 0, float32(math.Copysign(0, -1))}[rng.IntN(4)]
+		case 4:
+			x[i] = fp.HalfToFloat32(uint16(rng.IntN(1024)) | uint16(rng.IntN(2))<<15)
+		case 5:
+			x[i] = 0.375
+		default:
+			x[i] = float32(rng.NormFloat64())
+		}
+	}
+	return x
+}
+
+func same32(a, b []float32) bool {
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameSim(a, b Similarity) bool {
+	f := func(x, y float64) bool { return math.Float64bits(x) == math.Float64bits(y) }
+	return f(a.Dot, b.Dot) && f(a.AA, b.AA) && f(a.BB, b.BB) && f(a.Err2, b.Err2) && a.N == b.N
+}
+
+// groupMinMax is the builtin min and max: signed zeros, NaN, ±Inf, every
+// length.
+func TestGroupMinMaxMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for it := range 20000 {
+		n := 1 + rng.IntN(300)
+		x := adversarialRow(rng, n, 0.25, -1, it)
+		if it%3 == 0 { // signed zeros only, or around a constant
+			for i := range x {
+				x[i] = []float32{0, float32(math.Copysign(0, -1))}[rng.IntN(2)]
+			}
+		}
+		if it%50 == 7 {
+			x[rng.IntN(n)] = []float32{float32(math.NaN()), -float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}[rng.IntN(4)]
+		}
+		lo, hi := groupMinMax(x)
+		rlo, rhi := groupMinMaxRef(x)
+		nan := func(a, b float32) bool { return a != a && b != b }
+		if (math.Float32bits(lo) != math.Float32bits(rlo) && !nan(lo, rlo)) || (math.Float32bits(hi) != math.Float32bits(rhi) && !nan(hi, rhi)) {
+			t.Fatalf("it %d n %d: (%v %v), reference (%v %v)", it, n, lo, hi, rlo, rhi)
+		}
+	}
+}
+
+func randomParamsFor(rng *rand.Rand, x []float32, bits, gs int) (scales, mins []uint16) {
+	ng := NumGroups(int64(len(x)), gs)
+	scales, mins = make([]uint16, ng), make([]uint16, ng)
+	for g := range scales {
+		grp := x[g*gs : min(len(x), (g+1)*gs)]
+		lo, hi := groupMinMaxRef(grp)
+		switch rng.IntN(5) {
+		case 0:
+			scales[g], mins[g] = uint16(1+rng.IntN(1023)), fp.Float32ToHalf(lo)
+		case 1:
+			scales[g], mins[g] = uint16(rng.IntN(0x7c00)), uint16(rng.IntN(0x7c00))|uint16(rng.IntN(2))<<15
+		case 2:
+			scales[g], mins[g] = 0x7bff, 0xfbff
+		default:
+			s, m, ok := MinMaxParams(lo, hi, bits)
+			if !ok {
+				s, m = 0x3c00, 0
+			}
+			scales[g], mins[g] = s, m
+		}
+		if rng.IntN(20) == 0 {
+			scales[g] = 0
+		}
+		if mins[g]&0x7c00 == 0x7c00 { // params are finite
+			mins[g] = 0
+		}
+	}
+	return scales, mins
+}
+
+// PackGroups, DequantizeGroups, SimilarityOf and the fused pass give the
+// reference's codes, values and sums bit for bit.
+func TestSharedKernelsMatchReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for it := range 4000 {
+		bits := []int{2, 4, 8}[it%3]
+		gs := 4 * (1 + rng.IntN(80))
+		n := rng.IntN(5 * gs)
+		if it%10 == 0 {
+			n = 1 + rng.IntN(gs) // one ragged group, every length
+		}
+		x := adversarialRow(rng, n, 0.25, -1, it/3)
+		if n == 0 {
+			continue
+		}
+		if it%7 == 1 {
+			for i := range x {
+				x[i] = adversarialRow(rng, 1, 0.25, -1, rng.IntN(7))[0]
+			}
+		}
+		scales, mins := randomParamsFor(rng, x, bits, gs)
+		if it%11 == 5 {
+			for g := range scales {
+				scales[g], mins[g] = fp.Float32ToHalf(0.25), fp.Float32ToHalf(-1) // the ties of kind 1
+			}
+		}
+		want := make([]byte, PackedLen(int64(n), bits))
+		packGroupsRef(want, x, scales, mins, bits, gs)
+		got := make([]byte, len(want))
+		for i := range got {
+			got[i] = 0xa5 // PackGroups writes every byte
+		}
+		PackGroups(got, x, scales, mins, bits, gs)
+		if !bytes.Equal(got, want) {
+			for i := range x {
+				if c, w := Code(got, i, bits), Code(want, i, bits); c != w {
+					g := i / gs
+					t.Errorf("element %d = %v: code %d, reference %d (s %v m %v)", i, x[i], c, w, fp.HalfToFloat32(scales[g]), fp.HalfToFloat32(mins[g]))
+					break
+				}
+			}
+			t.Fatalf("it %d: INT%d g%d n %d: codes differ (kernels %s)", it, bits, gs, n, SIMD())
+		}
+		wantRec := make([]float32, n)
+		for i := range wantRec {
+			g := i / gs
+			wantRec[i] = DequantizeValue(Code(want, i, bits), fp.HalfToFloat32(scales[g]), fp.HalfToFloat32(mins[g]))
+		}
+		rec := make([]float32, n)
+		DequantizeGroups(rec, want, scales, mins, bits, gs)
+		if !same32(rec, wantRec) {
+			t.Fatalf("it %d: INT%d g%d n %d: dequantized values differ", it, bits, gs, n)
+		}
+		if got, want := SimilarityOf(x, rec), similarityRef(x, wantRec); !sameSim(got, want) {
+			t.Fatalf("it %d: similarity %+v, reference %+v", it, got, want)
+		}
+		// The fused pass.
+		var l simLanes
+		fused := make([]byte, len(want))
+		frec := make([]float32, n)
+		quantizeGroups(fused, x, scales, mins, bits, gs, frec, &l)
+		if !bytes.Equal(fused, want) || !same32(frec, wantRec) || !sameSim(l.similarity(n), similarityRef(x, wantRec)) {
+			t.Fatalf("it %d: INT%d g%d n %d: fused pass differs", it, bits, gs, n)
+		}
+	}
+}
+
+// The fused pass over a ragged block: groups of every size, the block
+// tail in lane 0, as SimilarityOf of the block.
+func TestQuantizeGroupsBlockSimilarity(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for it := range 500 {
+		gs := 4 * (1 + rng.IntN(64))
+		n := 1 + rng.IntN(4096)
+		x := adversarialRow(rng, n, 0, 0, 0)
+		scales, mins := randomParamsFor(rng, x, 4, gs)
+		codes := make([]byte, PackedLen(int64(n), 4))
+		rec := make([]float32, n)
+		var l simLanes
+		quantizeGroups(codes, x, scales, mins, 4, gs, rec, &l)
+		if got, want := l.similarity(n), similarityRef(x, rec); !sameSim(got, want) {
+			t.Fatalf("it %d: %+v, reference %+v", it, got, want)
+		}
+	}
+}
