@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz
+.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality compare fuzz
 
 all: build
 
@@ -57,6 +57,16 @@ bench:
 # one core) on synthetic weights; regenerates docs/QUALITY.md.
 quality:
 	$(GO) run ./bench/quality -out docs/QUALITY.md
+
+# ArrowQuant against llama.cpp, by llama.cpp's own code (not part of `make test`
+# or CI): same-run quality and speed on the data of `make quality` (the
+# comparison section of docs/QUALITY.md, README's dq figures), llama.cpp's
+# dequantization of our GGUF exports bit for bit and llama.cpp running them
+# (the proof section of docs/GGUF.md). The first run builds llama.cpp into
+# $(LLAMA_VENV) (about 15-20 minutes on 2 cores); later runs take about 2.
+LLAMA_VENV ?= .cache/llama-cpp/venv
+compare: build
+	LLAMA_VENV=$(LLAMA_VENV) PYTHON=$(PYTHON) GO=$(GO) BIN=$(BIN) bash bench/compare/run.sh
 
 # End to end on the real Dream 7B layout (15 GB of BF16): wall time and peak RSS.
 bench-e2e: build
