@@ -32,7 +32,7 @@ done
 log="$(dirname "$VENV")/build.log"
 mkdir -p "$(dirname "$VENV")"
 echo "llamacpp: building llama.cpp (llama-cpp-python $LLAMA_CPP_PYTHON from its source distribution, CMAKE_ARGS=-DGGML_NATIVE=OFF) into $VENV" >&2
-echo "llamacpp: this takes about 15-20 minutes on 2 cores, once; log in $log" >&2
+echo "llamacpp: this takes about 15-20 minutes on 2 free cores (33 min measured on a busy shared 2-core machine), once; log in $log" >&2
 start=$(date +%s)
 make_venv "$VENV" "$PYTHON"
 "$PY" -m pip install --quiet --disable-pip-version-check numpy "gguf==$GGUF" >&2
