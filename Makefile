@@ -5,8 +5,8 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest arm64test pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz \
-	diffusion-venv diffusion-model diffusion-report
+.PHONY: all build test gotest arm64test pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality compare \
+	fuzz diffusion-venv diffusion-model diffusion-report diffusion-eval
 
 all: build
 
@@ -67,6 +67,16 @@ bench:
 quality:
 	$(GO) run ./bench/quality -out docs/QUALITY.md
 
+# ArrowQuant against llama.cpp, by llama.cpp's own code (not part of `make test`
+# or CI): same-run quality and speed on the data of `make quality` (the
+# comparison section of docs/QUALITY.md, README's dq figures), llama.cpp's
+# dequantization of our GGUF exports bit for bit and llama.cpp running them
+# (the proof section of docs/GGUF.md). The first run builds llama.cpp into
+# $(LLAMA_VENV) (about 15-20 minutes on 2 cores); later runs take about 2.
+LLAMA_VENV ?= .cache/llama-cpp/venv
+compare: build
+	LLAMA_VENV=$(LLAMA_VENV) PYTHON=$(PYTHON) GO=$(GO) BIN=$(BIN) bash bench/compare/run.sh
+
 # End to end on the real Dream 7B layout (15 GB of BF16): wall time and peak RSS.
 bench-e2e: build
 	bash bench/e2e.sh
@@ -95,6 +105,11 @@ $(DIFFUSION_VENV)/.installed:
 
 diffusion-model: diffusion-venv
 	$(DIFFUSION_PY) diffusion/train.py --out $(DIFFUSION_OUT)
+
+# Quantized digits DiT through the real Flight path: W/A settings, time groups vs one range, weighting and
+# timestep-layer protection, per-timestep SQNR and sample quality -> docs/DIFFUSION.md (about 20 min of CPU).
+diffusion-eval: build pydeps
+	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(VENV_PY) diffusion/eval_quant.py --model testdata/dit-digits --out docs/DIFFUSION.md
 
 diffusion-report: diffusion-venv
 	$(DIFFUSION_PY) diffusion/evaluate.py --model $(DIFFUSION_OUT) --samples 1000 --steps 50 \

@@ -17,8 +17,9 @@ import (
 //     spends them on the tails. Cosine at g128 / g256 on N(0,1): minmax
 //     0.896 / 0.880, lsq 0.941 / 0.939, clip 0.943 / 0.941; on the
 //     LLM-like matrix with outlier columns: 0.754 / 0.640, 0.903 / 0.859,
-//     0.908 / 0.870. clip runs at about 0.14 GB/s (llama.cpp's Q2_K: 0.10);
-//     lsq, at about 0.35, is the faster choice.
+//     0.908 / 0.870. clip runs at about 0.14 GB/s (llama.cpp's Q2_K
+//     at about 0.05 in `make compare`); lsq, at about 0.35, is the
+//     faster choice.
 //   - INT4: "lsq". N(0,1) g128 0.9951 -> 0.9957 (relative MSE -13%),
 //     LLM-like 0.9847 -> 0.9864, at about 0.36 GB/s; clip's 0.9958 /
 //     0.9869 cost 0.15 GB/s, below the budget.

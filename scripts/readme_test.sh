@@ -5,8 +5,9 @@
 #   - `make run` starts the server in the background (and it is stopped at
 #     the end) on a free port, which replaces 8815 in the commands;
 #   - `make test` is skipped: it is what runs this script;
-#   - `make bench`, `make bench-e2e`, `make bench-flight` are skipped: they
-#     take minutes to hours and 20+ GB (see README "Benchmarks").
+#   - `make bench`, `make bench-e2e`, `make bench-flight`, `make quality`,
+#     `make compare` and `bash bench/...` are skipped: they take minutes to
+#     hours, 20+ GB, or a llama.cpp build (see README "Benchmarks").
 # Any failing command fails the script, naming the README line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,7 +36,7 @@ while IFS= read -r line; do
 	[ -n "$cmd" ] || continue
 	cmd="${cmd//8815/$port}"
 	case "$cmd" in
-	"make test" | "make bench" | "make bench-e2e" | "make bench-flight")
+	"make test" | "make bench" | "make bench-e2e" | "make bench-flight" | "make quality" | "make compare" | "bash bench/"*)
 		echo "README:$lineno: skipped: $cmd"
 		continue ;;
 	"make run")

@@ -11,32 +11,22 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/bench/internal/synth"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/kernels/methods"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
-// llama.cpp's K-quants (reference C functions, one thread, 64M floats):
-// bits/weight, cosine on N(0,1) and Laplace, quantize GB/s of fp32.
-var llamaK = []struct {
-	name            string
-	bits            int
-	bpw, cosN, cosL float64
-	gbps            float64
-}{
-	{"llama.cpp Q2_K", 2, 2.625, 0.9578, 0.9452, 0.100},
-	{"llama.cpp Q4_K", 4, 4.5, 0.99746, 0.99643, 0.084},
-}
-
 // superBlockSection writes the super-block (dq) table: dq INT2/INT4 next
-// to llama.cpp's Q2_K/Q4_K at the same bits/weight and the plain
-// per-group methods at comparable budgets, on every dataset.
+// to the plain per-group methods at comparable budgets, on every dataset.
+// llama.cpp's K-quants are not here: they are measured in the same run as
+// ours by `make compare` (bench/compare), whose section this report keeps.
 func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n, side, reps int) error {
-	fmt.Fprintf(w, "## Super-block method (dq) against llama.cpp K-quants\n\n")
+	fmt.Fprintf(w, "## Super-block method (dq)\n\n")
 	fmt.Fprintf(w, "`dq` stores 256-element super-blocks with fp16 d and dmin and P-bit sub-block scale and min codes (INT2: sub-blocks of 16, 4-bit codes, 2.625 bits/weight like Q2_K; INT4: sub-blocks of 32, 6-bit codes, 4.5 bits/weight like Q4_K). ")
 	fmt.Fprintf(w, "Bits/weight count every stored byte (codes plus group_params, or fp16 scale and min per group). ")
 	fmt.Fprintf(w, "Quantize GB/s is params plus pack on one core (for dq its SuperBlockFunc; for the per-group methods, and the fused column of every method, the fused kernel with dequantization and similarity). ")
-	fmt.Fprintf(w, "llama.cpp figures: reference C functions on one thread over 64M samples (no figures for Student-t or the LLM-like matrix).\n\n")
+	fmt.Fprintf(w, "llama.cpp's Q2_K and Q4_K (and Q4_0, Q4_1, Q6_K, Q8_0) on the same data, measured in the same process run as ours, are in the next section (`make compare`).\n\n")
 	type row struct {
 		name       string
 		bits, gs   int
@@ -46,9 +36,9 @@ func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n
 		{"dq", 2, 0, true}, {"clip", 2, 64, false}, {"lsq", 2, 32, false},
 		{"dq", 4, 0, true}, {"lsq", 4, 32, false}, {"lsq", 4, 64, false},
 	}
-	for _, d := range datasets(n, side) {
-		chunked := chunks(mem, d.x)
-		fmt.Fprintf(w, "### %s\n\n", d.name)
+	for _, d := range synth.Datasets(n, side) {
+		chunked := chunks(mem, d.X)
+		fmt.Fprintf(w, "### %s\n\n", d.Name)
 		fmt.Fprintf(w, "| bits | method | bits/weight | cosine | rel MSE | quantize GB/s | fused GB/s |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range rowsSpec {
 			m, err := methods.Default().Lookup(r.name)
@@ -56,22 +46,12 @@ func superBlockSection(w io.Writer, ctx context.Context, mem memory.Allocator, n
 				continue // not registered in this binary
 			}
 			if r.superBlock {
-				c, q, err := measureSuperBlock(ctx, m, chunked, d.x, r.bits, reps)
+				c, q, err := measureSuperBlock(ctx, m, chunked, d.X, r.bits, reps)
 				if err != nil {
 					chunked.Release()
 					return err
 				}
 				fmt.Fprintf(w, "| %d | **dq** | %.3f | %.5f | %.4g | %.3f | %.3f |\n", r.bits, c.bitsPerWeight(), c.sim.Cosine(), c.sim.RelMSE(), q, c.gbps())
-				for _, k := range llamaK {
-					if k.bits != r.bits || (d.name != "N(0,1)" && d.name != "Laplace") {
-						continue
-					}
-					kc := k.cosN
-					if d.name == "Laplace" {
-						kc = k.cosL
-					}
-					fmt.Fprintf(w, "| %d | %s | %.3f | %.5f | — | %.3f | — |\n", r.bits, k.name, k.bpw, kc, k.gbps)
-				}
 				continue
 			}
 			c, err := measure(ctx, m, chunked, r.bits, r.gs, reps)
