@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,13 +40,19 @@ const (
 	ColLayer      = "layer"
 	ColTimestep   = "timestep"
 	ColActivation = "activation"
+	// ColRange is optional: [min, max] of every value the layer's input
+	// took in the call (forward pass) this row was sampled from, so time
+	// groups get their activation ranges from all of a call's inputs while
+	// the file keeps only a sample of its vectors.
+	ColRange = "range"
 )
 
 // Row is one calibration sample.
 type Row struct {
 	Layer      string
 	Timestep   float64
-	Activation []float32 // valid until the next call to Next
+	Activation []float32   // valid until the next call to Next
+	Range      *[2]float32 // the call's input range, when the file has one (ColRange)
 }
 
 // Reader streams the rows of a calibration file.
@@ -138,6 +145,7 @@ func (r *jsonlReader) Next() (Row, error) {
 			Layer      *string    `json:"layer"`
 			Timestep   *float64   `json:"timestep"`
 			Activation []*float64 `json:"activation"`
+			Range      []float64  `json:"range"`
 		}
 		if err := json.Unmarshal([]byte(line), &v); err != nil {
 			return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: "not a JSON object of layer, timestep, activation: " + err.Error()}
@@ -152,7 +160,15 @@ func (r *jsonlReader) Next() (Row, error) {
 			}
 			r.buf = append(r.buf, float32(*a))
 		}
-		return Row{Layer: *v.Layer, Timestep: *v.Timestep, Activation: r.buf}, nil
+		row := Row{Layer: *v.Layer, Timestep: *v.Timestep, Activation: r.buf}
+		if v.Range != nil {
+			rg, err := checkRange(v.Range)
+			if err != nil {
+				return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: err.Error()}
+			}
+			row.Range = rg
+		}
+		return row, nil
 	}
 	if err := r.sc.Err(); err != nil {
 		return Row{}, &FormatError{File: r.path, Row: r.row, Reason: err.Error()}
@@ -171,18 +187,21 @@ type recordSource interface {
 
 // batchReader turns record batches with the calibration columns into rows.
 type batchReader struct {
-	path    string
-	kind    string // "Parquet file", "Arrow IPC file" or "Arrow IPC stream", for messages
-	src     recordSource
-	closer  func() error
-	rec     arrow.RecordBatch
-	i       int
-	row     int64
-	layer   arrow.Array
-	ts      arrow.Array
-	acts    *array.List
-	actVals []float32
-	buf     []float32
+	path     string
+	kind     string // "Parquet file", "Arrow IPC file" or "Arrow IPC stream", for messages
+	src      recordSource
+	closer   func() error
+	rec      arrow.RecordBatch
+	i        int
+	row      int64
+	layer    arrow.Array
+	ts       arrow.Array
+	acts     *array.List
+	actVals  []float32
+	buf      []float32
+	rng      *array.List // optional ColRange, list<float32> or fixed_size_list<float32, 2>
+	rngVals  []float32
+	rngFixed *array.FixedSizeList
 }
 
 func (r *batchReader) Next() (Row, error) {
@@ -229,6 +248,11 @@ func (r *batchReader) Next() (Row, error) {
 		r.buf = slices.Grow(r.buf[:0], int(e-s))[:e-s]
 		fp.DecodeHalves(r.buf, bits[s:e])
 		row.Activation = r.buf
+	}
+	if rg, err := r.rangeOf(i); err != nil {
+		return Row{}, &FormatError{File: r.path, Row: r.row - 1, Reason: err.Error()}
+	} else {
+		row.Range = rg
 	}
 	return row, nil
 }
@@ -295,8 +319,53 @@ func (r *batchReader) bind(rec arrow.RecordBatch) error {
 	default:
 		return &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("column activation is %s, want list<float32> or list<float16>", a.DataType())}
 	}
+	r.rng, r.rngFixed, r.rngVals = nil, nil, nil
+	if idx := sch.FieldIndices(ColRange); len(idx) == 1 {
+		bad := &FormatError{File: r.path, Row: -1, Reason: fmt.Sprintf("column range is %s, want list<float32> of [min, max]", rec.Column(idx[0]).DataType())}
+		var vals arrow.Array
+		switch c := rec.Column(idx[0]).(type) {
+		case *array.List:
+			r.rng, vals = c, c.ListValues()
+		case *array.FixedSizeList:
+			r.rngFixed, vals = c, c.ListValues()
+		default:
+			return bad
+		}
+		f, ok := vals.(*array.Float32)
+		if !ok {
+			return bad
+		}
+		r.rngVals = f.Float32Values()
+	}
 	r.rec, r.i = rec, 0
 	return nil
+}
+
+// rangeOf reads row i's optional range.
+func (r *batchReader) rangeOf(i int) (*[2]float32, error) {
+	var s, e int64
+	switch {
+	case r.rng != nil && r.rng.IsValid(i):
+		s, e = r.rng.ValueOffsets(i)
+	case r.rngFixed != nil && r.rngFixed.IsValid(i):
+		s, e = r.rngFixed.ValueOffsets(i)
+	default:
+		return nil, nil
+	}
+	v := make([]float64, 0, 2)
+	for _, x := range r.rngVals[s:e] {
+		v = append(v, float64(x))
+	}
+	return checkRange(v)
+}
+
+// checkRange validates a [min, max] range of a row.
+func checkRange(v []float64) (*[2]float32, error) {
+	if len(v) != 2 || math.IsNaN(v[0]) || math.IsNaN(v[1]) || math.IsInf(v[0], 0) || math.IsInf(v[1], 0) || v[0] > v[1] ||
+		math.Abs(v[0]) > math.MaxFloat32 || math.Abs(v[1]) > math.MaxFloat32 {
+		return nil, fmt.Errorf("range %v is not a finite [min, max]", v)
+	}
+	return &[2]float32{float32(v[0]), float32(v[1])}, nil
 }
 
 func (r *batchReader) Close() error { return r.closer() }

@@ -168,6 +168,9 @@ func Collect(path string, o Options) (*Stats, error) {
 		for _, v := range r.Activation {
 			rg.Min, rg.Max = min(rg.Min, v), max(rg.Max, v)
 		}
+		if r.Range != nil { // the whole call's range, when the file records it
+			rg.Min, rg.Max = min(rg.Min, r.Range[0]), max(rg.Max, r.Range[1])
+		}
 		g, ok := selected[r.Layer][k]
 		if !ok {
 			return nil

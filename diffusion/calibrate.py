@@ -31,22 +31,26 @@ class Capture:
     def __call__(self, layer, x, t):
         v = x.reshape(-1, x.shape[-1])
         pick = np.sort(self.rng.choice(len(v), size=min(self.k, len(v)), replace=False))
-        self.rows[layer].append((float(t[0]), v[pick].astype(np.float32)))
+        # The call's whole input range travels with its sampled rows (the optional "range" column): a
+        # time group's INT8 range then covers every input, not only the k sampled vectors.
+        self.rows[layer].append((float(t[0]), v[pick].astype(np.float32), (float(v.min()), float(v.max()))))
         return None  # input unchanged
 
     def table(self):
         import pyarrow as pa
 
-        layers, steps, values, offsets = [], [], [], [0]
+        layers, steps, values, offsets, ranges = [], [], [], [0], []
         for layer, calls in self.rows.items():
-            for t, v in calls:
+            for t, v, rng in calls:
                 layers += [layer] * len(v)
                 steps += [t] * len(v)
                 values.append(v.ravel())
                 offsets += list(offsets[-1] + v.shape[1] * np.arange(1, len(v) + 1))
+                ranges += [rng] * len(v)
         act = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(np.concatenate(values), pa.float32()))
+        rng = pa.array([list(r) for r in ranges], pa.list_(pa.float32()))
         return pa.table({"layer": pa.array(layers, pa.utf8()), "timestep": pa.array(steps, pa.float64()),
-                         "activation": act})
+                         "activation": act, "range": rng})
 
 
 def capture(model, seeds=16, samples_per_call=8, steps=100, seed=0):

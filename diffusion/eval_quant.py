@@ -63,12 +63,12 @@ def main():
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps of sampling and of the per-timestep SQNR")
     ap.add_argument("--images", type=int, default=256, help="held-out images noised for the per-timestep SQNR")
-    ap.add_argument("--calib-seeds", type=int, default=32)
-    ap.add_argument("--calib-per-call", type=int, default=64)
+    ap.add_argument("--calib-seeds", type=int, default=64, help="noise seeds of the calibration trajectories")
+    ap.add_argument("--calib-per-call", type=int, default=16, help="input vectors kept per layer per call")
     ap.add_argument("--quick", action="store_true", help="CI: fewer samples, images and settings")
     args = ap.parse_args()
     if args.quick:
-        args.samples, args.steps, args.images, args.calib_seeds, args.calib_per_call = 128, 20, 64, 16, 32
+        args.samples, args.steps, args.images, args.calib_seeds, args.calib_per_call = 128, 20, 64, 32, 8
 
     from threadpoolctl import threadpool_limits
 
