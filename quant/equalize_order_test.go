@@ -76,3 +76,23 @@ func TestColumnRangesIndependentOfWorkers(t *testing.T) {
 		}
 	}
 }
+
+func TestTimestepLayerNames(t *testing.T) {
+	for _, n := range []string{
+		"time_embed.linear_1.weight", "transformer_blocks.0.adaLN_modulation.linear.weight",
+		"transformer_blocks.3.norm1.linear.weight", "transformer_blocks.3.norm1_context.linear.weight",
+		"norm_out.linear.weight", "single_transformer_blocks.0.norm.linear.weight", "down_blocks.0.resnets.0.time_emb_proj.weight",
+	} {
+		if !IsTimestepLayer(n) {
+			t.Errorf("%s: not recognised as timestep-conditioned", n)
+		}
+	}
+	for _, n := range []string{
+		"transformer_blocks.3.norm1.weight", "model.layers.0.input_layernorm.weight", "transformer_blocks.0.attn.to_q.weight",
+		"model.norm.weight", "ff.net.0.proj.weight", "linear_norm.weight",
+	} {
+		if IsTimestepLayer(n) {
+			t.Errorf("%s: taken for timestep-conditioned", n)
+		}
+	}
+}

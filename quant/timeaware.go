@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/arrowquant/arrowquant/calib"
@@ -22,6 +23,12 @@ var timestepPatterns = []string{
 	"time_proj", "time_mlp", "emb_layers", "adaln", "ada_norm", "adanorm", "modulation",
 }
 
+// adaptiveNorm matches the projection of an adaptive norm in diffusers'
+// DiT, SD3 and Flux blocks (norm1.linear, norm1_context.linear,
+// norm_out.linear): a plain LayerNorm has no .linear, an adaLN-Zero has
+// one, fed by the timestep embedding.
+var adaptiveNorm = regexp.MustCompile(`(^|\.)norm[a-z0-9_]*\.linear(\.|$)`)
+
 // IsTimestepLayer reports whether a tensor belongs to a module conditioned
 // on the diffusion timestep (matched by name, case-insensitively).
 func IsTimestepLayer(name string) bool {
@@ -31,7 +38,7 @@ func IsTimestepLayer(name string) bool {
 			return true
 		}
 	}
-	return false
+	return adaptiveNorm.MatchString(n)
 }
 
 // TimeGroups is the time-aware metadata of a result and an artifact.
@@ -98,8 +105,8 @@ func timeAwareStatus(requested bool, tg *TimeGroups, matched map[string]bool, we
 	}
 	if tg.Calibration != nil {
 		tg.Calibration.LayersMatched = len(matched)
-		did = append(did, fmt.Sprintf("INT8 activation parameters for %d layers x %d time groups from %s (%d of %d rows used; %d layers match a weight)",
-			tg.Calibration.Layers, tg.NumTimeGroups, tg.Calibration.File, tg.Calibration.RowsUsed, tg.Calibration.RowsRead, len(matched)))
+		did = append(did, fmt.Sprintf("the time groups (%d equal-width ranges of the calibrated timesteps) carry INT8 activation parameters per layer for a runtime that quantizes activations (docs/FORMAT.md; %d layers from %s, ranges from all %d rows, channel statistics from %d; %d layers match a weight)",
+			tg.NumTimeGroups, tg.Calibration.Layers, tg.Calibration.File, tg.Calibration.RowsRead, tg.Calibration.RowsUsed, len(matched)))
 		if weighted > 0 {
 			did = append(did, fmt.Sprintf("the parameter search of %d weight tensors weighted by per-input-channel importance (mean x² per channel, each time group with equal weight)", weighted))
 		} else if len(matched) > 0 {
