@@ -156,27 +156,34 @@ type spoolTensor struct {
 
 func (t *spoolTensor) Meta() quant.TensorMeta { return t.meta }
 
-// ReadChunk waits until [off, off+n) has arrived, then reads it back.
-func (t *spoolTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error) {
+// WaitFor returns once [off, off+n) has arrived (quant.Arriving).
+func (t *spoolTensor) WaitFor(ctx context.Context, off, n int64) error {
 	s := t.src
 	for {
 		s.mu.Lock()
 		if s.err != nil {
 			err := s.err
 			s.mu.Unlock()
-			return nil, err
+			return err
 		}
 		ready := t.have >= off+n
 		ch := s.notify
 		s.mu.Unlock()
 		if ready {
-			break
+			return nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
+	}
+}
+
+// ReadChunk waits until [off, off+n) has arrived, then reads it back.
+func (t *spoolTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error) {
+	if err := t.WaitFor(ctx, off, n); err != nil {
+		return nil, err
 	}
 	buf := memory.NewResizableBuffer(mem)
 	defer buf.Release()

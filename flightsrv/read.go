@@ -2,7 +2,10 @@ package flightsrv
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"sort"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
@@ -175,10 +179,10 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 			return status.Errorf(codes.NotFound, "model %q has no tensor %q", tk.Model, tk.Tensor)
 		}
 	}
-	out := r.Schema()
-	if tk.Dequantize {
-		out = dequantizedSchema(r.Schema().Metadata())
+	if !tk.Dequantize {
+		return s.streamStored(ctx, tk.Model, first, count, stream)
 	}
+	out := dequantizedSchema(r.Schema().Metadata())
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(out), ipc.WithAllocator(s.o.Mem))
 	defer w.Close()
 	deq := artifact.NewDequantizer(s.o.Mem) // batches go in file order, each tensor from its first
@@ -190,20 +194,87 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 		if err != nil {
 			return status.Error(codes.Internal, err.Error())
 		}
-		if tk.Dequantize {
-			back, err := dequantizedRecord(ctx, s, deq, out, rec)
-			rec.Release()
-			if err != nil {
-				return err
-			}
-			rec = back
+		back, err := dequantizedRecord(ctx, s, deq, out, rec)
+		rec.Release()
+		if err != nil {
+			return err
 		}
+		rec = back
 		err = w.Write(rec)
 		rec.Release()
 		if err != nil {
 			if err == io.EOF {
 				return nil
 			}
+			return err
+		}
+	}
+	return nil
+}
+
+// streamStored sends record batches [first, first+count) of a stored
+// artifact as they are in the file: each batch's IPC message (metadata
+// and body) is read once into a reused buffer and sent as one FlightData,
+// with no decoding and no per-batch allocation. The schema message comes
+// from the file's start. Every message's metadata is bounds-checked first.
+func (s *Service) streamStored(ctx context.Context, model string, first, count int, stream flight.FlightService_DoGetServer) error {
+	f, err := s.o.Store.Open(ctx, model, artifact.FileName)
+	if err != nil {
+		return storeErr(err)
+	}
+	defer f.Close()
+	file, err := ipcguard.CheckFile(f, f.Size())
+	if err != nil {
+		return s.serverErr("read the stored artifact of "+model, err)
+	}
+	if first < 0 || first+count > len(file.Batches) {
+		return s.serverErr("read the stored artifact of "+model, fmt.Errorf("batches [%d, %d) of %d", first, first+count, len(file.Batches)))
+	}
+	// The stream's schema message follows the 8-byte file magic.
+	head := make([]byte, 16)
+	if _, err := f.ReadAt(head, 8); err != nil {
+		return s.serverErr("read the stored artifact of "+model, err)
+	}
+	if binary.LittleEndian.Uint32(head) != 0xFFFFFFFF {
+		return s.serverErr("read the stored artifact of "+model, errors.New("no schema message after the file magic"))
+	}
+	n := int64(binary.LittleEndian.Uint32(head[4:]))
+	if n <= 0 || n > f.Size()-16 {
+		return s.serverErr("read the stored artifact of "+model, fmt.Errorf("schema message of %d bytes", n))
+	}
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, 16); err != nil {
+		return s.serverErr("read the stored artifact of "+model, err)
+	}
+	if _, err := ipcguard.CheckMessage(buf); err != nil {
+		return s.serverErr("read the stored artifact of "+model, err)
+	}
+	if err := stream.Send(&flight.FlightData{DataHeader: buf}); err != nil {
+		return err
+	}
+	for b := first; b < first+count; b++ {
+		if err := ctx.Err(); err != nil {
+			return status.FromContextError(err).Err()
+		}
+		blk := file.Batches[b]
+		size := int64(blk.MetaLen) + blk.BodyLen
+		if int64(cap(buf)) < size {
+			buf = make([]byte, size)
+		}
+		msg := buf[:size]
+		if _, err := f.ReadAt(msg, blk.Offset); err != nil {
+			return s.serverErr("read the stored artifact of "+model, err)
+		}
+		prefix := 4 // a message starts with its metadata length, after a continuation marker since format 0.15
+		if binary.LittleEndian.Uint32(msg) == 0xFFFFFFFF {
+			prefix = 8
+		}
+		meta, body := msg[prefix:blk.MetaLen], msg[blk.MetaLen:]
+		if _, err := ipcguard.CheckMessage(meta); err != nil {
+			return s.serverErr("read the stored artifact of "+model, fmt.Errorf("batch %d: %w", b, err))
+		}
+		// Send marshals the message before it returns: buf is free again.
+		if err := stream.Send(&flight.FlightData{DataHeader: meta, DataBody: body}); err != nil {
 			return err
 		}
 	}

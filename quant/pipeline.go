@@ -622,7 +622,15 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
 	size := dtypeSize(meta.DType)
+	arriving, _ := t.(Arriving)
 	for i := int64(0); i < nc; i++ {
+		if arriving != nil {
+			off := i * schema.ChunkElems
+			if err := arriving.WaitFor(ctx, off, min(schema.ChunkElems, n-off)); err != nil {
+				fail(&TensorError{Tensor: meta.Name, Err: err})
+				break
+			}
+		}
 		select {
 		case p.chunkSlots <- struct{}{}:
 		case <-ctx.Done():

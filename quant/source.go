@@ -34,6 +34,14 @@ type Tensor interface {
 	ReadChunk(ctx context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error)
 }
 
+// Arriving is implemented by tensors whose data is still arriving (a DoPut
+// spool): WaitFor returns once [off, off+n) can be read without waiting.
+// The pipeline waits there before taking one of its chunk slots, so a
+// chunk that has not arrived never holds a core another chunk could use.
+type Arriving interface {
+	WaitFor(ctx context.Context, off, n int64) error
+}
+
 // Source yields tensors in order; Next returns io.EOF after the last.
 type Source interface {
 	Next(ctx context.Context) (Tensor, error)
