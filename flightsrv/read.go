@@ -79,7 +79,7 @@ func (s *Service) flightInfo(ctx context.Context, name string) (*flight.FlightIn
 	return &flight.FlightInfo{
 		Schema:           flight.SerializeSchema(r.Schema(), s.o.Mem),
 		FlightDescriptor: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}},
-		Endpoint:         []*flight.FlightEndpoint{{Ticket: &flight.Ticket{Ticket: ticket}}},
+		Endpoint:         s.endpoints(ctx, ticket),
 		TotalRecords:     int64(r.NumBatches()),
 		TotalBytes:       size,
 		AppMetadata:      app,
