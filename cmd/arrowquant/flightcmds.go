@@ -65,7 +65,7 @@ func newServeCmd() *cobra.Command {
 			c.ShutdownTimeout = shutdown
 			c.Logger = newLogger()
 			c.Ready = func(a net.Addr) {
-				fmt.Fprintf(cmd.OutOrStdout(), "arrowquant: serving Arrow Flight on grpc://%s (data %s)\n", a, c.DataDir)
+				fmt.Fprintf(cmd.OutOrStdout(), "arrowquant: serving Arrow Flight on grpc://%s (store %s)\n", a, c.Describe())
 			}
 			ctx := cmd.Context()
 			if stdinEOF { // the parent holds our stdin open; when it dies, shut down
@@ -83,6 +83,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&c.Addr, "addr", "127.0.0.1:8815", "listen address")
 	f.StringVar(&c.DataDir, "data", "./data", "directory of the embedded local store")
+	addServeStoreFlags(f, &c.Store) // --store s3://..., --s3-*, --advertise (storecmd.go)
 	f.StringVar(&configFile, "config", "", "YAML with the server's default configuration (requests override it)")
 	f.BoolVar(&c.KeepSource, "keep-source", false, "keep every upload's FP source so the quantize action can re-quantize it")
 	f.StringVar(&c.AuthBasicFile, "auth-basic", "", "enable basic auth with this users `FILE` (user:bcrypt-hash lines, written by 'arrowquant users add')")

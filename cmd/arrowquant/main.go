@@ -134,7 +134,7 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
-		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd(), newInspectCmd())
+		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd(), newInspectCmd(), newStoreCmd())
 	return root
 }
 
