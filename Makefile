@@ -5,7 +5,7 @@ BIN       := bin/arrowquant
 DATA      ?= data
 BENCHTIME ?= 1s
 
-.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality fuzz
+.PHONY: all build test gotest pytest pydeps readme-test lint vet bench bench-e2e bench-flight bench-s3 run clean quality fuzz seaweedfs
 
 all: build
 
@@ -18,8 +18,15 @@ build:
 # (pyarrow against the real binary, in .venv).
 test: lint vet gotest pytest readme-test
 
-gotest:
-	$(GO) test -race -count=1 ./...
+# The S3 store and cluster tests run a real SeaweedFS (built once into
+# .cache/seaweedfs by scripts/seaweedfs.sh) and the arrowquant binary.
+gotest: build seaweedfs
+	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 ./...
+
+# SeaweedFS, the S3 server of the tests (Apache-2.0), built once from the
+# Go module proxy into .cache/seaweedfs/bin/weed.
+seaweedfs:
+	@bash scripts/seaweedfs.sh >/dev/null
 
 # The Python suite runs in the project-local virtualenv .venv (created and
 # kept in step with python/test-requirements.txt by scripts/venv.sh; the

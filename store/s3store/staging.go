@@ -29,8 +29,9 @@ type staging struct {
 	overwrite bool
 	dir       string
 
-	mu   sync.Mutex // held through Commit and Abort
-	done bool
+	mu       sync.Mutex // held through Commit and Abort
+	done     bool
+	released bool // the in-process reservation is dropped (Store.mu)
 
 	beatMu   sync.Mutex // the heartbeat and the end of the staging
 	ended    bool
@@ -74,11 +75,23 @@ func (s *Store) Begin(ctx context.Context, name string, overwrite bool) (store.S
 		return nil, err
 	}
 	s.reserved[name]++
-	s.pending[st.id] = st
 	s.mu.Unlock()
 	if err := st.begin(ctx); err != nil {
 		st.release()
 		return nil, err
+	}
+	// Only now does the heartbeat loop (and Close) see the staging.
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.pending[st.id] = st
+	}
+	s.mu.Unlock()
+	if closed {
+		st.end(ctx)
+		os.RemoveAll(st.dir)
+		st.release()
+		return nil, fmt.Errorf("store: %w", store.ErrClosed)
 	}
 	s.log.Debug().Str("model", name).Bool("overwrite", overwrite).Str("upload", st.id).Msg("staging begun")
 	return st, nil
@@ -220,14 +233,15 @@ func (st *staging) end(ctx context.Context) {
 	st.unlock()
 }
 
-// release drops the in-process reservation.
+// release drops the in-process reservation (once).
 func (st *staging) release() {
 	s := st.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.pending[st.id]; !ok {
+	if st.released {
 		return
 	}
+	st.released = true
 	delete(s.pending, st.id)
 	if s.reserved[st.name]--; s.reserved[st.name] <= 0 {
 		delete(s.reserved, st.name)
