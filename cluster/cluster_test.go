@@ -741,6 +741,12 @@ func TestS3StoppedMidUpload(t *testing.T) {
 	if _, _, err := ca.Info(ctx, "kept"); status.Code(err) != codes.Unavailable {
 		t.Fatalf("GetFlightInfo with S3 down = %v, want Unavailable", err)
 	}
+	if _, _, err := fingerprint(ca, "kept"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("DoGet with S3 down = %v, want Unavailable", err)
+	}
+	if _, err := ca.List(ctx, ""); status.Code(err) != codes.Unavailable {
+		t.Fatalf("ListFlights with S3 down = %v, want Unavailable", err)
+	}
 	if err := gw.Restart(); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func (s *Service) openArtifact(ctx context.Context, name string) (*artifact.Read
 	}
 	r, err := artifact.NewReader(f, f, name+"/"+artifact.FileName, s.o.Mem)
 	if err != nil {
-		return nil, 0, status.Errorf(codes.Internal, "model %q: %v", name, err)
+		return nil, 0, readErr(status.Errorf(codes.Internal, "model %q: %v", name, err), err)
 	}
 	return r, f.Size(), nil
 }
@@ -185,7 +185,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 		}
 		rec, err := r.Batch(b)
 		if err != nil {
-			return status.Error(codes.Internal, err.Error())
+			return readErr(status.Error(codes.Internal, err.Error()), err)
 		}
 		if tk.Dequantize {
 			back, err := dequantizedRecord(ctx, s, deq, out, rec)

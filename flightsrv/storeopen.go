@@ -2,7 +2,11 @@ package flightsrv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/store"
 	"github.com/arrowquant/arrowquant/store/s3store"
@@ -45,4 +49,17 @@ func openStore(ctx context.Context, c ServerConfig) (store.Store, error) {
 		return nil, &ConfigError{err}
 	}
 	return s3store.Open(ctx, cfg)
+}
+
+// readErr is the status of a failed read of a stored file: Unavailable
+// when the store cannot be reached (the read may work later), NotFound
+// when the version read was collected meanwhile, else internal.
+func readErr(internal, err error) error {
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	}
+	return internal
 }

@@ -496,7 +496,15 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.WriteFiles(t, st.Dir(), map[string]string{"model.arrow": string(randomBytes(2*minPartSize, 4)), "report.json": "{}"})
+	f, err := s.Open(ctx, "old", "model.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
 	gw.Stop()
+	if _, err := f.ReadAt(make([]byte, 3), 0); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), `model "old": file "model.arrow"`) {
+		t.Fatalf("read of an open file with S3 down = %v, want ErrUnavailable naming the file", err)
+	}
 	if _, err := st.Commit(ctx); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), `store: model "m": commit: `) {
 		t.Fatalf("Commit with S3 down = %v, want ErrUnavailable", err)
 	}
