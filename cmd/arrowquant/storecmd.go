@@ -100,5 +100,6 @@ func addServeStoreFlags(f *pflag.FlagSet, c *flightsrv.StoreConfig) {
 	addStoreFlags(f, c)
 	f.StringVar(&c.S3.Advertise, "advertise", "", "with --store s3://...: this server's location grpc://HOST:PORT as clients reach it, listed in every server's FlightInfo")
 	f.StringVar(&c.S3.ScratchDir, "scratch-dir", "", "with --store s3://...: local directory for uploads being received (default: the system's temporary directory)")
+	f.BoolVar(&c.S3.RangeReads, "s3-range-reads", false, "with --store s3://...: stream a model with parallel ranged GETs instead of one streaming GET (try on AWS S3, where one connection is the bound)")
 	f.DurationVar(&c.S3.StartupGC, "startup-gc", s3store.DefaultGCGrace, "with --store s3://...: at start, collect in the background what has been unused this long (0 = never)")
 }

@@ -150,6 +150,16 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// Start starts a server of the caller's own, outside tests (benchmarks);
+// Close stops it.
+func Start() (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	return start(bin)
+}
+
 var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
 
 var prefixSeq struct {
@@ -381,6 +391,22 @@ func (g *Gateway) waitReady(ctx context.Context) error {
 		}
 		return nil
 	}
+}
+
+// ListKeys lists every key under prefix in the test bucket.
+func (g *Gateway) ListKeys(prefix string) ([]string, error) {
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(g.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(Bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys, nil
 }
 
 // Stop kills the gateway (SIGKILL: as abrupt as a crash or a network

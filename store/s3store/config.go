@@ -71,6 +71,11 @@ type Config struct {
 	Concurrency int   // parallel part uploads per commit (DefaultConcurrency)
 	ReadChunk   int64 // ranged GET size of sequential reads (DefaultReadChunk)
 	ReadAhead   int   // chunks fetched ahead of a sequential reader (DefaultReadAhead)
+	// RangeReads: sequential reads fetch their chunks with ReadAhead ranged
+	// GETs in flight at once, instead of one streaming GET from the
+	// reader's position (for servers whose per-connection throughput is
+	// the bound, like AWS S3; SeaweedFS serves partial ranges slowly).
+	RangeReads bool
 	// Heartbeat is how often uploads and servers refresh their heartbeat
 	// objects (DefaultHeartbeat). An upload or a server silent for
 	// LeaseTTL (6 heartbeats) is dead.
