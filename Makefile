@@ -75,6 +75,13 @@ ADDR ?= 127.0.0.1:8815
 bench-flight: build
 	bash bench/flight_e2e.sh
 
+# The S3 store against the local store on loopback (SeaweedFS of the tests):
+# DoPut+quantize, DoGet, 8 concurrent pulls from one or two servers, raw GETs.
+# bash bench/s3_e2e.sh pushes the Dream 7B layout into S3 (peak RSS).
+bench-s3: seaweedfs
+	$(GO) test -run '^$$' -bench . -benchtime $(S3BENCHTIME) ./bench/s3bench/
+S3BENCHTIME ?= 5x
+
 run: build
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --log-level info
 
