@@ -43,7 +43,9 @@ type file struct {
 	stream          *stream // the streaming GET of sequential reads, if any
 	fetches         sync.WaitGroup
 	readMu          sync.Mutex // serialises Read (pos)
-	directGets      int        // ranged GETs of exactly a read's bytes (tests)
+	tailMu          sync.Mutex // the file's last tailSize bytes, read once
+	tail            []byte     // (tailMu; written under f.mu too)
+	directGets      int        // ranged GETs of exactly a read's bytes, or of the tail (tests)
 	chunkGets       int        // GETs of chunk data: ranged, or streams started (tests)
 }
 
@@ -55,6 +57,10 @@ type chunk struct {
 	refs    int  // readers copying out of buf
 	evicted bool // out of the window: buf goes back to the pool when free
 }
+
+// tailSize: the end of a file is read once, whole, on the first read
+// there (an Arrow IPC file's footer and schema are read from its end).
+const tailSize = 256 << 10
 
 // errStopped: the stream that was to fill a chunk stopped (the reader
 // jumped elsewhere): a reader that waited for it reads again.
@@ -130,9 +136,17 @@ func (f *file) readAt(p []byte, off int64, seq bool) (int, error) {
 				f.evict(-1, -1)
 				f.stopStream()
 			}
-			f.directGets++
+			tailStart := max(f.size-tailSize, 0)
+			inTail := off >= tailStart
+			if !inTail || f.tail == nil {
+				f.directGets++
+			}
 			f.mu.Unlock()
-			err = f.getParallel(p[:n], off)
+			if inTail { // footers and indexes: read the tail once
+				err = f.readTail(p[:n], off-tailStart, tailStart)
+			} else {
+				err = f.getParallel(p[:n], off)
+			}
 		}
 		if errors.Is(err, errStopped) {
 			continue // another read moved the stream: read again (directly after 3 tries)
@@ -375,6 +389,24 @@ func (f *file) get(ctx context.Context, p []byte, off int64) error {
 		}
 		return f.errorf(err, fmt.Sprintf("read %d bytes at %d", len(p), off))
 	}
+	return nil
+}
+
+// readTail copies the tail from at into p, reading the tail (which starts
+// at start) on first use; a failed read is tried again next time.
+func (f *file) readTail(p []byte, at, start int64) error {
+	f.tailMu.Lock()
+	defer f.tailMu.Unlock()
+	if f.tail == nil {
+		buf := make([]byte, f.size-start)
+		if err := f.get(f.ctx, buf, start); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.tail = buf
+		f.mu.Unlock()
+	}
+	copy(p, f.tail[at:])
 	return nil
 }
 
