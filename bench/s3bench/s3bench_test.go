@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,7 +52,8 @@ const (
 	sourceBytes  = 2 * benchTensors * benchRows * benchCols
 )
 
-// openStore opens a store of kind "local" or "s3" (on prefix).
+// openStore opens a store of kind "local", "s3" (sequential reads from one
+// streaming GET) or "s3-ranges" (parallel ranged GETs), on prefix.
 func openStore(b *testing.B, kind, prefix string) store.Store {
 	if kind == "local" {
 		st, err := store.OpenLocal(b.TempDir(), zerolog.Nop())
@@ -64,6 +66,7 @@ func openStore(b *testing.B, kind, prefix string) store.Store {
 	st, err := s3store.Open(context.Background(), s3store.Config{
 		Bucket: s3test.Bucket, Prefix: prefix, Endpoint: srv.Endpoint, Region: s3test.Region, PathStyle: true,
 		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, ScratchDir: b.TempDir(), Logger: zerolog.Nop(),
+		RangeReads: kind == "s3-ranges",
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -216,8 +219,28 @@ func artifactSize(b *testing.B, st store.Store, name string) int64 {
 	return e.Files[artifact.FileName]
 }
 
+// cpu is this process's CPU time (user + system).
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measureCPU reports CPU milliseconds per operation of this process (the
+// Flight server and client) and of SeaweedFS (0 for the local store).
+func measureCPU(b *testing.B, kind string, run func()) {
+	srv := s3test.Shared(b)
+	own, s3 := cpu(), srv.CPUTime()
+	run()
+	n := float64(b.N)
+	b.ReportMetric(float64((cpu()-own).Milliseconds())/n, "flight-cpu-ms/op")
+	if kind != "local" {
+		b.ReportMetric(float64((srv.CPUTime()-s3).Milliseconds())/n, "s3-cpu-ms/op")
+	}
+}
+
 func BenchmarkDoGet(b *testing.B) {
-	for _, kind := range []string{"local", "s3"} {
+	for _, kind := range []string{"local", "s3", "s3-ranges"} {
 		b.Run(kind, func(b *testing.B) {
 			st := openStore(b, kind, s3test.Prefix(b))
 			addr, stop := startServer(b, st)
@@ -226,11 +249,13 @@ func BenchmarkDoGet(b *testing.B) {
 			defer c.Close()
 			doPut(b, c, "m", theBatches())
 			b.SetBytes(artifactSize(b, st, "m"))
-			for b.Loop() {
-				if err := doGet(c, "m"); err != nil {
-					b.Fatal(err)
+			measureCPU(b, kind, func() {
+				for b.Loop() {
+					if err := doGet(c, "m"); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
+			})
 		})
 	}
 }
@@ -261,24 +286,28 @@ func BenchmarkPulls8(b *testing.B) {
 			}
 			doPut(b, clients[0], "m", theBatches())
 			b.SetBytes(8 * artifactSize(b, first, "m"))
-			for b.Loop() {
-				var wg sync.WaitGroup
-				errs := make(chan error, 8)
-				for i := range 8 {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						if err := doGet(clients[i%len(clients)], "m"); err != nil {
-							errs <- err
-						}
-					}()
-				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					b.Fatal(err)
-				}
-			}
+			measureCPU(b, c.kind, func() { pulls8(b, clients) })
 		})
+	}
+}
+
+func pulls8(b *testing.B, clients []flight.Client) {
+	for b.Loop() {
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := doGet(clients[i%len(clients)], "m"); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
 	}
 }

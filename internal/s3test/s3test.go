@@ -422,6 +422,38 @@ func (g *Gateway) Env() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + AccessKey, "AWS_SECRET_ACCESS_KEY=" + SecretKey, "AWS_REGION=" + Region, "AWS_ENDPOINT_URL=" + g.Endpoint}
 }
 
+// CPUTime is the CPU time (user + system) SeaweedFS's processes (the
+// cluster and the default gateway) have used so far, from /proc (Linux;
+// 0 elsewhere): benchmarks report what the S3 server costs.
+func (s *Server) CPUTime() time.Duration {
+	var total time.Duration
+	for _, p := range []*proc{s.cluster, s.Gateway.p} {
+		p.mu.Lock()
+		if p.cmd != nil {
+			total += procCPU(p.cmd.Process.Pid)
+		}
+		p.mu.Unlock()
+	}
+	return total
+}
+
+// procCPU reads utime + stime of pid from /proc/PID/stat (clock ticks of
+// 10 ms on Linux).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: fields count after ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 // Close kills every process (the data is thrown away: no need for a clean
 // shutdown, which takes SeaweedFS seconds) and removes the data.
 func (s *Server) Close() {
