@@ -185,6 +185,15 @@ func (s *Store) gc(ctx context.Context, olderThan time.Duration) (GCReport, erro
 	if err != nil {
 		return r, wrap(err, "store: gc: list servers")
 	}
+	probes, err := s.list(ctx, s.p+"probe/") // a server killed while it started
+	if err != nil {
+		return r, wrap(err, "store: gc: list probes")
+	}
+	for _, o := range probes {
+		if !o.mod.After(cutoff) {
+			stale = append(stale, o.key)
+		}
+	}
 	for _, o := range servers {
 		if !o.mod.After(cutoff) {
 			stale = append(stale, o.key)
