@@ -14,7 +14,7 @@ ARG COMMIT=unknown
 RUN CGO_ENABLED=0 GOOS=linux go build -trimpath \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/arrowquant ./cmd/arrowquant \
- && mkdir -p /out/data /out/scratch
+ && mkdir -p /out/data /out/scratch && mkdir -m 1777 /out/tmp
 
 # static-debian12 has CA certificates (for AWS S3 over HTTPS), tzdata and
 # /etc/passwd with the nonroot user (65532); no shell, no package manager.
@@ -22,6 +22,8 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/arrowquant /usr/local/bin/arrowquant
 COPY --from=build --chown=65532:65532 /out/data /data
 COPY --from=build --chown=65532:65532 /out/scratch /scratch
+# Request calibration files go to the temporary directory.
+COPY --from=build /out/tmp /tmp
 USER 65532:65532
 # Flight (gRPC) and Prometheus /metrics + /healthz.
 EXPOSE 8815 9464
