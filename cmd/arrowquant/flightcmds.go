@@ -34,7 +34,7 @@ func newServeCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--addr 127.0.0.1:8815] [--data ./data] [flags]",
-		Short: "Run the Arrow Flight server (DoPut FP weights, DoGet quantized batches) with a local store",
+		Short: "Run the Arrow Flight server (DoPut FP weights, DoGet quantized batches) on a local or S3 store",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkConfigFile(configFile); err != nil {
