@@ -6,7 +6,7 @@ DATA      ?= data
 BENCHTIME ?= 1s
 
 .PHONY: all build test gotest arm64test pytest pydeps readme-test lint vet bench bench-e2e bench-flight run clean quality compare \
-	fuzz diffusion-venv diffusion-model diffusion-report diffusion-eval
+	fuzz diffusion-venv diffusion-model diffusion-report diffusion-eval bench-s3 seaweedfs
 
 all: build
 
@@ -20,8 +20,15 @@ build:
 # (pyarrow against the real binary, in .venv).
 test: lint vet gotest arm64test pytest readme-test
 
-gotest:
-	$(GO) test -race -count=1 ./...
+# The S3 store and cluster tests run a real SeaweedFS (built once into
+# .cache/seaweedfs by scripts/seaweedfs.sh) and the arrowquant binary.
+gotest: build seaweedfs
+	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 ./...
+
+# SeaweedFS, the S3 server of the tests (Apache-2.0), built once from the
+# Go module proxy into .cache/seaweedfs/bin/weed.
+seaweedfs:
+	@bash scripts/seaweedfs.sh >/dev/null
 
 # The Python suite runs in the project-local virtualenv .venv (created and
 # kept in step with python/test-requirements.txt by scripts/venv.sh; the
@@ -86,6 +93,13 @@ ADDR ?= 127.0.0.1:8815
 # Flight on the Dream 7B layout: push/pull throughput and the server's peak RSS.
 bench-flight: build
 	bash bench/flight_e2e.sh
+
+# The S3 store against the local store on loopback (SeaweedFS of the tests):
+# DoPut+quantize, DoGet, 8 concurrent pulls from one or two servers, raw GETs.
+# bash bench/s3_e2e.sh pushes the Dream 7B layout into S3 (peak RSS).
+bench-s3: seaweedfs
+	$(GO) test -run '^$$' -bench . -benchtime $(S3BENCHTIME) ./bench/s3bench/
+S3BENCHTIME ?= 5x
 
 run: build
 	./$(BIN) serve --addr $(ADDR) --data $(DATA) --log-level info

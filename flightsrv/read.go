@@ -33,7 +33,7 @@ func (s *Service) openArtifact(ctx context.Context, name string) (*artifact.Read
 	}
 	r, err := artifact.NewReader(f, f, name+"/"+artifact.FileName, s.o.Mem)
 	if err != nil {
-		return nil, 0, status.Errorf(codes.Internal, "model %q: %v", name, err)
+		return nil, 0, readErr(status.Errorf(codes.Internal, "model %q: %v", name, err), err)
 	}
 	return r, f.Size(), nil
 }
@@ -83,7 +83,7 @@ func (s *Service) flightInfo(ctx context.Context, name string) (*flight.FlightIn
 	return &flight.FlightInfo{
 		Schema:           flight.SerializeSchema(r.Schema(), s.o.Mem),
 		FlightDescriptor: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}},
-		Endpoint:         []*flight.FlightEndpoint{{Ticket: &flight.Ticket{Ticket: ticket}}},
+		Endpoint:         s.endpoints(ctx, ticket),
 		TotalRecords:     int64(r.NumBatches()),
 		TotalBytes:       size,
 		AppMetadata:      app,
@@ -192,7 +192,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 		}
 		rec, err := r.Batch(b)
 		if err != nil {
-			return status.Error(codes.Internal, err.Error())
+			return readErr(status.Error(codes.Internal, err.Error()), err)
 		}
 		back, err := dequantizedRecord(ctx, s, deq, out, rec)
 		rec.Release()
@@ -223,31 +223,35 @@ func (s *Service) streamStored(ctx context.Context, model string, first, count i
 		return storeErr(err)
 	}
 	defer f.Close()
+	// An unreachable or collected store version is Unavailable / NotFound.
+	fail := func(err error) error {
+		return readErr(s.serverErr("read the stored artifact of "+model, err), err)
+	}
 	file, err := ipcguard.CheckFile(f, f.Size())
 	if err != nil {
-		return s.serverErr("read the stored artifact of "+model, err)
+		return fail(err)
 	}
 	if first < 0 || first+count > len(file.Batches) {
-		return s.serverErr("read the stored artifact of "+model, fmt.Errorf("batches [%d, %d) of %d", first, first+count, len(file.Batches)))
+		return fail(fmt.Errorf("batches [%d, %d) of %d", first, first+count, len(file.Batches)))
 	}
 	// The stream's schema message follows the 8-byte file magic.
 	head := make([]byte, 16)
 	if _, err := f.ReadAt(head, 8); err != nil {
-		return s.serverErr("read the stored artifact of "+model, err)
+		return fail(err)
 	}
 	if binary.LittleEndian.Uint32(head) != 0xFFFFFFFF {
-		return s.serverErr("read the stored artifact of "+model, errors.New("no schema message after the file magic"))
+		return fail(errors.New("no schema message after the file magic"))
 	}
 	n := int64(binary.LittleEndian.Uint32(head[4:]))
 	if n <= 0 || n > f.Size()-16 {
-		return s.serverErr("read the stored artifact of "+model, fmt.Errorf("schema message of %d bytes", n))
+		return fail(fmt.Errorf("schema message of %d bytes", n))
 	}
 	buf := make([]byte, n)
 	if _, err := f.ReadAt(buf, 16); err != nil {
-		return s.serverErr("read the stored artifact of "+model, err)
+		return fail(err)
 	}
 	if _, err := ipcguard.CheckMessage(buf); err != nil {
-		return s.serverErr("read the stored artifact of "+model, err)
+		return fail(err)
 	}
 	if err := stream.Send(&flight.FlightData{DataHeader: buf}); err != nil {
 		return err
@@ -263,7 +267,7 @@ func (s *Service) streamStored(ctx context.Context, model string, first, count i
 		}
 		msg := buf[:size]
 		if _, err := f.ReadAt(msg, blk.Offset); err != nil {
-			return s.serverErr("read the stored artifact of "+model, err)
+			return fail(err)
 		}
 		prefix := 4 // a message starts with its metadata length, after a continuation marker since format 0.15
 		if binary.LittleEndian.Uint32(msg) == 0xFFFFFFFF {
@@ -271,7 +275,7 @@ func (s *Service) streamStored(ctx context.Context, model string, first, count i
 		}
 		meta, body := msg[prefix:blk.MetaLen], msg[blk.MetaLen:]
 		if _, err := ipcguard.CheckMessage(meta); err != nil {
-			return s.serverErr("read the stored artifact of "+model, fmt.Errorf("batch %d: %w", b, err))
+			return fail(fmt.Errorf("batch %d: %w", b, err))
 		}
 		// Send marshals the message before it returns: buf is free again.
 		if err := stream.Send(&flight.FlightData{DataHeader: meta, DataBody: body}); err != nil {

@@ -21,7 +21,6 @@ import (
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
 	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/modelio"
-	"github.com/arrowquant/arrowquant/store"
 )
 
 // ServerConfig is everything `arrowquant serve` sets.
@@ -42,6 +41,7 @@ type ServerConfig struct {
 	MetricsAddr                     string
 	ShutdownTimeout                 time.Duration
 	Logger                          zerolog.Logger
+	Store                           StoreConfig // --store s3://... (storeopen.go); default: the local DataDir
 	// Ready, when set, receives the listening address once serving.
 	Ready func(addr net.Addr)
 }
@@ -76,10 +76,7 @@ func checkDataDir(dir string) error {
 // Configuration problems (bad TLS or auth files, a --data directory that
 // is not a store) are *ConfigError.
 func Serve(ctx context.Context, c ServerConfig) error {
-	if err := checkDataDir(c.DataDir); err != nil {
-		return err
-	}
-	st, err := store.OpenLocal(c.DataDir, c.Logger)
+	st, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -129,7 +126,7 @@ func Serve(ctx context.Context, c ServerConfig) error {
 			return err
 		}
 	}
-	c.Logger.Info().Str("addr", lis.Addr().String()).Str("data", c.DataDir).Msg("serving Arrow Flight")
+	c.Logger.Info().Str("addr", lis.Addr().String()).Str("store", c.Describe()).Msg("serving Arrow Flight")
 	if c.Ready != nil {
 		c.Ready(lis.Addr())
 	}

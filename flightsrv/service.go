@@ -159,6 +159,8 @@ func storeErr(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error()+" (set \"overwrite\": true to replace it)")
 	case errors.Is(err, store.ErrInvalidName):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, store.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

@@ -23,6 +23,10 @@ var (
 	ErrExists      = errors.New("already exists")
 	ErrInvalidName = errors.New("invalid name")
 	ErrClosed      = errors.New("store is closed")
+	// ErrUnavailable: the backend cannot be reached or refused for now
+	// (an object store that is down, throttling or timing out); the same
+	// call may succeed later. Nothing was committed by the failed call.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // MaxNameLen is the longest model name ValidateName accepts.
@@ -101,6 +105,13 @@ type Staging interface {
 	Commit(ctx context.Context) (Entry, error)
 	// Abort discards the staging; idempotent, and a no-op after Commit.
 	Abort() error
+}
+
+// Locator is implemented by stores that several servers share: Locations
+// lists the advertised Flight locations (grpc://HOST:PORT) of the servers
+// that are live on the store now, so a FlightInfo can name all of them.
+type Locator interface {
+	Locations(ctx context.Context) ([]string, error)
 }
 
 // LocalPather is implemented by stores whose files are local, so callers

@@ -35,7 +35,7 @@ func newServeCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--addr 127.0.0.1:8815] [--data ./data] [flags]",
-		Short: "Run the Arrow Flight server (DoPut FP weights, DoGet quantized batches) with a local store",
+		Short: "Run the Arrow Flight server (DoPut FP weights, DoGet quantized batches) on a local or S3 store",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkConfigFile(configFile); err != nil {
@@ -66,7 +66,7 @@ func newServeCmd() *cobra.Command {
 			c.ShutdownTimeout = shutdown
 			c.Logger = newLogger()
 			c.Ready = func(a net.Addr) {
-				fmt.Fprintf(cmd.OutOrStdout(), "arrowquant: serving Arrow Flight on grpc://%s (data %s)\n", a, c.DataDir)
+				fmt.Fprintf(cmd.OutOrStdout(), "arrowquant: serving Arrow Flight on grpc://%s (store %s)\n", a, c.Describe())
 			}
 			ctx := cmd.Context()
 			if stdinEOF { // the parent holds our stdin open; when it dies, shut down
@@ -84,6 +84,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&c.Addr, "addr", "127.0.0.1:8815", "listen address")
 	f.StringVar(&c.DataDir, "data", "./data", "directory of the embedded local store")
+	addServeStoreFlags(f, &c.Store) // --store s3://..., --s3-*, --advertise (storecmd.go)
 	f.StringVar(&configFile, "config", "", "YAML with the server's default configuration (requests override it)")
 	f.BoolVar(&c.KeepSource, "keep-source", false, "keep every upload's FP source so the quantize action can re-quantize it")
 	f.StringVar(&c.AuthBasicFile, "auth-basic", "", "enable basic auth with this users `FILE` (user:bcrypt-hash lines, written by 'arrowquant users add')")

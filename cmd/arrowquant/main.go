@@ -142,7 +142,7 @@ func newRoot() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newQuantizeCmd(), newDequantizeCmd(), newExportCmd(), newInspectCmd(), newGenModelCmd(), newValidateConfigCmd(), newProfilesCmd(),
-		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd())
+		newServeCmd(), newPushCmd(), newPullCmd(), newLsCmd(), newInfoCmd(), newUsersCmd(), newStoreCmd())
 	return root
 }
 
