@@ -588,8 +588,8 @@ func TestExportRefusals(t *testing.T) {
 	for _, c := range []struct {
 		in, out, want string
 	}{
-		{newer, filepath.Join(dir, "a.gguf"), "format version 3"},
-		{notOurs, filepath.Join(dir, "a.gguf"), "not an ArrowQuant artifact"},
+		{newer, filepath.Join(dir, "a.gguf"), `format version "3"`},
+		{notOurs, filepath.Join(dir, "a.gguf"), `arrowquant.format is "other"`},
 		{garbage, filepath.Join(dir, "a.gguf"), "garbage.arrow"},
 		{truncated, filepath.Join(dir, "a.gguf"), "truncated.arrow"},
 		{filepath.Join(dir, "missing"), filepath.Join(dir, "a.gguf"), "missing"},
