@@ -26,16 +26,16 @@ import (
 )
 
 // openArtifact opens a stored model's artifact.
-func (s *Service) openArtifact(ctx context.Context, name string) (*artifact.Reader, int64, error) {
+func (s *Service) openArtifact(ctx context.Context, name string) (*artifact.Reader, store.File, error) {
 	f, err := s.o.Store.Open(ctx, name, artifact.FileName)
 	if err != nil {
-		return nil, 0, storeErr(err)
+		return nil, nil, storeErr(err)
 	}
 	r, err := artifact.NewReader(f, f, name+"/"+artifact.FileName, s.o.Mem)
 	if err != nil {
-		return nil, 0, readErr(status.Errorf(codes.Internal, "model %q: %v", name, err), err)
+		return nil, nil, readErr(status.Errorf(codes.Internal, "model %q: %v", name, err), err)
 	}
-	return r, f.Size(), nil
+	return r, f, nil
 }
 
 // readReport reads a stored model's report.json.
@@ -56,7 +56,7 @@ func (s *Service) readReport(ctx context.Context, name string) (map[string]any, 
 // whose ticket streams the whole model, totals, and the report (with time
 // groups and fallbacks) as app_metadata.
 func (s *Service) flightInfo(ctx context.Context, name string) (*flight.FlightInfo, error) {
-	r, size, err := s.openArtifact(ctx, name)
+	r, f, err := s.openArtifact(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +85,7 @@ func (s *Service) flightInfo(ctx context.Context, name string) (*flight.FlightIn
 		FlightDescriptor: &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{name}},
 		Endpoint:         s.endpoints(ctx, ticket),
 		TotalRecords:     int64(r.NumBatches()),
-		TotalBytes:       size,
+		TotalBytes:       f.Size(),
 		AppMetadata:      app,
 	}, nil
 }
@@ -161,7 +161,9 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 	if tk.File != "" {
 		return s.sendFile(ctx, tk, stream)
 	}
-	r, _, err := s.openArtifact(ctx, tk.Model)
+	// One open file serves the index and the batches: a concurrent
+	// overwrite or delete cannot mix two versions of the model.
+	r, f, err := s.openArtifact(ctx, tk.Model)
 	if err != nil {
 		return err
 	}
@@ -180,7 +182,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 		}
 	}
 	if !tk.Dequantize {
-		return s.streamStored(ctx, tk.Model, first, count, stream)
+		return s.streamStored(ctx, tk.Model, f, first, count, stream)
 	}
 	out := dequantizedSchema(r.Schema().Metadata())
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(out), ipc.WithAllocator(s.o.Mem))
@@ -217,12 +219,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 // and body) is read once into a reused buffer and sent as one FlightData,
 // with no decoding and no per-batch allocation. The schema message comes
 // from the file's start. Every message's metadata is bounds-checked first.
-func (s *Service) streamStored(ctx context.Context, model string, first, count int, stream flight.FlightService_DoGetServer) error {
-	f, err := s.o.Store.Open(ctx, model, artifact.FileName)
-	if err != nil {
-		return storeErr(err)
-	}
-	defer f.Close()
+func (s *Service) streamStored(ctx context.Context, model string, f store.File, first, count int, stream flight.FlightService_DoGetServer) error {
 	// An unreachable or collected store version is Unavailable / NotFound.
 	fail := func(err error) error {
 		return readErr(s.serverErr("read the stored artifact of "+model, err), err)
