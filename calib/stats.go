@@ -12,6 +12,10 @@ import (
 type Options struct {
 	NumTimeGroups   int // timestep range split into this many equal-width groups (num_time_groups)
 	SamplesPerLayer int // rows used per layer at most, drawn evenly across time groups (calibration_samples)
+	// MaxTimestep, when > 0, is the model's last timestep: a row outside
+	// [0, MaxTimestep] is refused. TimestepFrom says where it comes from.
+	MaxTimestep  float64
+	TimestepFrom string
 }
 
 // TimeGroup is a timestep interval [Start, End) (the last one includes End).
@@ -42,9 +46,10 @@ type GroupStats struct {
 // LayerStats holds one layer's statistics per time group (Rows is 0 for a
 // group without samples).
 type LayerStats struct {
-	Layer    string       `json:"layer"`
-	Channels int          `json:"channels"`
-	Groups   []GroupStats `json:"groups"`
+	Layer         string       `json:"layer"`
+	Channels      int          `json:"channels"`
+	RowsAvailable int          `json:"rows_available"` // the layer's rows in the file
+	Groups        []GroupStats `json:"groups"`
 }
 
 // Stats is the reduced calibration data of a file.
@@ -76,6 +81,9 @@ func Collect(path string, o Options) (*Stats, error) {
 		}
 		if math.IsNaN(r.Timestep) || math.IsInf(r.Timestep, 0) {
 			return &FormatError{File: path, Row: i, Reason: "timestep is not finite"}
+		}
+		if o.MaxTimestep > 0 && (r.Timestep < 0 || r.Timestep > o.MaxTimestep) {
+			return &FormatError{File: path, Row: i, Reason: fmt.Sprintf("layer %q: timestep %v is outside the model's range [0, %v] (%s)", r.Layer, r.Timestep, o.MaxTimestep, o.TimestepFrom)}
 		}
 		if len(r.Activation) == 0 {
 			return &FormatError{File: path, Row: i, Reason: fmt.Sprintf("layer %q: empty activation", r.Layer)}
@@ -142,7 +150,7 @@ func Collect(path string, o Options) (*Stats, error) {
 			}
 		}
 		selected[name] = sel
-		ls := &LayerStats{Layer: name, Channels: s.channels, Groups: make([]GroupStats, G)}
+		ls := &LayerStats{Layer: name, Channels: s.channels, RowsAvailable: len(s.timesteps), Groups: make([]GroupStats, G)}
 		for g := range ls.Groups {
 			gs := &ls.Groups[g]
 			gs.MeanAbs, gs.MeanSq = make([]float32, s.channels), make([]float32, s.channels)

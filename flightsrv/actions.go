@@ -177,7 +177,7 @@ func (s *Service) requantize(ctx context.Context, body wire.ActionBody) (*quant.
 	defer stage.Abort() // a no-op after Commit; also runs when a panic unwinds this handler
 	src := &storedSource{s: s, model: body.Model, entries: manifest}
 	defer src.close()
-	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name, "", body.Method, nil)
+	res, stats, err := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), body.Name, "", body.Method, nil, nil)
 	if err != nil {
 		return nil, s.internal(err, pipelineErr(err))
 	}

@@ -206,7 +206,9 @@ func TestBadCalibrationIsInvalidArgument(t *testing.T) {
 	os.WriteFile(bad, []byte("not parquet at all"), 0o644)
 	txt := filepath.Join(t.TempDir(), "calib.txt")
 	os.WriteFile(txt, []byte("x"), 0o644)
-	for _, f := range []string{bad, txt} {
+	other := filepath.Join(t.TempDir(), "other.jsonl") // another model's layer
+	os.WriteFile(other, []byte(`{"layer": "no.such.layer", "timestep": 0, "activation": [1, 2]}`+"\n"), 0o644)
+	for _, f := range []string{bad, txt, other} {
 		_, err := c.Push(context.Background(), tinyDir, client.PushOptions{Name: "c", Calibration: f})
 		if code(err) != codes.InvalidArgument || strings.Contains(err.Error(), tmp) || !strings.Contains(err.Error(), filepath.Base(f)) {
 			t.Errorf("%s: %v", filepath.Base(f), err)

@@ -185,8 +185,9 @@ func pipelineErr(err error) error {
 	var ae *quant.AccuracyError
 	var te *quant.TensorError
 	var ce *calib.FormatError
+	var me *calib.MismatchError
 	switch {
-	case errors.As(err, &ce):
+	case errors.As(err, &ce), errors.As(err, &me):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &ae):
 		return status.Error(codes.FailedPrecondition, err.Error())
@@ -402,7 +403,7 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 		}
 		return s.commitIngested(ctx, ingest, sender, stage, src)
 	}
-	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath, cmd.Method,
+	res, stats, runErr := s.runPipeline(ctx, cfg, modality, modalitySource, src, stage.Dir(), cmd.Model, calibPath, cmd.Method, cmd.Files,
 		func(n int, name string) { sender.send(wire.Quantized{TensorsQuantized: n, Tensor: name}) })
 	if runErr != nil {
 		src.fail(runErr) // the receiver stops at the next batch
@@ -594,12 +595,20 @@ func nextBatch(rdr recordStream) (more bool, err error) {
 
 // runPipeline quantizes src into the artifact file of dir. tensorDone,
 // when set, hears of every quantized tensor (the count so far and its name).
-func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration, method string, tensorDone func(n int, name string)) (*quant.Result, *quant.Stats, error) {
+func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConfig, modality, modalitySource string, src quant.Source, dir, model, calibration, method string, files map[string][]byte, tensorDone func(n int, name string)) (*quant.Result, *quant.Stats, error) {
 	w, err := artifact.Create(filepath.Join(dir, artifact.FileName), s.o.Mem)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer w.Abort()
+	var maxTimestep float64
+	var timestepFrom string
+	if raw, ok := files[modelio.ConfigFile]; ok && calibration != "" {
+		var cj map[string]any
+		if json.Unmarshal(raw, &cj) == nil {
+			maxTimestep, timestepFrom = modelio.TimestepLimitFromConfig(cj)
+		}
+	}
 	var progress func(quant.Progress)
 	if tensorDone != nil {
 		last := 0
@@ -613,7 +622,8 @@ func (s *Service) runPipeline(ctx context.Context, cfg config.DiffusionQuantConf
 	res, stats, err := quant.Run(ctx, quant.Options{
 		Config: cfg, Modality: modality, ModalitySource: modalitySource, Mem: s.o.Mem, Calibration: calibration, Method: method,
 		CalibrationName: filepath.Base(calibration), // the client's file name, never the server's temporary path
-		Logger:          s.o.Logger.With().Str("model", model).Logger(), Progress: progress,
+		MaxTimestep:     maxTimestep, TimestepFrom: timestepFrom,
+		Logger: s.o.Logger.With().Str("model", model).Logger(), Progress: progress,
 	}, src, w)
 	if err != nil {
 		return nil, nil, err

@@ -78,9 +78,11 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 			total, count := m.SourceBytes(), len(m.Tensors)
 			progress = func(p quant.Progress) { o.Progress(p, count, total) }
 		}
+		maxT, tFrom := m.TimestepLimit()
 		r, stats, err := quant.Run(ctx, quant.Options{
 			Config: o.Config, Modality: modality, ModalitySource: source, Method: o.Method,
 			Mem: o.Mem, Logger: o.Logger, Progress: progress, Calibration: o.Calibration,
+			MaxTimestep: maxT, TimestepFrom: tFrom,
 		}, quant.ModelSource(m), w)
 		if err != nil {
 			return err

@@ -47,6 +47,10 @@ type Options struct {
 	// CalibrationName names the calibration data in the result (the
 	// client's file name for an upload); Calibration's path when empty.
 	CalibrationName string
+	// MaxTimestep, when > 0, is the model's last timestep: calibration rows
+	// outside [0, MaxTimestep] are refused. TimestepFrom names its source.
+	MaxTimestep  float64
+	TimestepFrom string
 }
 
 func (o Options) calibrationName() string {
@@ -95,6 +99,9 @@ func Run(ctx context.Context, o Options, src Source, sink Sink) (_ *Result, _ *S
 	}
 	stats, err := p.quantizeAll(ctx, cancel, src, sink, res)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.checkCalibration(res); err != nil {
 		return nil, nil, err
 	}
 	p.finish(res)
@@ -173,12 +180,21 @@ func (p *pipeline) prepare(res *Result, src Source) (Source, error) {
 			if !o.Config.EnableTimeAware {
 				groups = 1
 			}
-			cst, err := calib.Collect(o.Calibration, calib.Options{NumTimeGroups: groups, SamplesPerLayer: o.Config.CalibrationSamples})
+			cst, err := calib.Collect(o.Calibration, calib.Options{NumTimeGroups: groups, SamplesPerLayer: o.Config.CalibrationSamples,
+				MaxTimestep: o.MaxTimestep, TimestepFrom: o.TimestepFrom})
 			if err != nil {
 				return nil, err
 			}
 			cst.File = o.calibrationName()
 			p.calib = cst
+			if w := cst.ShortWarning(o.Config.CalibrationSamples); w != "" {
+				res.Warnings = append(res.Warnings, w)
+			}
+			if l, ok := src.(TensorLister); ok {
+				if err := p.matchCalibration(res, l.Tensors()); err != nil {
+					return nil, err
+				}
+			}
 		} else {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("calibration data %s was not used: enable_time_aware and enable_spatial are false", o.calibrationName()))
 		}
@@ -372,15 +388,17 @@ func (p *pipeline) importance(meta TensorMeta) []float32 {
 }
 
 type pipeline struct {
-	start      time.Time
-	calib      *calib.Stats // nil without calibration data
-	eq         *equalizer   // nil unless channel equalization ran
-	o          Options
-	methods    [9]kernels.Method // by bit width
-	gguf       bool              // target gguf: methods chosen per tensor (methodAt)
-	threads    int
-	chunkSlots chan struct{}
-	ctx        context.Context
+	start time.Time
+	calib *calib.Stats // nil without calibration data
+	// calibMatched: the calibration layers were checked against the model.
+	calibMatched bool
+	eq           *equalizer // nil unless channel equalization ran
+	o            Options
+	methods      [9]kernels.Method // by bit width
+	gguf         bool              // target gguf: methods chosen per tensor (methodAt)
+	threads      int
+	chunkSlots   chan struct{}
+	ctx          context.Context
 
 	progMu      sync.Mutex
 	tensorsDone int

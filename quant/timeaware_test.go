@@ -10,11 +10,12 @@ import (
 	"github.com/arrowquant/arrowquant/quant/quanttest"
 )
 
-// A synthetic diffusion layer whose input statistics shift with the
+// Calibration weighting alone (docs/DIFFUSION.md isolates time groups on
+// the trained DiT): a synthetic diffusion layer whose input statistics shift with the
 // timestep: per-channel activation scales vary, and a few outlier
 // channels grow at late timesteps. Weighting the parameter search by
 // calibration importance must lower the output error X·Wᵀ vs X·Ŵᵀ.
-func TestTimeAwareLowersOutputError(t *testing.T) {
+func TestCalibrationWeightingLowersOutputError(t *testing.T) {
 	const groups = 4
 	layer := fixture.NewLayer("blk.proj", 128, 512, 5)
 	calPath := filepath.Join(t.TempDir(), "calib.jsonl")

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/gguf"
@@ -47,12 +48,15 @@ func exitCode(err error) int {
 		notOurs  *outdir.NotOursError
 		badServe *flightsrv.ConfigError
 		badInput *gguf.InputError
+		badCalib *calib.FormatError
+		mismatch *calib.MismatchError
 	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue), config.Kind(err) != "", errors.Is(err, config.ErrValidation), errors.Is(err, outdir.ErrNotEmpty), errors.Is(err, outdir.ErrFileExists),
-		errors.As(err, &conflict), errors.As(err, &notOurs), errors.As(err, &badServe), errors.As(err, &badInput):
+		errors.As(err, &conflict), errors.As(err, &notOurs), errors.As(err, &badServe), errors.As(err, &badInput),
+		errors.As(err, &badCalib), errors.As(err, &mismatch):
 		return exitUsage
 	}
 	return exitFailure

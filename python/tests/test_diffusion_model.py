@@ -147,3 +147,63 @@ def test_calibration_capture_accepted_by_binary(tmp_path, dit, clf, arrowquant_b
     sq = denoiser_sqnr(dit, M.DiT(dit.cfg, deq), clf.test_x[:32], [0, 500, 999])
     # Measured: 1.4, 26.4, 30.9 dB: W4 weights hurt most at t = 0, where the predicted noise is tiny.
     assert 0.5 < sq[0] < 5 and 20 < sq[500] < 35 and 24 < sq[999] < 40, sq
+
+
+def test_calibration_bad_input(tmp_path, dit, arrowquant_bin, start_server):
+    """Calibration data of another model, timesteps outside the model's range, fewer rows than
+    calibration_samples: refused with the layer and row named (CLI exit 2, Flight InvalidArgument, nothing
+    stored), or a warning in the result."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    tab = capture(dit, seeds=2, samples_per_call=1, steps=10)
+    layers = M.linear_layers(dit.cfg)
+    victim = layers[1]
+
+    def variant(name, fn):
+        rows = tab.to_pylist()
+        for r in rows:
+            fn(r)
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=tab.schema), path)
+        return str(path)
+
+    def cut(r):  # another model: this layer has half the input channels
+        if r["layer"] == victim:
+            r["activation"] = r["activation"][: len(r["activation"]) // 2]
+
+    def late(r):  # timesteps of a 5000-step model
+        r["timestep"] = r["timestep"] + 4500
+
+    other, beyond = variant("other", cut), variant("beyond", late)
+
+    def quantize(calibration, *extra):
+        return subprocess.run([arrowquant_bin, "quantize", "--model", str(MODEL), "--output", str(tmp_path / "q"),
+                               "--calibration", calibration, "--json", *extra], capture_output=True, text=True)
+
+    out = quantize(other)
+    assert out.returncode == 2, out.stderr
+    assert f'layer "{victim}": activations of' in out.stderr and "does not match the model" in out.stderr, out.stderr
+    assert not (tmp_path / "q").exists()
+    out = quantize(beyond)
+    assert out.returncode == 2, out.stderr
+    assert "outside the model's range [0, 1000] (num_train_timesteps 1000 in config.json)" in out.stderr, out.stderr
+    assert not (tmp_path / "q").exists()
+
+    good = variant("good", lambda r: None)
+    out = quantize(good, "--calibration-samples", "500")
+    assert out.returncode == 0, out.stderr
+    warnings = json.loads(out.stdout)["warnings"]
+    assert any(f"{len(layers)} of {len(layers)} layers have fewer rows than calibration_samples 500 (as few as" in w
+               for w in warnings), warnings
+
+    # The same refusals over Flight (the server's message), and the name stays free.
+    fl = pytest.importorskip("pyarrow.flight")
+    with start_server() as srv:
+        for calibration, needle in ((other, f'layer "{victim}": activations of'), (beyond, "outside the model's range")):
+            out = subprocess.run([arrowquant_bin, "push", "--server", srv.location, "--model", str(MODEL), "--name", "dit",
+                                  "--calibration", calibration], capture_output=True, text=True)
+            assert out.returncode == 1 and "server: calibration" in out.stderr and needle in out.stderr, out.stderr
+            assert list(fl.FlightClient(srv.location).list_flights()) == []
+        out = subprocess.run([arrowquant_bin, "push", "--server", srv.location, "--model", str(MODEL), "--name", "dit",
+                              "--calibration", good, "--json"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
