@@ -469,7 +469,7 @@ func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers i
 					errs[w] = &TensorError{Tensor: meta.Name, Err: err}
 					return
 				}
-				x := chunkFloat32(rec)
+				x, done := chunkFloat32(rec)
 				j := off % in
 				for _, v := range x {
 					r[j] = max(r[j], math.Float32frombits(math.Float32bits(v)&^(1<<31)))
@@ -480,6 +480,7 @@ func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers i
 				if off < sampleN {
 					copy(sample[off:], x)
 				}
+				done()
 				rec.Release()
 			}
 			part[w] = r
@@ -506,5 +507,7 @@ func readAll(ctx context.Context, t Tensor, mem memory.Allocator) ([]float32, er
 		return nil, &TensorError{Tensor: meta.Name, Err: err}
 	}
 	defer rec.Release()
-	return append([]float32(nil), chunkFloat32(rec)...), nil
+	x, done := chunkFloat32(rec)
+	defer done()
+	return append([]float32(nil), x...), nil
 }

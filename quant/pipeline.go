@@ -722,7 +722,9 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
 		var x []float32
 		if sm != nil {
-			x = chunkFloat32(rec)
+			var done func()
+			x, done = chunkFloat32(rec)
+			defer done()
 			args[0].Release()
 			smoothed := smoothedValues(p.o.Mem, x, sm, c.off)
 			args[0] = compute.NewDatum(smoothed)
@@ -851,25 +853,44 @@ func halfBits(a *array.Float16) []uint16 {
 var errHalfOverflow = errors.New("value beyond the fp16 range")
 
 // chunkFloat32 returns the values of a one-row input record as float32
-// (the record's own buffer when it is float32: do not modify).
-func chunkFloat32(rec arrow.RecordBatch) []float32 {
+// (the record's own buffer when it is float32: do not modify; float16 and
+// bfloat16 are decoded into a pooled buffer) and a func that
+// gives the buffer back once x is no longer used.
+func chunkFloat32(rec arrow.RecordBatch) (x []float32, done func()) {
 	switch v := rec.Column(4).(*array.List).ListValues().(type) {
 	case *array.Float32:
-		return v.Float32Values()
+		return v.Float32Values(), func() {}
 	case *array.Float16:
-		out := make([]float32, v.Len())
+		out, done := scratchFloats(v.Len())
 		fp.DecodeHalves(out, halfBits(v))
-		return out
+		return out, done
 	case *array.Uint16:
-		out := make([]float32, v.Len())
+		out, done := scratchFloats(v.Len())
 		fp.DecodeBF16s(out, v.Uint16Values())
-		return out
+		return out, done
 	}
-	return nil
+	return nil, func() {}
+}
+
+// floatPool holds chunk-sized float32 scratch buffers: a large model
+// decodes and rescales millions of chunks, and fresh slices each time
+// were most of the GC's work (docs/PERF.md).
+var floatPool sync.Pool
+
+// scratchFloats returns n float32s of unspecified contents and the func
+// that returns them to the pool.
+func scratchFloats(n int) ([]float32, func()) {
+	p, _ := floatPool.Get().(*[]float32)
+	if p == nil || cap(*p) < n {
+		s := make([]float32, n)
+		p = &s
+	}
+	return (*p)[:n], func() { floatPool.Put(p) }
 }
 
 func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {
-	orig := chunkFloat32(rec)
+	orig, done := chunkFloat32(rec)
+	defer done()
 	for i, v := range orig {
 		if v-v != 0 {
 			return kernels.Similarity{}, tensorErr(meta, c.off, &kernels.NonFiniteError{Index: int64(i), Value: v})
@@ -884,7 +905,8 @@ func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *c
 	} else {
 		fp.EncodeBF16(raw, orig)
 	}
-	back := make([]float32, c.n)
+	back, doneBack := scratchFloats(int(c.n))
+	defer doneBack()
 	if method == schema.MethodRawF16 {
 		fp.DecodeHalf(back, raw)
 	} else {

@@ -167,7 +167,9 @@ func (h *headTensor) Meta() TensorMeta { return h.meta }
 func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64) arrow.Array {
 	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
 	defer b.Release()
-	scaled := append([]float32(nil), x...)
+	scaled, done := scratchFloats(len(x))
+	defer done()
+	copy(scaled, x)
 	artifact.ScaleChannels(scaled, off, sm.scale)
 	b.Append(true)
 	b.ValueBuilder().(*array.Float32Builder).AppendValues(scaled, nil)
@@ -177,7 +179,8 @@ func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64)
 // unsmoothedSimilarity compares a chunk's original values with its stored
 // reconstruction times 1/s: the tensor's true cosine.
 func unsmoothedSimilarity(x []float32, c *chunk, bits, groupSize int, sm *smoothing) (kernels.Similarity, error) {
-	back := make([]float32, len(x))
+	back, done := scratchFloats(len(x))
+	defer done()
 	codes := c.codes.(*array.Binary).Value(0)
 	if c.groupParams != nil {
 		if err := kernels.DequantizeSuperBlocks(back, codes, c.groupParams.(*array.Binary).Value(0), bits); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"os"
 	"os/signal"
 	"runtime"
@@ -22,6 +23,7 @@ import (
 	"github.com/arrowquant/arrowquant/config"
 	"github.com/arrowquant/arrowquant/flightsrv"
 	"github.com/arrowquant/arrowquant/gguf"
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/outdir"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -131,6 +133,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: json, console, or auto (console when stderr is a terminal)")
 	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the command to this file (go tool pprof)")
+	root.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write an allocation profile of the command to this file when it ends (go tool pprof -sample_index=alloc_space)")
 	root.PersistentPostRunE = func(*cobra.Command, []string) error { return stopProfile() }
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if err := startProfile(); err != nil {
@@ -150,7 +153,7 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-var cpuProfile string
+var cpuProfile, memProfile string
 var profileFile *os.File
 
 // startProfile starts the --cpuprofile profile, if asked.
@@ -170,8 +173,21 @@ func startProfile() error {
 	return nil
 }
 
-// stopProfile writes the profile out (also when the command failed).
+// stopProfile writes the profiles out (also when the command failed).
 func stopProfile() error {
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return fmt.Errorf("--memprofile: %w", err)
+		}
+		werr := pprof.Lookup("allocs").WriteTo(f, 0)
+		if err := f.Close(); werr == nil {
+			werr = err
+		}
+		if werr != nil {
+			return fmt.Errorf("--memprofile: %w", werr)
+		}
+	}
 	if profileFile == nil {
 		return nil
 	}
@@ -182,6 +198,14 @@ func stopProfile() error {
 }
 
 func main() {
+	// Chunks, codes and scales of the same few sizes are allocated and
+	// freed millions of times on a large model: reuse them (docs/PERF.md).
+	memory.DefaultAllocator = bufpool.New()
+	// With the buffers reused, a collection is rare and cheap: a lower
+	// target keeps the peak RSS down for the same CPU (docs/PERF.md).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(25)
+	}
 	// SIGHUP (the terminal closed) stops a run like Ctrl-C: its temporary
 	// output is removed on the way out.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

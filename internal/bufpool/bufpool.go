@@ -1,0 +1,97 @@
+// Package bufpool is a memory.Allocator that reuses freed buffers: the
+// quantization pipeline allocates and frees the same few sizes (a chunk's
+// input, codes, scales) millions of times on a large model, and with Go's
+// allocator every one is fresh heap that the GC must find and clear.
+// Buffers are kept in power-of-two size classes from 4 KiB to 1 GiB in
+// sync.Pools (which the GC may empty); smaller and larger requests go to
+// Go's allocator. Every buffer handed out is zeroed and 64-byte aligned,
+// as memory.GoAllocator's are.
+package bufpool
+
+import (
+	"math/bits"
+	"sync"
+	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+const (
+	alignment = 64
+	minShift  = 12 // 4 KiB
+	maxShift  = 30 // 1 GiB
+)
+
+// Allocator pools buffers by size class. The zero value is not usable:
+// use New.
+type Allocator struct {
+	classes [maxShift - minShift + 1]sync.Pool
+	fallback memory.Allocator
+}
+
+// New returns a pooling allocator.
+func New() *Allocator { return &Allocator{fallback: memory.NewGoAllocator()} }
+
+// class returns the size class of n bytes, or -1 outside the pooled sizes.
+func class(n int) int {
+	if n <= 1<<(minShift-1) || n > 1<<maxShift {
+		return -1
+	}
+	s := bits.Len(uint(n - 1)) // 2^s >= n
+	return max(s, minShift) - minShift
+}
+
+// slab is a pooled buffer: its aligned bytes, of the class size.
+type slab struct{ data []byte }
+
+// Allocate returns size zeroed bytes.
+func (a *Allocator) Allocate(size int) []byte {
+	c := class(size)
+	if c < 0 {
+		return a.fallback.Allocate(size)
+	}
+	if s, ok := a.classes[c].Get().(*slab); ok {
+		b := s.data[:size]
+		clear(b)
+		return b
+	}
+	n := 1 << (c + minShift)
+	mem := make([]byte, n+alignment)
+	shift := 0
+	if r := uintptr(unsafe.Pointer(unsafe.SliceData(mem))) % alignment; r != 0 {
+		shift = alignment - int(r)
+	}
+	return mem[shift : shift+size : shift+n]
+}
+
+// Reallocate grows or shrinks b to size bytes, keeping its contents; new
+// bytes are zero.
+func (a *Allocator) Reallocate(size int, b []byte) []byte {
+	if size <= cap(b) && isClass(cap(b)) {
+		old := len(b)
+		b = b[:size]
+		if size > old {
+			clear(b[old:])
+		}
+		return b
+	}
+	nb := a.Allocate(size)
+	copy(nb, b)
+	a.Free(b)
+	return nb
+}
+
+// Free returns b to its class (buffers of other sizes are left to the GC).
+func (a *Allocator) Free(b []byte) {
+	n := cap(b)
+	if !isClass(n) {
+		return
+	}
+	data := b[:n]
+	a.classes[class(n)].Put(&slab{data: data})
+}
+
+// isClass reports whether n is a pooled class size (a power of two in range).
+func isClass(n int) bool {
+	return n >= 1<<minShift && n <= 1<<maxShift && n&(n-1) == 0
+}
