@@ -273,8 +273,8 @@ def null_col_batch(col):
     return pa.record_batch([cols[k] for k in _F], schema=input_schema())
 
 
-def calib(name, data, **kw):
-    return put(cmd=cmd(calibration={"name": name, "data": b64(data)}, **kw))
+def calib(name, data, messages=GOOD, **kw):
+    return put(cmd=cmd(calibration={"name": name, "data": b64(data)}, **kw), messages=messages)
 
 
 AUTH = [(b"authorization", ("Bearer " + TOKEN).encode())]
@@ -402,7 +402,12 @@ CASES = [
     C("calib-jsonl-null-activation", "main",
       calib("c.jsonl", J({"layer": "w", "timestep": 0.5, "activation": [0.1, None]}) + b"\n"), IA),
     C("calib-data-not-base64", "main", put(cmd=cmd(calibration={"name": "c.jsonl", "data": "%%%"})), IA),
-    C("calib-valid-jsonl-ok", "main", calib("c.jsonl", CALIB_ROW * 4), OK, result_ok),
+    # Calibration of layer "w" applies to a weight "w.weight" with 8 input channels; tensor "w" alone is another model.
+    C("calib-valid-jsonl-ok", "main", calib("c.jsonl", CALIB_ROW * 4, messages=[batch(("w.weight", [8, 8], "F32", 0, W))]),
+      OK, result_ok),
+    C("calib-other-model", "main", calib("c.jsonl", CALIB_ROW * 4), IA),
+    C("calib-other-channels", "main", calib("c.jsonl", CALIB_ROW * 4, messages=[batch(("w.weight", [4, 16], "F32", 0, W))]),
+      IA),
     C("calib-unused-ok", "main",  # a warning names the calibration file: it must not be the server's temp path
       calib("c.jsonl", CALIB_ROW, config={"modality": "text", "enable_time_aware": False, "enable_spatial": False}),
       OK, result_ok),
