@@ -470,13 +470,7 @@ func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers i
 					return
 				}
 				x, done := chunkFloat32(rec)
-				j := off % in
-				for _, v := range x {
-					r[j] = max(r[j], math.Float32frombits(math.Float32bits(v)&^(1<<31)))
-					if j++; j == in {
-						j = 0
-					}
-				}
+				absMaxRows(r, x, int(off%in))
 				if off < sampleN {
 					copy(sample[off:], x)
 				}
@@ -510,4 +504,18 @@ func readAll(ctx context.Context, t Tensor, mem memory.Allocator) ([]float32, er
 	x, done := chunkFloat32(rec)
 	defer done()
 	return append([]float32(nil), x...), nil
+}
+
+// absMaxRows folds x, the elements of a row-major matrix of len(r)
+// columns starting at column j0, into r: r[j] = max(r[j], |x[k]|) for
+// each x[k] of column j, row segment by row segment.
+func absMaxRows(r, x []float32, j0 int) {
+	for len(x) > 0 {
+		seg := x[:min(len(x), len(r)-j0)]
+		dst := r[j0 : j0+len(seg)]
+		for k, v := range seg {
+			dst[k] = max(dst[k], math.Float32frombits(math.Float32bits(v)&^(1<<31)))
+		}
+		x, j0 = x[len(seg):], 0
+	}
 }

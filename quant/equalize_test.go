@@ -158,3 +158,33 @@ func TestEqualizedTensorsDequantizeToW(t *testing.T) {
 		t.Fatal("no equalized consumer")
 	}
 }
+
+// absMaxRows agrees with the element-by-element fold for every start
+// column and length, NaN, infinities and -0 included.
+func TestAbsMaxRows(t *testing.T) {
+	vals := []float32{1, -2, 0.5, float32(math.Inf(-1)), float32(math.NaN()), float32(math.Copysign(0, -1)), 3e-45, -7}
+	for in := 1; in <= 5; in++ {
+		for j0 := 0; j0 < in; j0++ {
+			for n := 0; n <= 17; n++ {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = vals[(i*3+j0)%len(vals)]
+				}
+				want, got := make([]float32, in), make([]float32, in)
+				j := j0
+				for _, v := range x {
+					want[j] = max(want[j], float32(math.Abs(float64(v))))
+					if j++; j == in {
+						j = 0
+					}
+				}
+				absMaxRows(got, x, j0)
+				for k := range want {
+					if math.Float32bits(want[k]) != math.Float32bits(got[k]) && !(want[k] != want[k] && got[k] != got[k]) {
+						t.Fatalf("in %d j0 %d n %d: column %d got %v want %v", in, j0, n, k, got[k], want[k])
+					}
+				}
+			}
+		}
+	}
+}
