@@ -5,6 +5,7 @@
 package artifact
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,9 @@ const (
 	ReportName = "report.json" // the quantization result
 )
 
+// ioBufferSize is the buffer of the artifact's file writes and reads.
+const ioBufferSize = 4 << 20
+
 // Writer receives quantized record batches and commits them atomically.
 // Batches go to a temporary Arrow stream next to the target; Commit
 // rewrites them into the final IPC file with the schema-level metadata
@@ -34,6 +38,7 @@ type Writer struct {
 	path    string
 	mem     memory.Allocator
 	tmp     *os.File
+	buf     *bufio.Writer // the IPC writer issues a write per buffer: batch them
 	stream  *ipc.Writer
 	batches int64
 	done    bool
@@ -45,11 +50,13 @@ func Create(path string, mem memory.Allocator) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("artifact: create temporary file for %s: %w", path, err)
 	}
+	buf := bufio.NewWriterSize(tmp, ioBufferSize)
 	return &Writer{
 		path:   path,
 		mem:    mem,
 		tmp:    tmp,
-		stream: ipc.NewWriter(tmp, ipc.WithSchema(schema.Quantized(nil)), ipc.WithAllocator(mem)),
+		buf:    buf,
+		stream: ipc.NewWriter(buf, ipc.WithSchema(schema.Quantized(nil)), ipc.WithAllocator(mem)),
 	}, nil
 }
 
@@ -84,6 +91,10 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 		w.tmp.Close()
 		return fmt.Errorf("artifact: finish %s: %w", w.tmp.Name(), err)
 	}
+	if err := w.buf.Flush(); err != nil {
+		w.tmp.Close()
+		return fmt.Errorf("artifact: finish %s: %w", w.tmp.Name(), err)
+	}
 	if _, err := w.tmp.Seek(0, io.SeekStart); err != nil {
 		w.tmp.Close()
 		return fmt.Errorf("artifact: rewind %s: %w", w.tmp.Name(), err)
@@ -99,7 +110,11 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 			os.Remove(final.Name())
 		}
 	}()
-	if err := rewrite(w.tmp, final, meta, w.mem); err != nil {
+	out := bufio.NewWriterSize(final, ioBufferSize)
+	if err := rewrite(bufio.NewReaderSize(w.tmp, ioBufferSize), out, meta, w.mem); err != nil {
+		return fmt.Errorf("artifact: write %s: %w", w.path, err)
+	}
+	if err := out.Flush(); err != nil {
 		return fmt.Errorf("artifact: write %s: %w", w.path, err)
 	}
 	if err := final.Chmod(0o644); err != nil {

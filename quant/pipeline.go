@@ -780,16 +780,32 @@ func readSimilarity(s *array.Struct) kernels.Similarity {
 // channelWeights is the one-row list of error weights of elements
 // [off, off+n) of a row-major [out, in] matrix: importance[k mod in].
 func channelWeights(mem memory.Allocator, importance []float32, off, n int64) arrow.Array {
-	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	defer b.Release()
-	vb := b.ValueBuilder().(*array.Float32Builder)
-	vb.Reserve(int(n))
-	b.Append(true)
-	in := int64(len(importance))
-	for k := off; k < off+n; k++ {
-		vb.UnsafeAppend(importance[k%in])
-	}
-	return b.NewArray()
+	return float32List(mem, int(n), func(dst []float32) {
+		j := int(off % int64(len(importance)))
+		for len(dst) > 0 {
+			k := copy(dst, importance[j:])
+			dst, j = dst[k:], 0
+		}
+	})
+}
+
+// float32List is a one-row list<float32> of n values written by fill
+// straight into the array's buffer.
+func float32List(mem memory.Allocator, n int, fill func([]float32)) arrow.Array {
+	values := memory.NewResizableBuffer(mem)
+	values.Resize(n * 4)
+	fill(arrow.Float32Traits.CastFromBytes(values.Bytes()))
+	offsets := memory.NewResizableBuffer(mem)
+	offsets.Resize(8)
+	o := arrow.Int32Traits.CastFromBytes(offsets.Bytes())
+	o[0], o[1] = 0, int32(n)
+	child := array.NewData(arrow.PrimitiveTypes.Float32, n, []*memory.Buffer{nil, values}, nil, 0, 0)
+	data := array.NewData(arrow.ListOf(arrow.PrimitiveTypes.Float32), 1, []*memory.Buffer{nil, offsets}, []arrow.ArrayData{child}, 0, 0)
+	values.Release()
+	offsets.Release()
+	child.Release()
+	defer data.Release()
+	return array.MakeFromData(data)
 }
 
 // tensorErr turns a kernel error into one naming the tensor and, for

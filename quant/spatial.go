@@ -165,15 +165,10 @@ func (h *headTensor) Meta() TensorMeta { return h.meta }
 // smoothedValues is the one-row float32 list of a chunk's values times
 // s[k mod in].
 func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64) arrow.Array {
-	b := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	defer b.Release()
-	scaled, done := scratchFloats(len(x))
-	defer done()
-	copy(scaled, x)
-	artifact.ScaleChannels(scaled, off, sm.scale)
-	b.Append(true)
-	b.ValueBuilder().(*array.Float32Builder).AppendValues(scaled, nil)
-	return b.NewArray()
+	return float32List(mem, len(x), func(dst []float32) {
+		copy(dst, x)
+		artifact.ScaleChannels(dst, off, sm.scale)
+	})
 }
 
 // unsmoothedSimilarity compares a chunk's original values with its stored
