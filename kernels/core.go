@@ -385,31 +385,47 @@ func SimilarityOf(a, b []float32) Similarity {
 // lane 0): four independent chains per sum instead of one.
 func WeightedSimilarityOf(a, b, w []float32) Similarity {
 	b, w = b[:len(a)], w[:len(a)]
-	var dot, aa, bb, ee [4]float64
-	add := func(k int, v, r, wt float32) {
-		x, y, c := float64(v), float64(r), float64(wt)
-		d := x - y
-		dot[k] += c * x * y
-		aa[k] += c * x * x
-		bb[k] += c * y * y
-		ee[k] += c * d * d
+	var l wsimLanes
+	n4 := len(a) &^ 3
+	if useAVX2 && n4 > 0 {
+		wsimAVX2(&a[0], &b[0], &w[0], n4, &l)
+	} else {
+		wsimGo(&l, a[:n4], b[:n4], w[:n4])
 	}
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		x, y, c := a[i:i+4:i+4], b[i:i+4:i+4], w[i:i+4:i+4]
-		add(0, x[0], y[0], c[0])
-		add(1, x[1], y[1], c[1])
-		add(2, x[2], y[2], c[2])
-		add(3, x[3], y[3], c[3])
-	}
-	for ; i < len(a); i++ {
-		add(0, a[i], b[i], w[i])
+	for i := n4; i < len(a); i++ {
+		l.add(0, a[i], b[i], w[i])
 	}
 	return Similarity{
-		Dot:  (dot[0] + dot[1]) + (dot[2] + dot[3]),
-		AA:   (aa[0] + aa[1]) + (aa[2] + aa[3]),
-		BB:   (bb[0] + bb[1]) + (bb[2] + bb[3]),
-		Err2: (ee[0] + ee[1]) + (ee[2] + ee[3]),
+		Dot:  (l.dot[0] + l.dot[1]) + (l.dot[2] + l.dot[3]),
+		AA:   (l.aa[0] + l.aa[1]) + (l.aa[2] + l.aa[3]),
+		BB:   (l.bb[0] + l.bb[1]) + (l.bb[2] + l.bb[3]),
+		Err2: (l.ee[0] + l.ee[1]) + (l.ee[2] + l.ee[3]),
 		N:    int64(len(a)),
+	}
+}
+
+// wsimLanes are WeightedSimilarityOf's four lanes of each sum (the layout
+// wsimAVX2 reads and writes).
+type wsimLanes struct{ dot, aa, bb, ee [4]float64 }
+
+// add accumulates one element into lane k: each product is (w·x)·y in
+// float64, as wsimAVX2 computes it.
+func (l *wsimLanes) add(k int, v, r, wt float32) {
+	x, y, c := float64(v), float64(r), float64(wt)
+	d := x - y
+	l.dot[k] += c * x * y
+	l.aa[k] += c * x * x
+	l.bb[k] += c * y * y
+	l.ee[k] += c * d * d
+}
+
+// wsimGo is wsimAVX2 in Go: len(a) a multiple of 4, element i in lane i%4.
+func wsimGo(l *wsimLanes, a, b, w []float32) {
+	for i := 0; i+4 <= len(a); i += 4 {
+		x, y, c := a[i:i+4:i+4], b[i:i+4:i+4], w[i:i+4:i+4]
+		l.add(0, x[0], y[0], c[0])
+		l.add(1, x[1], y[1], c[1])
+		l.add(2, x[2], y[2], c[2])
+		l.add(3, x[3], y[3], c[3])
 	}
 }

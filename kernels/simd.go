@@ -177,3 +177,18 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 func keyToFloat(k int32) float32 {
 	return math.Float32frombits(uint32(k ^ int32(uint32(k>>31)>>1)))
 }
+
+// AbsMaxInto folds |x| into r element-wise: r[i] = max(r[i], |x[i]|) with
+// Go's max (a NaN on either side gives NaN), 8 at a time with AVX2.
+func AbsMaxInto(r, x []float32) {
+	r = r[:len(x)]
+	n8 := len(x) &^ 7
+	if useAVX2 && n8 > 0 {
+		absMaxAVX2(&r[0], &x[0], n8)
+	} else {
+		n8 = 0
+	}
+	for i := n8; i < len(x); i++ {
+		r[i] = max(r[i], math.Float32frombits(math.Float32bits(x[i])&^(1<<31)))
+	}
+}

@@ -32,3 +32,9 @@ func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32)
 
 //go:noescape
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
+
+//go:noescape
+func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
+
+//go:noescape
+func absMaxAVX2(r, x *float32, n int)

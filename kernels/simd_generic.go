@@ -22,3 +22,7 @@ func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32) { panic(
 func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32) { panic("unreachable") }
 
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32) { panic("unreachable") }
+
+func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes) { panic("unreachable") }
+
+func absMaxAVX2(r, x *float32, n int) { panic("unreachable") }

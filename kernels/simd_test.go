@@ -195,3 +195,84 @@ func TestQuantizeGroupsBlockSimilarity(t *testing.T) {
 		}
 	}
 }
+
+// weightedSimilarityRef is WeightedSimilarityOf in Go only.
+func weightedSimilarityRef(a, b, w []float32) Similarity {
+	var l wsimLanes
+	n4 := len(a) &^ 3
+	wsimGo(&l, a[:n4], b[:n4], w[:n4])
+	for i := n4; i < len(a); i++ {
+		l.add(0, a[i], b[i], w[i])
+	}
+	return Similarity{
+		Dot: (l.dot[0] + l.dot[1]) + (l.dot[2] + l.dot[3]), AA: (l.aa[0] + l.aa[1]) + (l.aa[2] + l.aa[3]),
+		BB: (l.bb[0] + l.bb[1]) + (l.bb[2] + l.bb[3]), Err2: (l.ee[0] + l.ee[1]) + (l.ee[2] + l.ee[3]), N: int64(len(a)),
+	}
+}
+
+// The vector weighted similarity equals the Go lanes bit for bit: every
+// length (ragged tails), adversarial values, weights of every kind.
+func TestWeightedSimilarityMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for it := range 3000 {
+		n := rng.IntN(300)
+		if it%50 == 0 {
+			n = 4096 + rng.IntN(8)
+		}
+		a := adversarialRow(rng, n, 0.25, -1, it)
+		b := adversarialRow(rng, n, 0.25, -1, it/7)
+		w := adversarialRow(rng, n, 0.5, 0, it/3)
+		for i := range w {
+			switch it % 5 {
+			case 0:
+				w[i] = float32(math.Abs(float64(w[i])))
+			case 1:
+				w[i] = float32(rng.ExpFloat64())
+			}
+		}
+		if it%13 == 7 && n > 0 {
+			a[rng.IntN(n)] = float32(math.NaN())
+			b[rng.IntN(n)] = float32(math.Inf(1 - 2*rng.IntN(2)))
+		}
+		got, want := WeightedSimilarityOf(a, b, w), weightedSimilarityRef(a, b, w)
+		same := sameSim(got, want) || (math.IsNaN(got.Err2) && math.IsNaN(want.Err2) && got.N == want.N)
+		if !same {
+			t.Fatalf("it %d n %d (kernels %s): %+v, Go %+v", it, n, SIMD(), got, want)
+		}
+	}
+	// Known values: weights 1 give SimilarityOf's sums and Dot exactly.
+	a, b, w := []float32{1, 2, 3, 4, 5}, []float32{1, 1, 1, 1, 1}, []float32{1, 1, 1, 1, 1}
+	if s := WeightedSimilarityOf(a, b, w); s.Dot != 15 || s.AA != 55 || s.BB != 5 || s.Err2 != 30 {
+		t.Fatalf("known vector: %+v", s)
+	}
+}
+
+// AbsMaxInto equals the Go fold element for element: NaN on either side,
+// ±Inf, signed zeros, denormals, every tail length.
+func TestAbsMaxIntoMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for it := range 2000 {
+		n := rng.IntN(70)
+		x := adversarialRow(rng, n, 0.25, -1, it)
+		r := adversarialRow(rng, n, 0.25, -1, it/7)
+		for i := range r {
+			r[i] = float32(math.Abs(float64(r[i])))
+			if rng.IntN(20) == 0 {
+				r[i] = float32(math.NaN())
+			}
+			if n > 0 && rng.IntN(20) == 0 {
+				x[i] = []float32{float32(math.NaN()), float32(math.Inf(-1)), float32(math.Inf(1))}[rng.IntN(3)]
+			}
+		}
+		want := append([]float32(nil), r...)
+		for i, v := range x {
+			want[i] = max(want[i], math.Float32frombits(math.Float32bits(v)&^(1<<31)))
+		}
+		AbsMaxInto(r, x)
+		for i := range r {
+			if math.Float32bits(r[i]) != math.Float32bits(want[i]) && !(math.IsNaN(float64(r[i])) && math.IsNaN(float64(want[i]))) {
+				t.Fatalf("it %d n %d element %d (kernels %s): %v, Go %v (x %v)", it, n, i, SIMD(), r[i], want[i], x[i])
+			}
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/internal/safe"
+	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -512,10 +513,7 @@ func readAll(ctx context.Context, t Tensor, mem memory.Allocator) ([]float32, er
 func absMaxRows(r, x []float32, j0 int) {
 	for len(x) > 0 {
 		seg := x[:min(len(x), len(r)-j0)]
-		dst := r[j0 : j0+len(seg)]
-		for k, v := range seg {
-			dst[k] = max(dst[k], math.Float32frombits(math.Float32bits(v)&^(1<<31)))
-		}
+		kernels.AbsMaxInto(r[j0:j0+len(seg)], seg)
 		x, j0 = x[len(seg):], 0
 	}
 }

@@ -178,9 +178,20 @@ func DecodeHalves(dst []float32, src []uint16) {
 	}
 }
 
-// DecodeBF16s widens bfloat16 bit patterns to float32 (exactly).
+// DecodeBF16s widens bfloat16 bit patterns to float32 (exactly), 8 at a
+// time with AVX2 where the CPU has it.
 func DecodeBF16s(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
+	n8 := len(src) &^ 7
+	if useAVX2 && n8 > 0 {
+		decodeBF16AVX2(&dst[0], &src[0], n8)
+	} else {
+		n8 = 0
+	}
+	decodeBF16Go(dst[n8:], src[n8:])
+}
+
+func decodeBF16Go(dst []float32, src []uint16) {
 	for i, b := range src {
 		dst[i] = math.Float32frombits(uint32(b) << 16)
 	}

@@ -90,3 +90,28 @@ func TestHalfExhaustiveRoundTrip(t *testing.T) {
 		t.Errorf("65519 must round to 65504: %#04x", g)
 	}
 }
+
+// DecodeBF16s (AVX2 where available) widens every bit pattern exactly,
+// at every length and alignment of the tail.
+func TestDecodeBF16sEveryPattern(t *testing.T) {
+	src := make([]uint16, 1<<16)
+	for i := range src {
+		src[i] = uint16(i)
+	}
+	for _, off := range []int{0, 1, 3, 7} {
+		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 1<<16 - 7} {
+			s := src[off : off+n]
+			dst := make([]float32, n+1)
+			dst[n] = 42
+			DecodeBF16s(dst[:n], s)
+			for i, b := range s {
+				if got := math.Float32bits(dst[i]); got != uint32(b)<<16 {
+					t.Fatalf("off %d n %d: element %d: bits %#x, want %#x", off, n, i, got, uint32(b)<<16)
+				}
+			}
+			if dst[n] != 42 {
+				t.Fatalf("off %d n %d: wrote past the end", off, n)
+			}
+		}
+	}
+}
