@@ -25,7 +25,7 @@ const (
 // Allocator pools buffers by size class. The zero value is not usable:
 // use New.
 type Allocator struct {
-	classes [maxShift - minShift + 1]sync.Pool
+	classes  [maxShift - minShift + 1]sync.Pool
 	fallback memory.Allocator
 }
 
