@@ -87,7 +87,7 @@ def main():
                        calib)
         runs = {}
 
-        def run(name, cfg, method=None, act_groups=None, weights_from=None, quantized=True, weigh=True):
+        def run(name, cfg, method=None, act_groups=None, weights_from=None, quantized=True, weigh=True, samples=True):
             """Quantize (with the calibration data when weigh) and evaluate the weights (or those of the run
             weights_from names), with A8 params from an artifact quantized with act_groups time groups (None:
             A16)."""
@@ -102,7 +102,7 @@ def main():
                 aout = os.path.join(tmp, f"{name}-act{act_groups}")
                 quantize(q, args.model, aout, dict(cfg, num_time_groups=act_groups, bit_width=8), calib)
                 hook = aq.activation_quantizer(aout)
-            r = eval_setting(fp, model, hook, images, eval_t, clf, args.samples, args.steps)
+            r = eval_setting(fp, model, hook, images, eval_t, clf, args.samples if samples else 0, args.steps)
             r.update(out=out, weight_bits=res["actual_bit_width"], bits_per_weight=res["bits_per_weight"],
                      fallbacks=len(res["fallbacks"]), cosine=res["cosine_similarity"], time_aware=res["time_aware"],
                      protected=(res.get("time_groups") or {}).get("protected_layers", []))
@@ -114,12 +114,14 @@ def main():
         T = len(eval_t)
         run("FP", dict(base, bit_width=8), quantized=False)
         groups_b = (10,) if args.quick else (5, 10, 20)
+        sampled = (1, 10, T)  # samples for these groups; the per-timestep SQNR for every G
         for G in (1, *groups_b, T):
-            run(f"W16A8 G={G}", dict(base, bit_width=8), act_groups=G, quantized=False)
+            run(f"W16A8 G={G}", dict(base, bit_width=8), act_groups=G, quantized=False, samples=G in sampled)
         run("W8A16", dict(base, bit_width=8))
         run("W4A16", dict(base, bit_width=4, group_size=128))
         for G in (1, *groups_b, T):
-            run(f"W4A8 G={G}", dict(base, bit_width=4, group_size=128), act_groups=G, weights_from="W4A16")
+            run(f"W4A8 G={G}", dict(base, bit_width=4, group_size=128), act_groups=G, weights_from="W4A16",
+                samples=G in sampled)
         if not args.quick:
             run("W8A8 G=10", dict(base, bit_width=8), act_groups=10, weights_from="W8A16")
             run("W2A16 (edge profile)", aq.DiffusionQuantConfig.from_profile("edge"))

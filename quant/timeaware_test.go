@@ -40,7 +40,7 @@ func TestCalibrationWeightingLowersOutputError(t *testing.T) {
 		}
 		return what
 	}
-	agnostic, aware := quantized(""), quantized(calPath)
+	agnostic, aware := quantized(""), quantized(calPath) // unweighted, calibration-weighted
 	ea, err := layer.OutputError(agnostic, groups, 64)
 	if err != nil {
 		t.Fatal(err)
@@ -51,9 +51,9 @@ func TestCalibrationWeightingLowersOutputError(t *testing.T) {
 	}
 	var gain, cos float64
 	for g := range ea {
-		t.Logf("time group %d: output SQNR time-agnostic %.2f dB, time-aware %.2f dB (%+.2f)", g, ea[g].SQNR_dB, eb[g].SQNR_dB, eb[g].SQNR_dB-ea[g].SQNR_dB)
+		t.Logf("time group %d: output SQNR unweighted %.2f dB, calibration-weighted %.2f dB (%+.2f)", g, ea[g].SQNR_dB, eb[g].SQNR_dB, eb[g].SQNR_dB-ea[g].SQNR_dB)
 		if eb[g].SQNR_dB < ea[g].SQNR_dB-0.1 {
-			t.Errorf("time group %d: time-aware output SQNR %.2f dB below time-agnostic %.2f dB", g, eb[g].SQNR_dB, ea[g].SQNR_dB)
+			t.Errorf("time group %d: calibration-weighted output SQNR %.2f dB below unweighted %.2f dB", g, eb[g].SQNR_dB, ea[g].SQNR_dB)
 		}
 		gain += eb[g].SQNR_dB - ea[g].SQNR_dB
 		cos += eb[g].Cosine / groups
