@@ -121,7 +121,7 @@ diffusion-model: diffusion-venv
 	$(DIFFUSION_PY) diffusion/train.py --out $(DIFFUSION_OUT)
 
 # Quantized digits DiT through the real Flight path: W/A settings, time groups vs one range, weighting and
-# timestep-layer protection, per-timestep SQNR and sample quality -> docs/DIFFUSION.md (about 20 min of CPU).
+# timestep-layer protection, per-timestep SQNR and sample quality -> docs/DIFFUSION.md (29 min wall on 2 cores).
 diffusion-eval: build pydeps
 	ARROW_QUANT_BIN=$(CURDIR)/$(BIN) $(VENV_PY) diffusion/eval_quant.py --model testdata/dit-digits --out docs/DIFFUSION.md
 
