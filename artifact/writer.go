@@ -6,14 +6,13 @@ package artifact
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -27,18 +26,21 @@ const (
 	ReportName = "report.json" // the quantization result
 )
 
-// ioBufferSize is the buffer of the artifact's file writes and reads.
+// ioBufferSize is the buffer of the artifact's file writes.
 const ioBufferSize = 4 << 20
 
 // Writer receives quantized record batches and commits them atomically.
-// Batches go to a temporary Arrow stream next to the target; Commit
-// rewrites them into the final IPC file with the schema-level metadata
-// (which includes the report, known only at the end), fsyncs, and renames.
+// Batches are written once, as they come, into a temporary file next to
+// the target in the Arrow IPC file layout; Commit appends the footer with
+// the full schema (its metadata includes the report, known only at the
+// end) and every batch's block, fsyncs, and renames. The schema message
+// at the file's start has no metadata: readers of the file format take
+// the footer's (docs/FORMAT.md).
 type Writer struct {
 	path    string
 	mem     memory.Allocator
 	tmp     *os.File
-	buf     *bufio.Writer // the IPC writer issues a write per buffer: batch them
+	out     *blockWriter
 	stream  *ipc.Writer
 	batches int64
 	done    bool
@@ -50,13 +52,13 @@ func Create(path string, mem memory.Allocator) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("artifact: create temporary file for %s: %w", path, err)
 	}
-	buf := bufio.NewWriterSize(tmp, ioBufferSize)
+	out := &blockWriter{buf: bufio.NewWriterSize(tmp, ioBufferSize)}
 	return &Writer{
 		path:   path,
 		mem:    mem,
 		tmp:    tmp,
-		buf:    buf,
-		stream: ipc.NewWriter(buf, ipc.WithSchema(schema.Quantized(nil)), ipc.WithAllocator(mem)),
+		out:    out,
+		stream: ipc.NewWriterWithPayloadWriter(out, ipc.WithSchema(schema.Quantized(nil)), ipc.WithAllocator(mem)),
 	}, nil
 }
 
@@ -75,8 +77,8 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // Batches is the number of batches written so far.
 func (w *Writer) Batches() int64 { return w.batches }
 
-// Commit writes the final file with meta as schema-level metadata and
-// renames it into place. On error nothing is left under the final name.
+// Commit writes the footer with meta as schema-level metadata and renames
+// the file into place. On error nothing is left under the final name.
 func (w *Writer) Commit(meta map[string]string) (err error) {
 	if w.done {
 		return errors.New("artifact: commit after commit or abort")
@@ -84,81 +86,102 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 	w.done = true
 	defer func() {
 		if err != nil {
+			w.tmp.Close()
 			os.Remove(w.tmp.Name())
 		}
 	}()
 	if err := w.stream.Close(); err != nil {
-		w.tmp.Close()
 		return fmt.Errorf("artifact: finish %s: %w", w.tmp.Name(), err)
 	}
-	if err := w.buf.Flush(); err != nil {
-		w.tmp.Close()
-		return fmt.Errorf("artifact: finish %s: %w", w.tmp.Name(), err)
-	}
-	if _, err := w.tmp.Seek(0, io.SeekStart); err != nil {
-		w.tmp.Close()
-		return fmt.Errorf("artifact: rewind %s: %w", w.tmp.Name(), err)
-	}
-	defer w.tmp.Close()
-	final, err := os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".*.final")
-	if err != nil {
-		return fmt.Errorf("artifact: create %s: %w", w.path, err)
-	}
-	defer func() {
-		if err != nil {
-			final.Close()
-			os.Remove(final.Name())
-		}
-	}()
-	out := bufio.NewWriterSize(final, ioBufferSize)
-	if err := rewrite(bufio.NewReaderSize(w.tmp, ioBufferSize), out, meta, w.mem); err != nil {
+	if err := w.out.finish(schema.Quantized(meta)); err != nil {
 		return fmt.Errorf("artifact: write %s: %w", w.path, err)
 	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("artifact: write %s: %w", w.path, err)
-	}
-	if err := final.Chmod(0o644); err != nil {
+	if err := w.tmp.Chmod(0o644); err != nil {
 		return fmt.Errorf("artifact: chmod %s: %w", w.path, err)
 	}
-	if err := final.Sync(); err != nil {
+	if err := w.tmp.Sync(); err != nil {
 		return fmt.Errorf("artifact: fsync %s: %w", w.path, err)
 	}
-	if err := final.Close(); err != nil {
+	if err := w.tmp.Close(); err != nil {
 		return fmt.Errorf("artifact: close %s: %w", w.path, err)
 	}
-	if err := os.Rename(final.Name(), w.path); err != nil {
+	if err := os.Rename(w.tmp.Name(), w.path); err != nil {
 		return fmt.Errorf("artifact: rename into %s: %w", w.path, err)
 	}
-	os.Remove(w.tmp.Name())
 	return fsutil.SyncDir(filepath.Dir(w.path))
 }
 
-func rewrite(src io.Reader, dst io.Writer, meta map[string]string, mem memory.Allocator) error {
-	rd, err := ipc.NewReader(src, ipc.WithAllocator(mem))
+// blockWriter is the ipc.Writer's payload writer: it writes the file magic
+// first, then each message as the stream format has it, and remembers
+// where every record batch went for the footer.
+type blockWriter struct {
+	buf     *bufio.Writer
+	pos     int64
+	started bool
+	schema  bool // the schema message has been written
+	blocks  []fileBlock
+}
+
+var fileMagic = []byte("ARROW1\x00\x00") // 6 bytes and padding to 8
+
+func (b *blockWriter) Write(p []byte) (int, error) {
+	n, err := b.buf.Write(p)
+	b.pos += int64(n)
+	return n, err
+}
+
+func (b *blockWriter) Start() error {
+	if b.started {
+		return nil
+	}
+	b.started = true
+	_, err := b.Write(fileMagic)
+	return err
+}
+
+func (b *blockWriter) WritePayload(p ipc.Payload) error {
+	if err := b.Start(); err != nil {
+		return err
+	}
+	off := b.pos
+	metaLen, err := p.WritePayload(b)
 	if err != nil {
 		return err
 	}
-	defer rd.Release()
-	full := schema.Quantized(meta)
-	fw, err := ipc.NewFileWriter(dst, ipc.WithSchema(full), ipc.WithAllocator(mem))
+	if !b.schema { // ipc.Writer sends the schema first, and no dictionaries
+		b.schema = true
+		return nil
+	}
+	b.blocks = append(b.blocks, fileBlock{offset: off, metaLen: int32(metaLen), bodySize: b.pos - off - int64(metaLen)})
+	return nil
+}
+
+// Close is the ipc.Writer's; the footer comes with finish.
+func (b *blockWriter) Close() error { return nil }
+
+// finish writes the end-of-stream marker, the footer, its length and the
+// closing magic, and flushes.
+func (b *blockWriter) finish(full *arrow.Schema) error {
+	footer, err := footerBytes(full, b.blocks)
 	if err != nil {
 		return err
 	}
-	for rd.Next() {
-		rec := rd.RecordBatch()
-		out := array.NewRecordBatch(full, rec.Columns(), rec.NumRows())
-		err := fw.Write(out)
-		out.Release()
-		if err != nil {
-			fw.Close()
-			return err
-		}
-	}
-	if err := rd.Err(); err != nil {
-		fw.Close()
+	var tail [8]byte
+	binary.LittleEndian.PutUint32(tail[:4], 0xFFFFFFFF) // end of stream
+	if _, err := b.Write(tail[:]); err != nil {
 		return err
 	}
-	return fw.Close()
+	if _, err := b.Write(footer); err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint32(tail[:4], uint32(len(footer)))
+	if _, err := b.Write(tail[:4]); err != nil {
+		return err
+	}
+	if _, err := b.Write(fileMagic[:6]); err != nil {
+		return err
+	}
+	return b.buf.Flush()
 }
 
 // Abort discards everything written; safe to call after Commit (no-op).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -182,7 +181,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 		}
 	}
 	if !tk.Dequantize {
-		return s.streamStored(ctx, tk.Model, f, first, count, stream)
+		return s.streamStored(ctx, tk.Model, f, r.Schema(), first, count, stream)
 	}
 	out := dequantizedSchema(r.Schema().Metadata())
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(out), ipc.WithAllocator(s.o.Mem))
@@ -219,7 +218,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 // and body) is read once into a reused buffer and sent as one FlightData,
 // with no decoding and no per-batch allocation. The schema message comes
 // from the file's start. Every message's metadata is bounds-checked first.
-func (s *Service) streamStored(ctx context.Context, model string, f store.File, first, count int, stream flight.FlightService_DoGetServer) error {
+func (s *Service) streamStored(ctx context.Context, model string, f store.File, schemaOf *arrow.Schema, first, count int, stream flight.FlightService_DoGetServer) error {
 	// An unreachable or collected store version is Unavailable / NotFound.
 	fail := func(err error) error {
 		return readErr(s.serverErr("read the stored artifact of "+model, err), err)
@@ -231,20 +230,10 @@ func (s *Service) streamStored(ctx context.Context, model string, f store.File, 
 	if first < 0 || first+count > len(file.Batches) {
 		return fail(fmt.Errorf("batches [%d, %d) of %d", first, first+count, len(file.Batches)))
 	}
-	// The stream's schema message follows the 8-byte file magic.
-	head := make([]byte, 16)
-	if _, err := f.ReadAt(head, 8); err != nil {
-		return fail(err)
-	}
-	if binary.LittleEndian.Uint32(head) != 0xFFFFFFFF {
-		return fail(errors.New("no schema message after the file magic"))
-	}
-	n := int64(binary.LittleEndian.Uint32(head[4:]))
-	if n <= 0 || n > f.Size()-16 {
-		return fail(fmt.Errorf("schema message of %d bytes", n))
-	}
-	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, 16); err != nil {
+	// The stream starts with the schema as the footer has it (with the
+	// metadata; the file's first message has none).
+	buf, err := artifact.SchemaMessage(schemaOf, s.o.Mem)
+	if err != nil {
 		return fail(err)
 	}
 	if _, err := ipcguard.CheckMessage(buf); err != nil {
