@@ -12,7 +12,7 @@ import (
 type MismatchError struct {
 	File       string
 	Layers     int      // layers in the calibration data
-	Matched    int      // layers whose weight exists with the captured channels
+	Matched    int      // layers whose weight exists with the captured channels (-1: not counted)
 	Mismatches []string // the first mismatches, described
 	Total      int      // mismatches in all
 }
@@ -22,8 +22,30 @@ func (e *MismatchError) Error() string {
 	if e.Total > len(e.Mismatches) {
 		more = fmt.Sprintf("; and %d more", e.Total-len(e.Mismatches))
 	}
-	return fmt.Sprintf("calibration data %s does not match the model (%d of %d layers match a weight \"<layer>.weight\" of [out, in] with in = the activation length): %s%s",
-		e.File, e.Matched, e.Layers, strings.Join(e.Mismatches, "; "), more)
+	matched := ""
+	if e.Matched >= 0 {
+		matched = fmt.Sprintf("%d of %d layers match", e.Matched, e.Layers)
+	} else {
+		matched = "each layer's input must match"
+	}
+	return fmt.Sprintf("calibration data %s does not match the model (%s a weight \"<layer>.weight\" of [out, in] with in = the activation length): %s%s",
+		e.File, matched, strings.Join(e.Mismatches, "; "), more)
+}
+
+// CheckWeight refuses at once a weight "<layer>.weight" of [out, in]
+// whose layer was captured with other than in values (Matched is then -1:
+// the other tensors are not known yet).
+func (s *Stats) CheckWeight(name string, shape []int64) error {
+	base, ok := strings.CutSuffix(name, ".weight")
+	if !ok || len(shape) != 2 {
+		return nil
+	}
+	ls, ok := s.Layers[base]
+	if !ok || shape[1] == int64(ls.Channels) {
+		return nil
+	}
+	msg := fmt.Sprintf("layer %q: activations of %d values, weight %q has %d input channels (shape %v)", base, ls.Channels, name, shape[1], shape)
+	return &MismatchError{File: s.File, Layers: len(s.Layers), Matched: -1, Mismatches: []string{msg}, Total: 1}
 }
 
 // maxListed bounds the mismatches an error or warning lists.

@@ -100,3 +100,25 @@ func TestFewerRowsThanCalibrationSamples(t *testing.T) {
 		t.Errorf("rows available %d", st.Layers["a"].RowsAvailable)
 	}
 }
+
+func TestCheckWeightRefusesAtOnce(t *testing.T) {
+	p := writeAll(t, t.TempDir(), fixture()) // layers a, b with 4 channels
+	st, err := Collect(p["jsonl"], Options{NumTimeGroups: 1, SamplesPerLayer: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []struct {
+		name  string
+		shape []int64
+	}{{"a.weight", []int64{7, 4}}, {"a.bias", []int64{7}}, {"c.weight", []int64{2, 9}}, {"b.weight", []int64{3, 4, 1, 1}}} {
+		if err := st.CheckWeight(ok.name, ok.shape); err != nil {
+			t.Errorf("%s %v: %v", ok.name, ok.shape, err)
+		}
+	}
+	err = st.CheckWeight("b.weight", []int64{3, 5})
+	var me *MismatchError
+	if !errors.As(err, &me) || me.Matched != -1 || !strings.Contains(err.Error(), `each layer's input must match a weight`) ||
+		!strings.Contains(err.Error(), `layer "b": activations of 4 values, weight "b.weight" has 5 input channels`) {
+		t.Fatalf("err %v", err)
+	}
+}

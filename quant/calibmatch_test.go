@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,8 +80,8 @@ func TestCalibrationFromAnotherModelIsRefused(t *testing.T) {
 		if !errors.As(err, &me) || !strings.Contains(err.Error(), `layer "blk.proj": activations of 96 values, weight "blk.proj.weight" has 128 input channels`) {
 			t.Fatalf("listed %v: err %v", listed, err)
 		}
-		if listed && written != 0 {
-			t.Errorf("a model that lists its tensors is checked before quantizing: %d batches written", written)
+		if written != 0 { // listed: before the first tensor; streamed: at the mismatched weight
+			t.Errorf("listed %v: %d batches written before the refusal", listed, written)
 		}
 	}
 	_, _, err := runCalibrated(t, writeCalib(t, "other.layer", 128, 8), false, nil)
@@ -111,5 +112,30 @@ func TestCalibrationTimestepsOutsideTheModel(t *testing.T) {
 	var fe *calib.FormatError
 	if !errors.As(err, &fe) || fe.Row != 21 || !strings.Contains(err.Error(), "timestep 21 is outside the model's range [0, 20]") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// A streamed upload whose later weight does not match stops there, and the
+// error is the mismatch, not the cancellation the tensors in flight saw.
+func TestStreamedMismatchIsTheError(t *testing.T) {
+	cal := writeCalib(t, "late.proj", 96, 8)
+	var tensors []quant.Tensor
+	for i := 0; i < 6; i++ {
+		w := make([]float32, 512*512)
+		for j := range w {
+			w[j] = float32((i+j)%17) - 8
+		}
+		tensors = append(tensors, quant.SliceTensor(quant.TensorMeta{Name: fmt.Sprintf("early%d.weight", i), Shape: []int64{512, 512}, DType: schema.DTypeF32}, w))
+	}
+	tensors = append(tensors, quant.SliceTensor(quant.TensorMeta{Name: "late.proj.weight", Shape: []int64{4, 128}, DType: schema.DTypeF32}, make([]float32, 512)))
+	cfg := config.Default()
+	cfg.BitWidth, cfg.MinAccuracy, cfg.NumThreads = 2, 0, 4
+	for round := 0; round < 5; round++ {
+		sink := &quanttest.RecordSink{}
+		_, _, err := quant.Run(context.Background(), quant.Options{Config: cfg, Modality: "image", Calibration: cal}, quant.SliceSource(tensors...), sink)
+		sink.Release()
+		if !errors.As(err, new(*calib.MismatchError)) {
+			t.Fatalf("round %d: %v", round, err)
+		}
 	}
 }

@@ -240,7 +240,9 @@ func (p *pipeline) quantizeAll(ctx context.Context, cancel context.CancelFunc, s
 		err = p.startTensors(ctx, cancel, src, jobs, slots)
 	}()
 	stats, err := p.writeInOrder(cancel, jobs, slots, sink, res)
-	if rerr := <-readErr; err == nil {
+	// The reader's error is the cause when the jobs only saw the
+	// cancellation it triggered.
+	if rerr := <-readErr; err == nil || (rerr != nil && errors.Is(err, context.Canceled) && !errors.Is(rerr, context.Canceled)) {
 		err = rerr
 	}
 	if err == nil {
@@ -264,6 +266,12 @@ func (p *pipeline) startTensors(ctx context.Context, cancel context.CancelFunc, 
 		}
 		if err != nil {
 			return err
+		}
+		if p.calib != nil { // another model's calibration: stop at its first weight, not after the upload
+			if err := p.calib.CheckWeight(t.Meta().Name, t.Meta().Shape); err != nil {
+				releaseTensor(t)
+				return err
+			}
 		}
 		job := &tensorJob{t: t, done: make(chan struct{})}
 		select {
