@@ -9,6 +9,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/arrowquant/arrowquant/internal/ipcguard"
 )
 
 // The Arrow IPC file footer (format/File.fbs, format/Schema.fbs), encoded
@@ -16,13 +18,6 @@ import (
 // the last batch: the batches are written once, straight into the final
 // file, and the footer (with the full schema and every batch's block)
 // follows them. arrow-go's footer writer is internal to its FileWriter.
-
-// fileBlock locates one record batch message in the file.
-type fileBlock struct {
-	offset   int64 // of the message's continuation marker
-	metaLen  int32 // marker, length prefix, flatbuffer and padding
-	bodySize int64
-}
 
 // Type union ids (Schema.fbs Type) of the types an artifact holds.
 const (
@@ -36,7 +31,7 @@ const (
 
 // footerBytes encodes a Footer table: version V5, the schema, no
 // dictionaries, the record batch blocks.
-func footerBytes(s *arrow.Schema, blocks []fileBlock) ([]byte, error) {
+func footerBytes(s *arrow.Schema, blocks []ipcguard.Block) ([]byte, error) {
 	b := flatbuffers.NewBuilder(4096)
 	schema, err := schemaFB(b, s)
 	if err != nil {
@@ -47,10 +42,10 @@ func footerBytes(s *arrow.Schema, blocks []fileBlock) ([]byte, error) {
 	b.StartVector(24, len(blocks), 8)
 	for i := len(blocks) - 1; i >= 0; i-- { // struct Block: offset, metaDataLength, (pad), bodyLength
 		b.Prep(8, 24)
-		b.PrependInt64(blocks[i].bodySize)
+		b.PrependInt64(blocks[i].BodyLen)
 		b.Pad(4)
-		b.PrependInt32(blocks[i].metaLen)
-		b.PrependInt64(blocks[i].offset)
+		b.PrependInt32(blocks[i].MetaLen)
+		b.PrependInt64(blocks[i].Offset)
 	}
 	recs := b.EndVector(len(blocks))
 	b.StartObject(5)

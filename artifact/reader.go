@@ -41,6 +41,10 @@ type Reader struct {
 	prevEnd int64      // where its chunk ended
 }
 
+// Blocks are where the record batches are in the file, from the footer
+// NewReader checked (each batch's own bounds are checked when read).
+func (r *Reader) Blocks() []ipcguard.Block { return r.guard.Batches }
+
 // maxAlloc bounds one allocation of the IPC decoder: a row of
 // schema.ChunkElems elements needs a few MB (its channel scales 4 bytes
 // per input channel).

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/internal/fsutil"
+	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -115,11 +116,10 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 // first, then each message as the stream format has it, and remembers
 // where every record batch went for the footer.
 type blockWriter struct {
-	buf     *bufio.Writer
-	pos     int64
-	started bool
-	schema  bool // the schema message has been written
-	blocks  []fileBlock
+	buf    *bufio.Writer
+	pos    int64
+	schema bool // the schema message has been written
+	blocks []ipcguard.Block
 }
 
 var fileMagic = []byte("ARROW1\x00\x00") // 6 bytes and padding to 8
@@ -131,10 +131,9 @@ func (b *blockWriter) Write(p []byte) (int, error) {
 }
 
 func (b *blockWriter) Start() error {
-	if b.started {
+	if b.pos > 0 {
 		return nil
 	}
-	b.started = true
 	_, err := b.Write(fileMagic)
 	return err
 }
@@ -152,7 +151,7 @@ func (b *blockWriter) WritePayload(p ipc.Payload) error {
 		b.schema = true
 		return nil
 	}
-	b.blocks = append(b.blocks, fileBlock{offset: off, metaLen: int32(metaLen), bodySize: b.pos - off - int64(metaLen)})
+	b.blocks = append(b.blocks, ipcguard.Block{Offset: off, MetaLen: int32(metaLen), BodyLen: b.pos - off - int64(metaLen)})
 	return nil
 }
 

@@ -181,7 +181,7 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 		}
 	}
 	if !tk.Dequantize {
-		return s.streamStored(ctx, tk.Model, f, r.Schema(), first, count, stream)
+		return s.streamStored(ctx, tk.Model, f, r, first, count, stream)
 	}
 	out := dequantizedSchema(r.Schema().Metadata())
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(out), ipc.WithAllocator(s.o.Mem))
@@ -213,30 +213,25 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 	return nil
 }
 
-// streamStored sends record batches [first, first+count) of a stored
-// artifact as they are in the file: each batch's IPC message (metadata
-// and body) is read once into a reused buffer and sent as one FlightData,
-// with no decoding and no per-batch allocation. The schema message comes
-// from the file's start. Every message's metadata is bounds-checked first.
-func (s *Service) streamStored(ctx context.Context, model string, f store.File, schemaOf *arrow.Schema, first, count int, stream flight.FlightService_DoGetServer) error {
+// streamStored sends record batches [first, first+count) of the stored
+// artifact r reads from f as they are in the file: each batch's IPC message
+// (metadata and body) is read once into a reused buffer and sent as one
+// FlightData, with no decoding and no per-batch allocation. The blocks come
+// from the footer r checked; the schema message is the footer's schema
+// (with its metadata). Every message's metadata is bounds-checked first.
+func (s *Service) streamStored(ctx context.Context, model string, f store.File, r *artifact.Reader, first, count int, stream flight.FlightService_DoGetServer) error {
 	// An unreachable or collected store version is Unavailable / NotFound.
 	fail := func(err error) error {
 		return readErr(s.serverErr("read the stored artifact of "+model, err), err)
 	}
-	file, err := ipcguard.CheckFile(f, f.Size())
-	if err != nil {
-		return fail(err)
-	}
-	if first < 0 || first+count > len(file.Batches) {
-		return fail(fmt.Errorf("batches [%d, %d) of %d", first, first+count, len(file.Batches)))
+	blocks := r.Blocks()
+	if first < 0 || first+count > len(blocks) {
+		return fail(fmt.Errorf("batches [%d, %d) of %d", first, first+count, len(blocks)))
 	}
 	// The stream starts with the schema as the footer has it (with the
 	// metadata; the file's first message has none).
-	buf, err := artifact.SchemaMessage(schemaOf, s.o.Mem)
+	buf, err := artifact.SchemaMessage(r.Schema(), s.o.Mem)
 	if err != nil {
-		return fail(err)
-	}
-	if _, err := ipcguard.CheckMessage(buf); err != nil {
 		return fail(err)
 	}
 	if err := stream.Send(&flight.FlightData{DataHeader: buf}); err != nil {
@@ -246,7 +241,7 @@ func (s *Service) streamStored(ctx context.Context, model string, f store.File, 
 		if err := ctx.Err(); err != nil {
 			return status.FromContextError(err).Err()
 		}
-		blk := file.Batches[b]
+		blk := blocks[b]
 		size := int64(blk.MetaLen) + blk.BodyLen
 		if int64(cap(buf)) < size {
 			buf = make([]byte, size)

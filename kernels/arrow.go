@@ -2,7 +2,6 @@ package kernels
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -10,6 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute/exec"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/fp"
 )
 
@@ -127,8 +127,6 @@ func (r rows) float32s(i int, scratch *[]float32) []float32 {
 
 // uint16s returns row i of a list<float16> span as raw bits.
 func (r rows) uint16s(i int) []uint16 { return r.u16[r.offsets[i]:r.offsets[i+1]] }
-
-var scratchPool = sync.Pool{New: func() any { s := make([]float32, 0, 1<<16); return &s }}
 
 // listBuilder allocates a list array whose row lengths are known up front.
 type listBuilder struct {
@@ -250,8 +248,8 @@ func execPerGroup(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResul
 	n := int(batch.Len)
 	groups := func(i int) int { return int(NumGroups(int64(in.len(i)), o.GroupSize)) }
 	a, b := newListBuilder(mem, elem, groups, n), newListBuilder(mem, elem, groups, n)
-	scratch := scratchPool.Get().(*[]float32)
-	defer scratchPool.Put(scratch)
+	scratch := bufpool.GetFloat32s()
+	defer bufpool.PutFloat32s(scratch)
 	for i := 0; i < n; i++ {
 		if err := fill(in.float32s(i, scratch), o, a, b, i); err != nil {
 			a.finish().Release()
@@ -332,8 +330,8 @@ func execPack(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) e
 	data := memory.NewResizableBuffer(mem)
 	data.Resize(int(offs[n]))
 	buf := data.Bytes()
-	scratch := scratchPool.Get().(*[]float32)
-	defer scratchPool.Put(scratch)
+	scratch := bufpool.GetFloat32s()
+	defer bufpool.PutFloat32s(scratch)
 	for i := 0; i < n; i++ {
 		PackGroups(buf[offs[i]:offs[i+1]], in.float32s(i, scratch), scales.uint16s(i), mins.uint16s(i), o.Bits, o.GroupSize)
 	}
@@ -426,8 +424,8 @@ func execCosine(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult)
 		return err
 	}
 	sims := make([]Similarity, batch.Len)
-	scratch := scratchPool.Get().(*[]float32)
-	defer scratchPool.Put(scratch)
+	scratch := bufpool.GetFloat32s()
+	defer bufpool.PutFloat32s(scratch)
 	for i := range sims {
 		if a.len(i) != b.len(i) {
 			return fmt.Errorf("kernels: cosine: row %d: lengths differ (%d vs %d)", i, a.len(i), b.len(i))
@@ -510,8 +508,8 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	codeOffsets, codeData := newBinaryBuffers(mem, n, func(i int) int64 { return PackedLen(int64(in.len(i)), o.Bits) })
 	offs := arrow.Int32Traits.CastFromBytes(codeOffsets.Bytes())
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	scratch := scratchPool.Get().(*[]float32)
-	defer scratchPool.Put(scratch)
+	scratch := bufpool.GetFloat32s()
+	defer bufpool.PutFloat32s(scratch)
 	var recon [fusedBlock]float32
 	codes := codeData.Bytes()
 	for i := 0; i < n; i++ {

@@ -9,6 +9,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/compute/exec"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 )
 
 // SuperBlockQuantizedType is the output of a super-block method's
@@ -170,8 +172,8 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 	pOffs := arrow.Int32Traits.CastFromBytes(parOffsets.Bytes())
 	codes, params := codeData.Bytes(), parData.Bytes()
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	scratch := scratchPool.Get().(*[]float32)
-	defer scratchPool.Put(scratch)
+	scratch := bufpool.GetFloat32s()
+	defer bufpool.PutFloat32s(scratch)
 	var recon [fusedBlock]float32
 	for i := 0; i < n; i++ {
 		x := in.float32s(i, scratch)

@@ -10,7 +10,7 @@ type TensorLister interface {
 func (s *modelSource) Tensors() []TensorMeta {
 	out := make([]TensorMeta, len(s.m.Tensors))
 	for i, t := range s.m.Tensors {
-		out[i] = TensorMeta{Name: t.Name, Shape: t.Shape, DType: string(t.DType)}
+		out[i] = (&modelTensor{m: s.m, info: t}).Meta()
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/kernels"
@@ -885,31 +886,15 @@ func chunkFloat32(rec arrow.RecordBatch) (x []float32, done func()) {
 	case *array.Float32:
 		return v.Float32Values(), func() {}
 	case *array.Float16:
-		out, done := scratchFloats(v.Len())
+		out, done := bufpool.Float32s(v.Len())
 		fp.DecodeHalves(out, halfBits(v))
 		return out, done
 	case *array.Uint16:
-		out, done := scratchFloats(v.Len())
+		out, done := bufpool.Float32s(v.Len())
 		fp.DecodeBF16s(out, v.Uint16Values())
 		return out, done
 	}
 	return nil, func() {}
-}
-
-// floatPool holds chunk-sized float32 scratch buffers: a large model
-// decodes and rescales millions of chunks, and fresh slices each time
-// were most of the GC's work (docs/PERF.md).
-var floatPool sync.Pool
-
-// scratchFloats returns n float32s of unspecified contents and the func
-// that returns them to the pool.
-func scratchFloats(n int) ([]float32, func()) {
-	p, _ := floatPool.Get().(*[]float32)
-	if p == nil || cap(*p) < n {
-		s := make([]float32, n)
-		p = &s
-	}
-	return (*p)[:n], func() { floatPool.Put(p) }
 }
 
 func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {
@@ -929,7 +914,7 @@ func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *c
 	} else {
 		fp.EncodeBF16(raw, orig)
 	}
-	back, doneBack := scratchFloats(int(c.n))
+	back, doneBack := bufpool.Float32s(int(c.n))
 	defer doneBack()
 	if method == schema.MethodRawF16 {
 		fp.DecodeHalf(back, raw)

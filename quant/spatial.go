@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -174,7 +175,7 @@ func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64)
 // unsmoothedSimilarity compares a chunk's original values with its stored
 // reconstruction times 1/s: the tensor's true cosine.
 func unsmoothedSimilarity(x []float32, c *chunk, bits, groupSize int, sm *smoothing) (kernels.Similarity, error) {
-	back, done := scratchFloats(len(x))
+	back, done := bufpool.Float32s(len(x))
 	defer done()
 	codes := c.codes.(*array.Binary).Value(0)
 	if c.groupParams != nil {

@@ -95,3 +95,24 @@ func (a *Allocator) Free(b []byte) {
 func isClass(n int) bool {
 	return n >= 1<<minShift && n <= 1<<maxShift && n&(n-1) == 0
 }
+
+// floatPool holds float32 scratch slices for decoding fp16/bf16 rows and
+// rescaling chunks (kernels and the pipeline share it).
+var floatPool = sync.Pool{New: func() any { s := make([]float32, 0, 1<<16); return &s }}
+
+// GetFloat32s returns a scratch slice holder from the pool; the caller may
+// grow *p and gives it back with PutFloat32s.
+func GetFloat32s() *[]float32 { return floatPool.Get().(*[]float32) }
+
+// PutFloat32s returns a holder from GetFloat32s.
+func PutFloat32s(p *[]float32) { floatPool.Put(p) }
+
+// Float32s returns n pooled float32s of unspecified contents and the func
+// that gives them back.
+func Float32s(n int) ([]float32, func()) {
+	p := GetFloat32s()
+	if cap(*p) < n {
+		*p = make([]float32, n)
+	}
+	return (*p)[:n], func() { PutFloat32s(p) }
+}

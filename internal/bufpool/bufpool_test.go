@@ -101,3 +101,23 @@ func BenchmarkAllocateFree(b *testing.B) {
 		a.Free(a.Allocate(1 << 20))
 	}
 }
+
+// Float32s gives n values whatever the pooled holder held, and a holder
+// grown for a large request comes back with its capacity.
+func TestFloat32s(t *testing.T) {
+	for _, n := range []int{0, 1, 1 << 16, 1<<16 + 1, 3 << 20} {
+		x, done := Float32s(n)
+		if len(x) != n {
+			t.Fatalf("n %d: len %d", n, len(x))
+		}
+		for i := range x {
+			x[i] = float32(i)
+		}
+		done()
+	}
+	p := GetFloat32s()
+	if cap(*p) < 1<<16 {
+		t.Fatalf("pooled holder of capacity %d", cap(*p))
+	}
+	PutFloat32s(p)
+}
