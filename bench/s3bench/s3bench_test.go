@@ -11,11 +11,7 @@ package s3bench
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -23,34 +19,18 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/flight"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/rs/zerolog"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/arrowquant/arrowquant/artifact"
-	"github.com/arrowquant/arrowquant/config"
-	"github.com/arrowquant/arrowquant/flightsrv"
-	"github.com/arrowquant/arrowquant/flightsrv/middleware"
-	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/bench/internal/flightbench"
 	"github.com/arrowquant/arrowquant/internal/s3test"
-	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/store"
 	"github.com/arrowquant/arrowquant/store/s3store"
-	"github.com/arrowquant/arrowquant/wire"
 )
 
 func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }
-
-const (
-	benchTensors = 8
-	benchRows    = 2048
-	benchCols    = 4096
-	sourceBytes  = 2 * benchTensors * benchRows * benchCols
-)
 
 // openStore opens a store of kind "local", "s3" (sequential reads from one
 // streaming GET) or "s3-ranges" (parallel ranged GETs), on prefix.
@@ -72,97 +52,6 @@ func openStore(b *testing.B, kind, prefix string) store.Store {
 		b.Fatal(err)
 	}
 	return st
-}
-
-func startServer(b *testing.B, st store.Store) (string, func()) {
-	cfg := config.Default()
-	cfg.Modality = "text"
-	svc, err := flightsrv.New(flightsrv.Options{Store: st, Defaults: cfg})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, health, err := middleware.NewServer(middleware.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	flight.RegisterFlightServiceServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(lis)
-	return lis.Addr().String(), func() { middleware.GracefulStop(srv, health, 5*time.Second); st.Close() }
-}
-
-// payload builds the upload's batches once (BF16 bits as uint16 lists).
-func payload(mem memory.Allocator) []arrow.RecordBatch {
-	rng := rand.New(rand.NewPCG(1, 2))
-	var out []arrow.RecordBatch
-	vals := make([]float32, schema.ChunkElems)
-	raw := make([]byte, 2*len(vals))
-	n := int64(benchRows * benchCols)
-	for t := 0; t < benchTensors; t++ {
-		for off := int64(0); off < n; off += schema.ChunkElems {
-			for i := range vals {
-				vals[i] = float32(rng.NormFloat64() * 0.02)
-			}
-			fp.EncodeBF16(raw, vals)
-			bld := array.NewRecordBuilder(mem, schema.Input(arrow.PrimitiveTypes.Uint16))
-			bld.Field(0).(*array.StringBuilder).Append(fmt.Sprintf("layers.%d.weight", t))
-			lb := bld.Field(1).(*array.ListBuilder)
-			lb.Append(true)
-			lb.ValueBuilder().(*array.Int64Builder).AppendValues([]int64{benchRows, benchCols}, nil)
-			bld.Field(2).(*array.StringBuilder).Append(schema.DTypeBF16)
-			bld.Field(3).(*array.Int64Builder).Append(off)
-			vb := bld.Field(4).(*array.ListBuilder)
-			vb.Append(true)
-			vb.ValueBuilder().(*array.Uint16Builder).AppendValues(arrow.Uint16Traits.CastFromBytes(raw), nil)
-			out = append(out, bld.NewRecordBatch())
-			bld.Release()
-		}
-	}
-	return out
-}
-
-func dial(b *testing.B, addr string) flight.Client {
-	c, err := flight.NewClientWithMiddleware(addr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return c
-}
-
-func doPut(b *testing.B, c flight.Client, name string, batches []arrow.RecordBatch) {
-	stream, err := c.DoPut(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd, _ := json.Marshal(wire.PutCommand{Model: name, Overwrite: true})
-	w := flight.NewRecordWriter(stream, ipc.WithSchema(batches[0].Schema()))
-	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd})
-	done := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := stream.Recv(); err != nil {
-				if err == io.EOF {
-					err = nil
-				}
-				done <- err
-				return
-			}
-		}
-	}()
-	for _, rec := range batches {
-		if err := w.Write(rec); err != nil {
-			b.Fatal(err)
-		}
-	}
-	w.Close()
-	stream.CloseSend()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
 }
 
 // doGet streams the model and returns the bytes of its record batches.
@@ -190,21 +79,21 @@ var (
 )
 
 func theBatches() []arrow.RecordBatch {
-	batchesOnce.Do(func() { batches = payload(memory.DefaultAllocator) })
+	batchesOnce.Do(func() { batches = flightbench.Payload(memory.DefaultAllocator) })
 	return batches
 }
 
 func BenchmarkDoPut(b *testing.B) {
 	for _, kind := range []string{"local", "s3"} {
 		b.Run(kind, func(b *testing.B) {
-			addr, stop := startServer(b, openStore(b, kind, s3test.Prefix(b)))
+			addr, stop := flightbench.StartServer(b, openStore(b, kind, s3test.Prefix(b)), false)
 			defer stop()
-			c := dial(b, addr)
+			c := flightbench.Dial(b, addr)
 			defer c.Close()
 			bs := theBatches()
-			b.SetBytes(sourceBytes)
+			b.SetBytes(flightbench.SourceBytes)
 			for b.Loop() {
-				doPut(b, c, "m", bs)
+				flightbench.DoPut(b, c, "m", true, bs)
 			}
 		})
 	}
@@ -243,11 +132,11 @@ func BenchmarkDoGet(b *testing.B) {
 	for _, kind := range []string{"local", "s3", "s3-ranges"} {
 		b.Run(kind, func(b *testing.B) {
 			st := openStore(b, kind, s3test.Prefix(b))
-			addr, stop := startServer(b, st)
+			addr, stop := flightbench.StartServer(b, st, false)
 			defer stop()
-			c := dial(b, addr)
+			c := flightbench.Dial(b, addr)
 			defer c.Close()
-			doPut(b, c, "m", theBatches())
+			flightbench.DoPut(b, c, "m", true, theBatches())
 			b.SetBytes(artifactSize(b, st, "m"))
 			measureCPU(b, kind, func() {
 				for b.Loop() {
@@ -278,13 +167,13 @@ func BenchmarkPulls8(b *testing.B) {
 				if i == 0 {
 					first = st
 				}
-				addr, stop := startServer(b, st)
+				addr, stop := flightbench.StartServer(b, st, false)
 				defer stop()
-				cl := dial(b, addr)
+				cl := flightbench.Dial(b, addr)
 				defer cl.Close()
 				clients = append(clients, cl)
 			}
-			doPut(b, clients[0], "m", theBatches())
+			flightbench.DoPut(b, clients[0], "m", true, theBatches())
 			b.SetBytes(8 * artifactSize(b, first, "m"))
 			measureCPU(b, c.kind, func() { pulls8(b, clients) })
 		})
