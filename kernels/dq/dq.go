@@ -92,6 +92,7 @@ func Quantize(x, w []float32, bits int, codes, params []byte, base int64) error 
 	nsub := kernels.SuperBlockElems / g
 	var p kernels.SuperBlockParams
 	var subs [16]sub
+	var ls lockstep
 	for sb := 0; sb*kernels.SuperBlockElems < len(x); sb++ {
 		start := sb * kernels.SuperBlockElems
 		blk := x[start:min(len(x), start+kernels.SuperBlockElems)]
@@ -99,7 +100,8 @@ func Quantize(x, w []float32, bits int, codes, params []byte, base int64) error 
 		if w != nil {
 			wb = w[start : start+len(blk)]
 		}
-		if err := fit(&p, subs[:], blk, wb, bits, g, pb, base+int64(start)); err != nil {
+		ls.load(blk, wb, g)
+		if err := fit(&p, subs[:], &ls, blk, wb, bits, g, pb, base+int64(start)); err != nil {
 			return err
 		}
 		kernels.EncodeSuperBlockParams(params[sb*bpsb:(sb+1)*bpsb], &p, nsub, pb)
@@ -108,24 +110,21 @@ func Quantize(x, w []float32, bits int, codes, params []byte, base int64) error 
 	return nil
 }
 
-// fit chooses the params of one super-block x.
-func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb int, base int64) error {
+// fit chooses the params of one super-block x. ls holds x's lane
+// groups when it is fitted in lockstep (see lockstep.load).
+func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, bits, g, pb int, base int64) error {
 	*p = kernels.SuperBlockParams{}
 	ns := (len(x) + g - 1) / g
 	subs = subs[:ns]
 	qmax := float32(kernels.QMax(bits))
 	cfg := &settings[bits]
 	// Pass 1: range and moments of every sub-block.
+	ls.moments(subs, x, w, g)
 	constant := true
 	for j := range subs {
 		sj := &subs[j]
-		xs := x[j*g : min(len(x), (j+1)*g)]
-		var ws []float32
-		if w != nil {
-			ws = w[j*g : j*g+len(xs)]
-		}
-		moments(sj, xs, ws)
 		if sj.lo-sj.lo != 0 || sj.hi-sj.hi != 0 || sj.xx-sj.xx != 0 {
+			xs, _ := subSlices(x, nil, j, g)
 			for i, v := range xs {
 				if v-v != 0 {
 					return &kernels.NonFiniteError{Index: base + int64(j*g+i), Value: v}
@@ -145,7 +144,8 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 		return nil
 	}
 	// Float fit of every sub-block, step by step across the sub-blocks
-	// (their fits are independent and overlap in the pipeline).
+	// (their fits are independent: each step's code sums of all of them
+	// are one lockstep pass).
 	for j := range subs {
 		if sj := &subs[j]; sj.lo == sj.hi {
 			sj.s, sj.b = 0, float64(sj.lo)
@@ -157,13 +157,15 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 		}
 	}
 	multi := len(cfg.starts) > 1
+	var at pass
+	var best [16]struct{ s, b, q, qq, xq float64 }
 	for _, st := range cfg.starts {
+		at = pass{}
 		for j := range subs {
 			sj := &subs[j]
 			if sj.done {
 				continue
 			}
-			xs, ws := subSlices(x, w, j, g)
 			lo, hi := sj.lo, sj.hi
 			if st.oneSided {
 				mean := float32(sj.x / sj.n)
@@ -181,29 +183,44 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 			}
 			s, b := (hi-lo)/qmax, lo
 			// The best start so far stays in (s, b) and its sums.
-			bs, bb, bq, bqq, bxq := sj.s, sj.b, sj.q, sj.qq, sj.xq
+			best[j] = struct{ s, b, q, qq, xq float64 }{sj.s, sj.b, sj.q, sj.qq, sj.xq}
 			sj.s, sj.b = float64(s), float64(b)
-			stats(sj, xs, ws, s, b, qmax)
+			at.set(j, s, b)
+		}
+		ls.stats(subs, &at, x, w, g, qmax)
+		for j := range subs {
+			sj := &subs[j]
+			if !at.on[j] {
+				continue
+			}
 			refit(sj, 1)
 			if multi {
 				if e := sj.errAt(sj.s, sj.b); e < sj.e {
 					sj.e = e
 				} else {
-					sj.s, sj.b, sj.q, sj.qq, sj.xq = bs, bb, bq, bqq, bxq
+					bj := &best[j]
+					sj.s, sj.b, sj.q, sj.qq, sj.xq = bj.s, bj.b, bj.q, bj.qq, bj.xq
 				}
 			}
 		}
 	}
 	for it := 0; it < cfg.iters; it++ {
+		at = pass{}
 		for j := range subs {
 			sj := &subs[j]
 			if sj.done {
 				continue
 			}
-			xs, ws := subSlices(x, w, j, g)
-			q, qq, xq := sj.q, sj.qq, sj.xq
-			stats(sj, xs, ws, float32(sj.s), float32(sj.b), qmax)
-			if it == 0 && q == sj.q && qq == sj.qq && xq == sj.xq {
+			best[j] = struct{ s, b, q, qq, xq float64 }{q: sj.q, qq: sj.qq, xq: sj.xq}
+			at.set(j, float32(sj.s), float32(sj.b))
+		}
+		ls.stats(subs, &at, x, w, g, qmax)
+		for j := range subs {
+			sj := &subs[j]
+			if !at.on[j] {
+				continue
+			}
+			if bj := &best[j]; it == 0 && bj.q == sj.q && bj.qq == sj.qq && bj.xq == sj.xq {
 				// The codes of the start's refit: (s, b) is their
 				// optimum already, and stays.
 				sj.done = true
@@ -239,16 +256,14 @@ func fit(p *kernels.SuperBlockParams, subs []sub, x, w []float32, bits, g, pb in
 	// Re-code with the quantized params, refit each sub-block's integer
 	// codes for the new codes, then (d, dmin) for those integers (their
 	// joint optimum, so the integers stay).
+	at = pass{}
 	for j := range subs {
-		sj := &subs[j]
-		xs := x[j*g : min(len(x), (j+1)*g)]
-		var ws []float32
-		if w != nil {
-			ws = w[j*g : j*g+len(xs)]
-		}
 		s, m := p.SubBlockParams(j)
-		stats(sj, xs, ws, s, -m, qmax)
-		refit(sj, 1)
+		at.set(j, s, -m)
+	}
+	ls.stats(subs, &at, x, w, g, qmax)
+	for j := range subs {
+		refit(&subs[j], 1)
 	}
 	df, dminf := float64(fp.HalfToFloat32(dh)), float64(fp.HalfToFloat32(dminh))
 	chooseCodes(subs, df, dminf, pmax)

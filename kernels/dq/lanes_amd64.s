@@ -1,0 +1,132 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// laneBlock: xt at 0, wt at 1024, rows at 2048. laneParams: b at 0, inv
+// at 32, qmax at 64. laneSums: a at 0, b at 64, c at 128 (8 float64
+// each), lo at 192, hi at 224 (8 int32 each). Lanes 0-3 of a float64
+// sum are in the low YMM of its pair, 4-7 in the high.
+
+// func statsLanesAVX2(lb *laneBlock, p *laneParams, o *laneSums)
+TEXT ·statsLanesAVX2(SB), NOSPLIT, $0-24
+	MOVQ         lb+0(FP), SI
+	MOVQ         p+8(FP), AX
+	MOVQ         o+16(FP), DI
+	LEAQ         1024(SI), DX
+	MOVQ         2048(SI), CX
+	VMOVUPS      0(AX), Y0           // b
+	VMOVUPS      32(AX), Y1          // inv
+	VPBROADCASTD 64(AX), Y3          // qmax
+	MOVL         $0x3f000000, BX
+	VMOVD        BX, X2
+	VPBROADCASTD X2, Y2              // 0.5
+	VPXOR        Y4, Y4, Y4
+	VXORPD       Y5, Y5, Y5          // Σw·c
+	VXORPD       Y6, Y6, Y6
+	VXORPD       Y7, Y7, Y7          // Σw·c·c
+	VXORPD       Y8, Y8, Y8
+	VXORPD       Y9, Y9, Y9          // Σw·c·v
+	VXORPD       Y10, Y10, Y10
+	TESTQ        CX, CX
+	JZ           sdone
+
+sloop:
+	VMOVUPS      (SI), Y11           // v
+	VSUBPS       Y0, Y11, Y12
+	VMULPS       Y1, Y12, Y12
+	VADDPS       Y2, Y12, Y12
+	VCVTTPS2DQ   Y12, Y12            // int32(t), 0x80000000 when out of range
+	VPMAXSD      Y4, Y12, Y12
+	VPMINSD      Y3, Y12, Y12        // c
+	VCVTDQ2PD    X12, Y13
+	VEXTRACTI128 $1, Y12, X12
+	VCVTDQ2PD    X12, Y12
+	VCVTPS2PD    (DX), Y14
+	VCVTPS2PD    16(DX), Y15
+	VMULPD       Y13, Y14, Y14       // wc = w·c
+	VMULPD       Y12, Y15, Y15
+	VADDPD       Y14, Y5, Y5
+	VADDPD       Y15, Y6, Y6
+	VMULPD       Y14, Y13, Y13       // wc·c
+	VMULPD       Y15, Y12, Y12
+	VADDPD       Y13, Y7, Y7
+	VADDPD       Y12, Y8, Y8
+	VCVTPS2PD    X11, Y13
+	VEXTRACTF128 $1, Y11, X11
+	VCVTPS2PD    X11, Y11
+	VMULPD       Y14, Y13, Y13       // wc·v
+	VMULPD       Y15, Y11, Y11
+	VADDPD       Y13, Y9, Y9
+	VADDPD       Y11, Y10, Y10
+	ADDQ         $32, SI
+	ADDQ         $32, DX
+	DECQ         CX
+	JNZ          sloop
+
+sdone:
+	VMOVUPD Y5, 0(DI)
+	VMOVUPD Y6, 32(DI)
+	VMOVUPD Y7, 64(DI)
+	VMOVUPD Y8, 96(DI)
+	VMOVUPD Y9, 128(DI)
+	VMOVUPD Y10, 160(DI)
+	VZEROUPPER
+	RET
+
+// func momentsLanesAVX2(lb *laneBlock, o *laneSums)
+TEXT ·momentsLanesAVX2(SB), NOSPLIT, $0-16
+	MOVQ     lb+0(FP), SI
+	MOVQ     o+8(FP), DI
+	LEAQ     1024(SI), DX
+	MOVQ     2048(SI), CX
+	VPCMPEQD Y7, Y7, Y7
+	VPSRLD   $1, Y7, Y7              // lo = MaxInt32
+	VPCMPEQD Y8, Y8, Y8
+	VPSLLD   $31, Y8, Y8             // hi = MinInt32
+	VXORPD   Y1, Y1, Y1              // Σw
+	VXORPD   Y2, Y2, Y2
+	VXORPD   Y3, Y3, Y3              // Σw·v
+	VXORPD   Y4, Y4, Y4
+	VXORPD   Y5, Y5, Y5              // Σw·v·v
+	VXORPD   Y6, Y6, Y6
+	TESTQ    CX, CX
+	JZ       mdone
+
+mloop:
+	VMOVUPS      (SI), Y9            // v
+	VPSRAD       $31, Y9, Y10
+	VPSRLD       $1, Y10, Y10
+	VPXOR        Y9, Y10, Y10        // key(v)
+	VPMINSD      Y10, Y7, Y7
+	VPMAXSD      Y10, Y8, Y8
+	VCVTPS2PD    (DX), Y11           // w
+	VCVTPS2PD    16(DX), Y12
+	VADDPD       Y11, Y1, Y1
+	VADDPD       Y12, Y2, Y2
+	VCVTPS2PD    X9, Y13
+	VEXTRACTF128 $1, Y9, X9
+	VCVTPS2PD    X9, Y14
+	VMULPD       Y13, Y11, Y11       // w·v
+	VMULPD       Y14, Y12, Y12
+	VADDPD       Y11, Y3, Y3
+	VADDPD       Y12, Y4, Y4
+	VMULPD       Y13, Y11, Y11       // w·v·v
+	VMULPD       Y14, Y12, Y12
+	VADDPD       Y11, Y5, Y5
+	VADDPD       Y12, Y6, Y6
+	ADDQ         $32, SI
+	ADDQ         $32, DX
+	DECQ         CX
+	JNZ          mloop
+
+mdone:
+	VMOVUPD Y1, 0(DI)
+	VMOVUPD Y2, 32(DI)
+	VMOVUPD Y3, 64(DI)
+	VMOVUPD Y4, 96(DI)
+	VMOVUPD Y5, 128(DI)
+	VMOVUPD Y6, 160(DI)
+	VMOVDQU Y7, 192(DI)
+	VMOVDQU Y8, 224(DI)
+	VZEROUPPER
+	RET

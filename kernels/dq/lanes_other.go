@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package dq
+
+func statsLanes(lb *laneBlock, p *laneParams, o *laneSums) { statsLanesGo(lb, p, o) }
+
+func momentsLanes(lb *laneBlock, o *laneSums) { momentsLanesGo(lb, o) }
+
+func vectorLanes() bool { return false }

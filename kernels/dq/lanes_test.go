@@ -1,0 +1,163 @@
+package dq
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"github.com/arrowquant/arrowquant/kernels"
+)
+
+// The assembly's offsets of laneBlock, laneParams and laneSums.
+func TestLaneLayout(t *testing.T) {
+	var lb laneBlock
+	var lp laneParams
+	var o laneSums
+	got := []uintptr{unsafe.Offsetof(lb.wt), unsafe.Offsetof(lb.rows), unsafe.Offsetof(lp.inv), unsafe.Offsetof(lp.qmax),
+		unsafe.Offsetof(o.b), unsafe.Offsetof(o.c), unsafe.Offsetof(o.lo), unsafe.Offsetof(o.hi)}
+	want := []uintptr{1024, 2048, 32, 64, 64, 128, 192, 224}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("offsets %v, want %v", got, want)
+		}
+	}
+}
+
+// adversarial fills x and w with values from several scales, exact .5
+// code ties, signed zeros, denormals, fp16 range edges, zero weights.
+func adversarial(rng *rand.Rand, x, w []float32) {
+	scale := float32(math.Exp(rng.NormFloat64() * 4))
+	for i := range x {
+		switch rng.IntN(12) {
+		case 0:
+			x[i] = float32(rng.IntN(8)) * 0.5 // ties for s = 0.5, b = 0
+		case 1:
+			x[i] = float32(math.Copysign(0, rng.NormFloat64()))
+		case 2:
+			x[i] = math.Float32frombits(uint32(rng.IntN(1 << 23))) // denormal
+		case 3:
+			x[i] = float32(rng.IntN(3)-1) * 65504
+		default:
+			x[i] = float32(rng.NormFloat64()) * scale
+		}
+		switch rng.IntN(8) {
+		case 0:
+			w[i] = 0
+		case 1:
+			w[i] = float32(rng.IntN(4))
+		default:
+			w[i] = float32(math.Exp(rng.NormFloat64() * 2))
+		}
+	}
+}
+
+func randomLaneBlock(rng *rand.Rand, lb *laneBlock) {
+	lb.rows = []int{16, 32, 1, 7}[rng.IntN(4)]
+	adversarial(rng, lb.xt[:lb.rows*lanes], lb.wt[:lb.rows*lanes])
+}
+
+// The vector kernels equal their Go twins bit for bit.
+func TestLanesMatchGo(t *testing.T) {
+	if !vectorLanes() {
+		t.Skip("no vector lane kernels on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var lb laneBlock
+	for it := range 20000 {
+		randomLaneBlock(rng, &lb)
+		var p laneParams
+		p.qmax = int32([]int{3, 15, 255}[it%3])
+		for k := range lanes {
+			s := float32(math.Exp(rng.NormFloat64()*3)) * []float32{1, 0.5, 0, 1e-30}[rng.IntN(4)]
+			p.b[k] = float32(rng.NormFloat64()) * []float32{0, 1, 100}[rng.IntN(3)]
+			if s != 0 {
+				p.inv[k] = 1 / s
+			}
+			if rng.IntN(50) == 0 {
+				p.inv[k] = float32(math.Inf(1))
+			}
+		}
+		var a, b laneSums
+		statsLanes(&lb, &p, &a)
+		statsLanesGo(&lb, &p, &b)
+		if !sameSums(&a, &b) {
+			t.Fatalf("it %d: stats %+v, Go %+v", it, a, b)
+		}
+		a, b = laneSums{}, laneSums{}
+		momentsLanes(&lb, &a)
+		momentsLanesGo(&lb, &b)
+		if !sameSums(&a, &b) {
+			t.Fatalf("it %d: moments %+v, Go %+v", it, a, b)
+		}
+	}
+}
+
+func sameSums(a, b *laneSums) bool {
+	for k := range lanes {
+		for _, p := range [][2]float64{{a.a[k], b.a[k]}, {a.b[k], b.b[k]}, {a.c[k], b.c[k]}} {
+			if math.Float64bits(p[0]) != math.Float64bits(p[1]) && !(p[0] != p[0] && p[1] != p[1]) {
+				return false
+			}
+		}
+	}
+	return a.lo == b.lo && a.hi == b.hi
+}
+
+// Each lane's sums are the scalar stats' and moments' of its sub-block.
+func TestLanesMatchScalar(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	x := make([]float32, kernels.SuperBlockElems)
+	w := make([]float32, kernels.SuperBlockElems)
+	for it := range 3000 {
+		adversarial(rng, x, w)
+		g := []int{16, 32}[it%2]
+		var ls lockstep
+		ls.load(x, w, g)
+		qmax := float32([]int{3, 15, 255}[it%3])
+		var at pass
+		for j := range kernels.SuperBlockElems / g {
+			at.set(j, float32(math.Exp(rng.NormFloat64()*3)), float32(rng.NormFloat64()))
+		}
+		var lane, scalar [16]sub
+		ls.moments(lane[:], x, w, g)
+		ls.stats(lane[:], &at, x, w, g, qmax)
+		for j := range kernels.SuperBlockElems / g {
+			xs, ws := subSlices(x, w, j, g)
+			moments(&scalar[j], xs, ws)
+			stats(&scalar[j], xs, ws, at.s[j], at.b[j], qmax)
+			if lane[j] != scalar[j] {
+				t.Fatalf("it %d sub %d: lanes %+v, scalar %+v", it, j, lane[j], scalar[j])
+			}
+		}
+	}
+}
+
+// A weighted super-block fitted in lockstep gets the scalar fit's params
+// and codes.
+func TestLockstepFitIsScalarFit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	x := make([]float32, kernels.SuperBlockElems)
+	w := make([]float32, kernels.SuperBlockElems)
+	for it := range 3000 {
+		bits := []int{2, 4, 8}[it%3]
+		g, pb, _, _ := kernels.SuperBlockLayout(bits)
+		if it%5 == 0 {
+			adversarial(rng, x, w)
+		} else {
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+				w[i] = float32(math.Exp(rng.NormFloat64()))
+			}
+		}
+		var subs [16]sub
+		var lock, none lockstep
+		lock.load(x, w, g)
+		var p1, p2 kernels.SuperBlockParams
+		e1 := fit(&p1, subs[:], &lock, x, w, bits, g, pb, 0)
+		e2 := fit(&p2, subs[:], &none, x, w, bits, g, pb, 0)
+		if (e1 == nil) != (e2 == nil) || p1 != p2 {
+			t.Fatalf("it %d bits %d: lockstep %+v %v, scalar %+v %v", it, bits, p1, e1, p2, e2)
+		}
+	}
+}
