@@ -38,3 +38,12 @@ func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
 
 //go:noescape
 func absMaxAVX2(r, x *float32, n int)
+
+// sbPackArgs are the per-sub-block 1/s and m of packSB4AVX2, packSB2AVX2.
+type sbPackArgs struct{ inv, m [16]float32 }
+
+//go:noescape
+func packSB4AVX2(dst *byte, x *float32, p *sbPackArgs)
+
+//go:noescape
+func packSB2AVX2(dst *byte, x *float32, p *sbPackArgs)

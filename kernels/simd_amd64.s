@@ -223,7 +223,7 @@ TEXT ·dequant4AVX2(SB), NOSPLIT, $0-32
 	VBROADCASTSS m+28(FP), Y13
 	VMOVDQU      ·shift4<>(SB), Y14
 	MOVL         $15, AX
-	MOVL         AX, X15
+	VMOVD        AX, X15
 	VPBROADCASTD X15, Y15
 	TESTQ        CX, CX
 	JZ           d4done
@@ -256,7 +256,7 @@ TEXT ·dequant2AVX2(SB), NOSPLIT, $0-32
 	VMOVDQU      ·shift2<>(SB), Y10
 	VMOVDQU      ·shift2<>+32(SB), Y11
 	MOVL         $3, AX
-	MOVL         AX, X15
+	VMOVD        AX, X15
 	VPBROADCASTD X15, Y15
 	TESTQ        CX, CX
 	JZ           d2done
@@ -366,7 +366,7 @@ TEXT ·absMaxAVX2(SB), NOSPLIT, $0-24
 	MOVQ         x+8(FP), SI
 	MOVQ         n+16(FP), CX
 	MOVL         $0x7fffffff, AX
-	MOVL         AX, X15
+	VMOVD        AX, X15
 	VPBROADCASTD X15, Y15
 	SHRQ         $3, CX
 	JZ           absmaxdone
@@ -385,5 +385,169 @@ absmaxloop:
 	JNZ       absmaxloop
 
 absmaxdone:
+	VZEROUPPER
+	RET
+
+// Super-block packing (PackSuperBlock's pack4x32 and pack2x16 for a whole
+// super-block): per sub-block j, code = trunc(clamp(float32((v+m[j])·
+// inv[j]) + 0.5, 0, qmax)) (clamping before truncation agrees with
+// superCode's int64 conversion for |t| < 2^63, which the fp16 params
+// guarantee), each code shifted to its place in its 32-bit word, and the
+// words' disjoint bits summed with VPHADDD.
+// p: inv at 0, m at 64 (16 float32 each).
+
+// func packSB4AVX2(dst *byte, x *float32, p *sbPackArgs)
+TEXT ·packSB4AVX2(SB), NOSPLIT, $0-24
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         p+16(FP), AX
+	VMOVDQU      ·shift4<>(SB), Y13
+	VMOVUPS      ·halfs<>(SB), Y14
+	VXORPS       Y15, Y15, Y15
+	MOVL         $0x41700000, BX     // 15.0
+	VMOVD        BX, X12
+	VBROADCASTSS X12, Y12
+	MOVQ         $8, CX
+
+p4loop:
+	VBROADCASTSS 0(AX), Y10          // inv
+	VBROADCASTSS 64(AX), Y11         // m
+	VADDPS       (SI), Y11, Y0
+	VADDPS       32(SI), Y11, Y1
+	VADDPS       64(SI), Y11, Y2
+	VADDPS       96(SI), Y11, Y3
+	VMULPS       Y10, Y0, Y0
+	VMULPS       Y10, Y1, Y1
+	VMULPS       Y10, Y2, Y2
+	VMULPS       Y10, Y3, Y3
+	VADDPS       Y14, Y0, Y0
+	VADDPS       Y14, Y1, Y1
+	VADDPS       Y14, Y2, Y2
+	VADDPS       Y14, Y3, Y3
+	VMAXPS       Y15, Y0, Y0         // t < 0 and NaN -> 0
+	VMAXPS       Y15, Y1, Y1
+	VMAXPS       Y15, Y2, Y2
+	VMAXPS       Y15, Y3, Y3
+	VMINPS       Y12, Y0, Y0
+	VMINPS       Y12, Y1, Y1
+	VMINPS       Y12, Y2, Y2
+	VMINPS       Y12, Y3, Y3
+	VCVTTPS2DQ   Y0, Y0
+	VCVTTPS2DQ   Y1, Y1
+	VCVTTPS2DQ   Y2, Y2
+	VCVTTPS2DQ   Y3, Y3
+	VPSLLVD      Y13, Y0, Y0
+	VPSLLVD      Y13, Y1, Y1
+	VPSLLVD      Y13, Y2, Y2
+	VPSLLVD      Y13, Y3, Y3
+	VPHADDD      Y1, Y0, Y0
+	VPHADDD      Y3, Y2, Y2
+	VPHADDD      Y2, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD       X1, X0, X0
+	VMOVDQU      X0, (DI)
+	ADDQ         $4, AX
+	ADDQ         $128, SI
+	ADDQ         $16, DI
+	DECQ         CX
+	JNZ          p4loop
+	VZEROUPPER
+	RET
+
+// func packSB2AVX2(dst *byte, x *float32, p *sbPackArgs)
+TEXT ·packSB2AVX2(SB), NOSPLIT, $0-24
+	MOVQ         dst+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         p+16(FP), AX
+	VMOVDQU      ·shift2<>(SB), Y8
+	VMOVDQU      ·shift2<>+32(SB), Y9
+	VMOVUPS      ·halfs<>(SB), Y14
+	VXORPS       Y15, Y15, Y15
+	MOVL         $0x40400000, BX     // 3.0
+	VMOVD        BX, X12
+	VBROADCASTSS X12, Y12
+	MOVQ         $4, CX
+
+p2loop:
+	// four sub-blocks of 16: Y4-Y7 their words' codes, one word each
+	VBROADCASTSS 0(AX), Y10
+	VBROADCASTSS 64(AX), Y11
+	VADDPS       (SI), Y11, Y0
+	VADDPS       32(SI), Y11, Y1
+	VMULPS       Y10, Y0, Y0
+	VMULPS       Y10, Y1, Y1
+	VADDPS       Y14, Y0, Y0
+	VADDPS       Y14, Y1, Y1
+	VMAXPS       Y15, Y0, Y0
+	VMAXPS       Y15, Y1, Y1
+	VMINPS       Y12, Y0, Y0
+	VMINPS       Y12, Y1, Y1
+	VCVTTPS2DQ   Y0, Y0
+	VCVTTPS2DQ   Y1, Y1
+	VPSLLVD      Y8, Y0, Y0
+	VPSLLVD      Y9, Y1, Y1
+	VPOR         Y1, Y0, Y4
+	VBROADCASTSS 4(AX), Y10
+	VBROADCASTSS 68(AX), Y11
+	VADDPS       64(SI), Y11, Y0
+	VADDPS       96(SI), Y11, Y1
+	VMULPS       Y10, Y0, Y0
+	VMULPS       Y10, Y1, Y1
+	VADDPS       Y14, Y0, Y0
+	VADDPS       Y14, Y1, Y1
+	VMAXPS       Y15, Y0, Y0
+	VMAXPS       Y15, Y1, Y1
+	VMINPS       Y12, Y0, Y0
+	VMINPS       Y12, Y1, Y1
+	VCVTTPS2DQ   Y0, Y0
+	VCVTTPS2DQ   Y1, Y1
+	VPSLLVD      Y8, Y0, Y0
+	VPSLLVD      Y9, Y1, Y1
+	VPOR         Y1, Y0, Y5
+	VBROADCASTSS 8(AX), Y10
+	VBROADCASTSS 72(AX), Y11
+	VADDPS       128(SI), Y11, Y0
+	VADDPS       160(SI), Y11, Y1
+	VMULPS       Y10, Y0, Y0
+	VMULPS       Y10, Y1, Y1
+	VADDPS       Y14, Y0, Y0
+	VADDPS       Y14, Y1, Y1
+	VMAXPS       Y15, Y0, Y0
+	VMAXPS       Y15, Y1, Y1
+	VMINPS       Y12, Y0, Y0
+	VMINPS       Y12, Y1, Y1
+	VCVTTPS2DQ   Y0, Y0
+	VCVTTPS2DQ   Y1, Y1
+	VPSLLVD      Y8, Y0, Y0
+	VPSLLVD      Y9, Y1, Y1
+	VPOR         Y1, Y0, Y6
+	VBROADCASTSS 12(AX), Y10
+	VBROADCASTSS 76(AX), Y11
+	VADDPS       192(SI), Y11, Y0
+	VADDPS       224(SI), Y11, Y1
+	VMULPS       Y10, Y0, Y0
+	VMULPS       Y10, Y1, Y1
+	VADDPS       Y14, Y0, Y0
+	VADDPS       Y14, Y1, Y1
+	VMAXPS       Y15, Y0, Y0
+	VMAXPS       Y15, Y1, Y1
+	VMINPS       Y12, Y0, Y0
+	VMINPS       Y12, Y1, Y1
+	VCVTTPS2DQ   Y0, Y0
+	VCVTTPS2DQ   Y1, Y1
+	VPSLLVD      Y8, Y0, Y0
+	VPSLLVD      Y9, Y1, Y1
+	VPOR         Y1, Y0, Y7
+	VPHADDD      Y5, Y4, Y4
+	VPHADDD      Y7, Y6, Y6
+	VPHADDD      Y6, Y4, Y4
+	VEXTRACTI128 $1, Y4, X5
+	VPADDD       X5, X4, X4
+	VMOVDQU      X4, (DI)
+	ADDQ         $16, AX
+	ADDQ         $256, SI
+	ADDQ         $16, DI
+	DECQ         CX
+	JNZ          p2loop
 	VZEROUPPER
 	RET

@@ -26,3 +26,9 @@ func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32) { panic("unre
 func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes) { panic("unreachable") }
 
 func absMaxAVX2(r, x *float32, n int) { panic("unreachable") }
+
+type sbPackArgs struct{ inv, m [16]float32 }
+
+func packSB4AVX2(dst *byte, x *float32, p *sbPackArgs) { panic("unreachable") }
+
+func packSB2AVX2(dst *byte, x *float32, p *sbPackArgs) { panic("unreachable") }

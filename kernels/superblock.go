@@ -3,6 +3,7 @@ package kernels
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
 )
@@ -176,6 +177,21 @@ func DequantizeSuperBlocks(dst []float32, codes, params []byte, bits int) error 
 // roundings), so the output is that formula's bit for bit.
 func dequantSuperBlock(out []float32, codes []byte, p *SuperBlockParams, bits, g int) {
 	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
+	if len(out) == SuperBlockElems && useAVX2 && bits != 8 {
+		// x̂ = float32(q·s) − m as float32(q·s) + (−m), as dequantizeGroup.
+		words := g * bits / 32
+		for j := range SuperBlockElems / g {
+			s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
+			in := codes[j*g*bits/8 : (j+1)*g*bits/8]
+			w := (*uint32)(unsafe.Pointer(&in[0]))
+			if bits == 4 {
+				dequant4AVX2(&out[j*g], words, w, s, -m)
+			} else {
+				dequant2AVX2(&out[j*g], words, w, s, -m)
+			}
+		}
+		return
+	}
 	if len(out) == SuperBlockElems {
 		switch bits {
 		case 4:
@@ -227,6 +243,23 @@ func PackSuperBlock(dst []byte, x []float32, p *SuperBlockParams, bits int) {
 	}
 	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
 	if len(x) == SuperBlockElems && bits != 8 {
+		if useAVX2 {
+			var a sbPackArgs
+			for j := range SuperBlockElems / g {
+				s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
+				if s != 0 {
+					a.inv[j] = 1 / s
+				}
+				a.m[j] = m
+			}
+			_ = dst[SuperBlockElems*bits/8-1]
+			if bits == 4 {
+				packSB4AVX2(&dst[0], &x[0], &a)
+			} else {
+				packSB2AVX2(&dst[0], &x[0], &a)
+			}
+			return
+		}
 		for j := range SuperBlockElems / g {
 			s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
 			var inv float32
