@@ -6,10 +6,11 @@ import (
 	"github.com/arrowquant/arrowquant/kernels"
 )
 
-// lanes is how many sub-blocks of a weighted super-block are fitted in
-// lockstep: one vector lane each, every lane's float64 sums accumulated
-// element by element in the order of the scalar stats and moments, so
-// the sums (and the fit) are theirs bit for bit.
+// lanes is how many sub-blocks of a whole super-block are fitted in
+// lockstep: one vector lane each, every lane's sums accumulated element
+// by element in the order of the scalar stats and moments (weighted:
+// float64 chains; unweighted: codeSums' 8 float32 lanes by element
+// index), so the sums (and the fit) are theirs bit for bit.
 const lanes = 8
 
 // laneBlock is a lane group's values and weights transposed: row i
@@ -24,10 +25,14 @@ func (lb *laneBlock) load(x, w []float32, j0, g int) {
 	lb.rows = g
 	for k := range lanes {
 		xs := x[(j0+k)*g : (j0+k+1)*g]
-		ws := w[(j0+k)*g : (j0+k+1)*g]
 		for i := range g {
 			lb.xt[i*lanes+k] = xs[i]
-			lb.wt[i*lanes+k] = ws[i]
+		}
+		if w != nil {
+			ws := w[(j0+k)*g : (j0+k+1)*g]
+			for i := range g {
+				lb.wt[i*lanes+k] = ws[i]
+			}
 		}
 	}
 }
@@ -41,7 +46,18 @@ type laneSums struct {
 // laneParams are the per-lane (b, 1/s) of a stats pass.
 type laneParams struct {
 	b, inv [lanes]float32
+	qmaxf  [lanes]float32 // qmax in every lane (unweighted kernel)
 	qmax   int32
+}
+
+// laneSumsU are the outputs of the unweighted lockstep kernels: per lane
+// Σc and Σc² (stats) or Σx and Σx² by element parity (moments, in
+// xq[0] and xq[1] for even, xq[2] and xq[3] for odd elements), and
+// stats' Σx·c by element index mod 8 (codeSums' lanes): xq[r][k].
+type laneSumsU struct {
+	q, qq  [lanes]float32
+	xq     [8][lanes]float32
+	lo, hi [lanes]int32
 }
 
 // statsLanesGo is the weighted stats of 8 sub-blocks in lockstep: per
@@ -62,6 +78,48 @@ func statsLanesGo(lb *laneBlock, p *laneParams, o *laneSums) {
 		}
 	}
 	o.a, o.b, o.c = q, qq, xq
+}
+
+// statsLanesUGo is the unweighted stats of 8 sub-blocks in lockstep:
+// per lane, codeSumsGo's codes and sums (Σx·c in 8 float32 lanes by
+// element index mod 8).
+func statsLanesUGo(lb *laneBlock, p *laneParams, o *laneSumsU) {
+	var q, qq [lanes]float32
+	var xq [8][lanes]float32
+	for i := range lb.rows {
+		xr := (*[lanes]float32)(lb.xt[i*lanes:])
+		for k := range lanes {
+			v := xr[k]
+			c := float32(max(0, min(int64(p.qmax), int64(float32((v-p.b[k])*p.inv[k])+0.5))))
+			q[k] += c
+			qq[k] += c * c
+			xq[i%8][k] += v * c
+		}
+	}
+	o.q, o.qq, o.xq = q, qq, xq
+}
+
+// momentsLanesUGo is the unweighted moments of 8 sub-blocks in
+// lockstep: per lane Σx and Σx² in float32 by element parity and the
+// range as keys, as moments.
+func momentsLanesUGo(lb *laneBlock, o *laneSumsU) {
+	var sums [4][lanes]float32 // Σx even, Σx odd, Σx² even, Σx² odd
+	lo, hi := [lanes]int32{}, [lanes]int32{}
+	for k := range lanes {
+		lo[k], hi[k] = math.MaxInt32, math.MinInt32
+	}
+	for i := range lb.rows {
+		xr := (*[lanes]float32)(lb.xt[i*lanes:])
+		for k := range lanes {
+			v := xr[k]
+			kv := key(v)
+			lo[k], hi[k] = min(lo[k], kv), max(hi[k], kv)
+			sums[i%2][k] += v
+			sums[2+i%2][k] += v * v
+		}
+	}
+	o.xq = [8][lanes]float32{sums[0], sums[1], sums[2], sums[3]}
+	o.lo, o.hi = lo, hi
 }
 
 // momentsLanesGo is the weighted moments of 8 sub-blocks in lockstep:
@@ -92,21 +150,23 @@ func momentsLanesGo(lb *laneBlock, o *laneSums) {
 }
 
 // lockstep runs the moments and stats passes of a super-block's
-// sub-blocks: in lane groups of 8 when the super-block is whole and
-// weighted, else one sub-block at a time with moments and stats.
+// sub-blocks: in lane groups of 8 when the super-block is whole, else
+// one sub-block at a time with moments and stats.
 type lockstep struct {
-	groups [kernels.SuperBlockElems / 16 / lanes]laneBlock
-	n      int // lane groups loaded (0: scalar)
+	groups   [kernels.SuperBlockElems / 16 / lanes]laneBlock
+	n        int // lane groups loaded (0: scalar)
+	weighted bool
 }
 
 // load transposes super-block x (and w) into lane groups of sub-blocks
-// of g elements, when it is whole and weighted.
+// of g elements, when it is whole.
 func (ls *lockstep) load(x, w []float32, g int) {
 	ls.n = 0
-	if w == nil || len(x) != kernels.SuperBlockElems {
+	if len(x) != kernels.SuperBlockElems {
 		return
 	}
 	ls.n = len(x) / g / lanes
+	ls.weighted = w != nil
 	for l := range ls.n {
 		ls.groups[l].load(x, w, l*lanes, g)
 	}
@@ -129,6 +189,20 @@ func (ls *lockstep) moments(subs []sub, x, w []float32, g int) {
 		for j := range subs {
 			xs, ws := subSlices(x, w, j, g)
 			moments(&subs[j], xs, ws)
+		}
+		return
+	}
+	if !ls.weighted {
+		var o laneSumsU
+		for l := range ls.n {
+			momentsLanesU(&ls.groups[l], &o)
+			for k := range lanes {
+				sj := &subs[l*lanes+k]
+				sj.lo, sj.hi = unkey(o.lo[k]), unkey(o.hi[k])
+				sj.n = float64(g)
+				sj.x = float64(o.xq[0][k]) + float64(o.xq[1][k])
+				sj.xx = float64(o.xq[2][k]) + float64(o.xq[3][k])
+			}
 		}
 		return
 	}
@@ -156,7 +230,11 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 	}
 	var lp laneParams
 	var o laneSums
+	var ou laneSumsU
 	lp.qmax = int32(qmax)
+	for k := range lanes {
+		lp.qmaxf[k] = qmax
+	}
 	for l := range ls.n {
 		busy := false
 		for k := range lanes {
@@ -173,12 +251,31 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 		if !busy {
 			continue
 		}
-		statsLanes(&ls.groups[l], &lp, &o)
-		for k := range lanes {
-			if j := l*lanes + k; at.on[j] {
-				sj := &subs[j]
-				sj.q, sj.qq, sj.xq = o.a[k], o.b[k], o.c[k]
+		if ls.weighted {
+			statsLanes(&ls.groups[l], &lp, &o)
+			for k := range lanes {
+				if j := l*lanes + k; at.on[j] {
+					sj := &subs[j]
+					sj.q, sj.qq, sj.xq = o.a[k], o.b[k], o.c[k]
+				}
 			}
+			continue
+		}
+		statsLanesU(&ls.groups[l], &lp, &ou)
+		for k := range lanes {
+			j := l*lanes + k
+			if !at.on[j] {
+				continue
+			}
+			sj := &subs[j]
+			if !(lp.inv[k] < maxInv) { // stats' scalar loop
+				xs, _ := subSlices(x, nil, j, g)
+				stats(sj, xs, nil, at.s[j], at.b[j], qmax)
+				continue
+			}
+			r := &ou.xq // as stats combines codeSums' lanes
+			sj.q, sj.qq = float64(ou.q[k]), float64(ou.qq[k])
+			sj.xq = float64((r[0][k]+r[4][k])+(r[1][k]+r[5][k])) + float64((r[2][k]+r[6][k])+(r[3][k]+r[7][k]))
 		}
 	}
 }

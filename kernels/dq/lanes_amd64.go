@@ -23,6 +23,34 @@ func momentsLanes(lb *laneBlock, o *laneSums) {
 	momentsLanesGo(lb, o)
 }
 
+func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) {
+	if useAVX2 && lb.rows%8 == 0 {
+		statsLanesUAVX2(lb, p, o)
+		return
+	}
+	statsLanesUGo(lb, p, o)
+}
+
+func momentsLanesU(lb *laneBlock, o *laneSumsU) {
+	if useAVX2 && lb.rows%2 == 0 {
+		momentsLanesUAVX2(lb, o)
+		return
+	}
+	momentsLanesUGo(lb, o)
+}
+
+// statsLanesUAVX2 is statsLanesUGo for rows a multiple of 8, with
+// codeSums' operations (the clamp before truncation agrees for the
+// inv < maxInv it is used with).
+//
+//go:noescape
+func statsLanesUAVX2(lb *laneBlock, p *laneParams, o *laneSumsU)
+
+// momentsLanesUAVX2 is momentsLanesUGo for an even number of rows.
+//
+//go:noescape
+func momentsLanesUAVX2(lb *laneBlock, o *laneSumsU)
+
 // statsLanesAVX2 is statsLanesGo: per lane the same float32 code and
 // the same float64 products and sums, row by row (no FMA).
 //

@@ -3,9 +3,16 @@
 #include "textflag.h"
 
 // laneBlock: xt at 0, wt at 1024, rows at 2048. laneParams: b at 0, inv
-// at 32, qmax at 64. laneSums: a at 0, b at 64, c at 128 (8 float64
-// each), lo at 192, hi at 224 (8 int32 each). Lanes 0-3 of a float64
-// sum are in the low YMM of its pair, 4-7 in the high.
+// at 32, qmaxf at 64, qmax at 96. laneSums: a at 0, b at 64, c at 128 (8
+// float64 each), lo at 192, hi at 224 (8 int32 each). Lanes 0-3 of a
+// float64 sum are in the low YMM of its pair, 4-7 in the high.
+// laneSumsU: q at 0, qq at 32, xq[r] at 64+32r, lo at 320, hi at 352.
+
+DATA ·halves<>+0(SB)/8, $0x3f0000003f000000
+DATA ·halves<>+8(SB)/8, $0x3f0000003f000000
+DATA ·halves<>+16(SB)/8, $0x3f0000003f000000
+DATA ·halves<>+24(SB)/8, $0x3f0000003f000000
+GLOBL ·halves<>(SB), RODATA|NOPTR, $32
 
 // func statsLanesAVX2(lb *laneBlock, p *laneParams, o *laneSums)
 TEXT ·statsLanesAVX2(SB), NOSPLIT, $0-24
@@ -16,7 +23,7 @@ TEXT ·statsLanesAVX2(SB), NOSPLIT, $0-24
 	MOVQ         2048(SI), CX
 	VMOVUPS      0(AX), Y0           // b
 	VMOVUPS      32(AX), Y1          // inv
-	VPBROADCASTD 64(AX), Y3          // qmax
+	VPBROADCASTD 96(AX), Y3          // qmax
 	MOVL         $0x3f000000, BX
 	VMOVD        BX, X2
 	VPBROADCASTD X2, Y2              // 0.5
@@ -128,5 +135,204 @@ mdone:
 	VMOVUPD Y6, 160(DI)
 	VMOVDQU Y7, 192(DI)
 	VMOVDQU Y8, 224(DI)
+	VZEROUPPER
+	RET
+
+// func statsLanesUAVX2(lb *laneBlock, p *laneParams, o *laneSumsU)
+// codeSums' codes and sums per lane (rows a multiple of 8): Y0 Σc, Y1
+// Σc², Y2-Y9 Σv·c of rows ≡ 0-7 mod 8.
+TEXT ·statsLanesUAVX2(SB), NOSPLIT, $0-24
+	MOVQ    lb+0(FP), SI
+	MOVQ    p+8(FP), AX
+	MOVQ    o+16(FP), DI
+	MOVQ    2048(SI), CX
+	SHRQ    $3, CX
+	VMOVUPS ·halves<>(SB), Y12
+	VXORPS  Y15, Y15, Y15
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y7, Y7, Y7
+	VXORPS  Y8, Y8, Y8
+	VXORPS  Y9, Y9, Y9
+	TESTQ   CX, CX
+	JZ      udone
+
+uloop:
+	VMOVUPS    0(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y2, Y2
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    32(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y3, Y3
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    64(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y4, Y4
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    96(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y5, Y5
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    128(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y6, Y6
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    160(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y7, Y7
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    192(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y8, Y8
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	VMOVUPS    224(SI), Y10
+	VSUBPS     0(AX), Y10, Y11
+	VMULPS     32(AX), Y11, Y11
+	VADDPS     Y12, Y11, Y11
+	VMAXPS     Y15, Y11, Y11
+	VMINPS     64(AX), Y11, Y11
+	VCVTTPS2DQ Y11, Y11
+	VCVTDQ2PS  Y11, Y11
+	VADDPS     Y11, Y0, Y0
+	VMULPS     Y11, Y10, Y10
+	VADDPS     Y10, Y9, Y9
+	VMULPS     Y11, Y11, Y11
+	VADDPS     Y11, Y1, Y1
+	ADDQ    $256, SI
+	DECQ    CX
+	JNZ     uloop
+
+udone:
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	VMOVUPS Y4, 128(DI)
+	VMOVUPS Y5, 160(DI)
+	VMOVUPS Y6, 192(DI)
+	VMOVUPS Y7, 224(DI)
+	VMOVUPS Y8, 256(DI)
+	VMOVUPS Y9, 288(DI)
+	VZEROUPPER
+	RET
+
+// func momentsLanesUAVX2(lb *laneBlock, o *laneSumsU)
+// moments' unweighted sums per lane (rows even): Y2/Y3 Σx of even/odd
+// rows, Y4/Y5 Σx², Y6/Y7 the range keys.
+TEXT ·momentsLanesUAVX2(SB), NOSPLIT, $0-16
+	MOVQ     lb+0(FP), SI
+	MOVQ     o+8(FP), DI
+	MOVQ     2048(SI), CX
+	SHRQ     $1, CX
+	VPCMPEQD Y6, Y6, Y6
+	VPSRLD   $1, Y6, Y6
+	VPCMPEQD Y7, Y7, Y7
+	VPSLLD   $31, Y7, Y7
+	VXORPS   Y2, Y2, Y2
+	VXORPS   Y3, Y3, Y3
+	VXORPS   Y4, Y4, Y4
+	VXORPS   Y5, Y5, Y5
+	TESTQ    CX, CX
+	JZ       mudone
+
+muloop:
+	VMOVUPS 0(SI), Y10
+	VPSRAD  $31, Y10, Y11
+	VPSRLD  $1, Y11, Y11
+	VPXOR   Y10, Y11, Y11
+	VPMINSD Y11, Y6, Y6
+	VPMAXSD Y11, Y7, Y7
+	VADDPS  Y10, Y2, Y2
+	VMULPS  Y10, Y10, Y10
+	VADDPS  Y10, Y4, Y4
+	VMOVUPS 32(SI), Y10
+	VPSRAD  $31, Y10, Y11
+	VPSRLD  $1, Y11, Y11
+	VPXOR   Y10, Y11, Y11
+	VPMINSD Y11, Y6, Y6
+	VPMAXSD Y11, Y7, Y7
+	VADDPS  Y10, Y3, Y3
+	VMULPS  Y10, Y10, Y10
+	VADDPS  Y10, Y5, Y5
+	ADDQ     $64, SI
+	DECQ     CX
+	JNZ      muloop
+
+mudone:
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	VMOVUPS Y4, 128(DI)
+	VMOVUPS Y5, 160(DI)
+	VMOVDQU Y6, 320(DI)
+	VMOVDQU Y7, 352(DI)
 	VZEROUPPER
 	RET

@@ -7,3 +7,7 @@ func statsLanes(lb *laneBlock, p *laneParams, o *laneSums) { statsLanesGo(lb, p,
 func momentsLanes(lb *laneBlock, o *laneSums) { momentsLanesGo(lb, o) }
 
 func vectorLanes() bool { return false }
+
+func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) { statsLanesUGo(lb, p, o) }
+
+func momentsLanesU(lb *laneBlock, o *laneSumsU) { momentsLanesUGo(lb, o) }

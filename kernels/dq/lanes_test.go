@@ -14,9 +14,11 @@ func TestLaneLayout(t *testing.T) {
 	var lb laneBlock
 	var lp laneParams
 	var o laneSums
-	got := []uintptr{unsafe.Offsetof(lb.wt), unsafe.Offsetof(lb.rows), unsafe.Offsetof(lp.inv), unsafe.Offsetof(lp.qmax),
-		unsafe.Offsetof(o.b), unsafe.Offsetof(o.c), unsafe.Offsetof(o.lo), unsafe.Offsetof(o.hi)}
-	want := []uintptr{1024, 2048, 32, 64, 64, 128, 192, 224}
+	var u laneSumsU
+	got := []uintptr{unsafe.Offsetof(lb.wt), unsafe.Offsetof(lb.rows), unsafe.Offsetof(lp.inv), unsafe.Offsetof(lp.qmaxf), unsafe.Offsetof(lp.qmax),
+		unsafe.Offsetof(o.b), unsafe.Offsetof(o.c), unsafe.Offsetof(o.lo), unsafe.Offsetof(o.hi),
+		unsafe.Offsetof(u.qq), unsafe.Offsetof(u.xq), unsafe.Offsetof(u.lo), unsafe.Offsetof(u.hi)}
+	want := []uintptr{1024, 2048, 32, 64, 96, 64, 128, 192, 224, 32, 64, 320, 352}
 	for i := range got {
 		if got[i] != want[i] {
 			t.Fatalf("offsets %v, want %v", got, want)
@@ -69,6 +71,9 @@ func TestLanesMatchGo(t *testing.T) {
 		var p laneParams
 		p.qmax = int32([]int{3, 15, 255}[it%3])
 		for k := range lanes {
+			p.qmaxf[k] = float32(p.qmax)
+		}
+		for k := range lanes {
 			s := float32(math.Exp(rng.NormFloat64()*3)) * []float32{1, 0.5, 0, 1e-30}[rng.IntN(4)]
 			p.b[k] = float32(rng.NormFloat64()) * []float32{0, 1, 100}[rng.IntN(3)]
 			if s != 0 {
@@ -90,6 +95,23 @@ func TestLanesMatchGo(t *testing.T) {
 		if !sameSums(&a, &b) {
 			t.Fatalf("it %d: moments %+v, Go %+v", it, a, b)
 		}
+		var ua, ub laneSumsU
+		momentsLanesU(&lb, &ua)
+		momentsLanesUGo(&lb, &ub)
+		if !sameSumsU(&ua, &ub) {
+			t.Fatalf("it %d rows %d: unweighted moments %+v, Go %+v", it, lb.rows, ua, ub)
+		}
+		for k := range lanes { // the unweighted kernel serves inv < maxInv
+			if !(p.inv[k] < maxInv) {
+				p.inv[k] = maxInv / 2
+			}
+		}
+		ua, ub = laneSumsU{}, laneSumsU{}
+		statsLanesU(&lb, &p, &ua)
+		statsLanesUGo(&lb, &p, &ub)
+		if !sameSumsU(&ua, &ub) {
+			t.Fatalf("it %d rows %d: unweighted stats %+v, Go %+v", it, lb.rows, ua, ub)
+		}
 	}
 }
 
@@ -104,6 +126,23 @@ func sameSums(a, b *laneSums) bool {
 	return a.lo == b.lo && a.hi == b.hi
 }
 
+func sameSumsU(a, b *laneSumsU) bool {
+	eq := func(x, y []float32) bool {
+		for i := range x {
+			if math.Float32bits(x[i]) != math.Float32bits(y[i]) && !(x[i] != x[i] && y[i] != y[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	for r := range a.xq {
+		if !eq(a.xq[r][:], b.xq[r][:]) {
+			return false
+		}
+	}
+	return eq(a.q[:], b.q[:]) && eq(a.qq[:], b.qq[:]) && a.lo == b.lo && a.hi == b.hi
+}
+
 // Each lane's sums are the scalar stats' and moments' of its sub-block.
 func TestLanesMatchScalar(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -112,12 +151,20 @@ func TestLanesMatchScalar(t *testing.T) {
 	for it := range 3000 {
 		adversarial(rng, x, w)
 		g := []int{16, 32}[it%2]
+		w := w
+		if it%4 >= 2 {
+			w = nil
+		}
 		var ls lockstep
 		ls.load(x, w, g)
 		qmax := float32([]int{3, 15, 255}[it%3])
 		var at pass
 		for j := range kernels.SuperBlockElems / g {
-			at.set(j, float32(math.Exp(rng.NormFloat64()*3)), float32(rng.NormFloat64()))
+			s := float32(math.Exp(rng.NormFloat64() * 3))
+			if rng.IntN(20) == 0 {
+				s = 1e-12 // inv beyond maxInv: stats' scalar loop
+			}
+			at.set(j, s, float32(rng.NormFloat64()))
 		}
 		var lane, scalar [16]sub
 		ls.moments(lane[:], x, w, g)
@@ -149,6 +196,10 @@ func TestLockstepFitIsScalarFit(t *testing.T) {
 				x[i] = float32(rng.NormFloat64())
 				w[i] = float32(math.Exp(rng.NormFloat64()))
 			}
+		}
+		w := w
+		if it%4 >= 2 {
+			w = nil
 		}
 		var subs [16]sub
 		var lock, none lockstep
