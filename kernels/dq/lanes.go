@@ -23,6 +23,9 @@ type laneBlock struct {
 // load transposes the 8 sub-blocks of g elements from x[j0*g:] (and w).
 func (lb *laneBlock) load(x, w []float32, j0, g int) {
 	lb.rows = g
+	if transpose8(lb.xt[:], x[j0*g:], g, g/8) && (w == nil || transpose8(lb.wt[:], w[j0*g:], g, g/8)) {
+		return
+	}
 	for k := range lanes {
 		xs := x[(j0+k)*g : (j0+k+1)*g]
 		for i := range g {

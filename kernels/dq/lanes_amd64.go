@@ -23,6 +23,21 @@ func momentsLanes(lb *laneBlock, o *laneSums) {
 	momentsLanesGo(lb, o)
 }
 
+// transpose8 is laneBlock.load's transposition of g = 8·blocks
+// elements of 8 sub-blocks, stride elements apart.
+func transpose8(dst, src []float32, stride, blocks int) bool {
+	if !useAVX2 {
+		return false
+	}
+	_ = src[7*stride+8*blocks-1]
+	_ = dst[64*blocks-1]
+	transpose8AVX2(&dst[0], &src[0], 4*stride, blocks)
+	return true
+}
+
+//go:noescape
+func transpose8AVX2(dst, src *float32, stride, blocks int)
+
 func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) {
 	if useAVX2 && lb.rows%8 == 0 {
 		statsLanesUAVX2(lb, p, o)

@@ -336,3 +336,68 @@ mudone:
 	VMOVDQU Y7, 352(DI)
 	VZEROUPPER
 	RET
+
+// func transpose8AVX2(dst, src *float32, stride, blocks int)
+// For b < blocks: the 8x8 floats src[k*stride + 32b + 4i] (bytes; row k =
+// sub-block k) to dst[256b + 32i + 4k] (row i = element 8b+i of every
+// sub-block).
+TEXT ·transpose8AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ stride+16(FP), BX
+	MOVQ blocks+24(FP), CX
+	LEAQ (BX)(BX*2), DX          // 3·stride
+	TESTQ CX, CX
+	JZ   tdone
+
+tloop:
+	MOVQ        SI, AX
+	VMOVUPS     (AX), Y0
+	VMOVUPS     (AX)(BX*1), Y1
+	VMOVUPS     (AX)(BX*2), Y2
+	VMOVUPS     (AX)(DX*1), Y3
+	LEAQ        (AX)(BX*4), AX
+	VMOVUPS     (AX), Y4
+	VMOVUPS     (AX)(BX*1), Y5
+	VMOVUPS     (AX)(BX*2), Y6
+	VMOVUPS     (AX)(DX*1), Y7
+	VUNPCKLPS   Y1, Y0, Y8       // a0 b0 a1 b1 | a4 b4 a5 b5
+	VUNPCKHPS   Y1, Y0, Y9       // a2 b2 a3 b3 | a6 b6 a7 b7
+	VUNPCKLPS   Y3, Y2, Y10
+	VUNPCKHPS   Y3, Y2, Y11
+	VUNPCKLPS   Y5, Y4, Y12
+	VUNPCKHPS   Y5, Y4, Y13
+	VUNPCKLPS   Y7, Y6, Y14
+	VUNPCKHPS   Y7, Y6, Y15
+	VSHUFPS     $0x44, Y10, Y8, Y0  // a0 b0 c0 d0 | a4 b4 c4 d4
+	VSHUFPS     $0xee, Y10, Y8, Y1  // a1 b1 c1 d1 | a5 ...
+	VSHUFPS     $0x44, Y11, Y9, Y2  // a2 ... | a6
+	VSHUFPS     $0xee, Y11, Y9, Y3  // a3 ... | a7
+	VSHUFPS     $0x44, Y14, Y12, Y4 // e0 f0 g0 h0 | e4 ...
+	VSHUFPS     $0xee, Y14, Y12, Y5
+	VSHUFPS     $0x44, Y15, Y13, Y6
+	VSHUFPS     $0xee, Y15, Y13, Y7
+	VPERM2F128  $0x20, Y4, Y0, Y8   // row 0
+	VPERM2F128  $0x20, Y5, Y1, Y9   // row 1
+	VPERM2F128  $0x20, Y6, Y2, Y10  // row 2
+	VPERM2F128  $0x20, Y7, Y3, Y11  // row 3
+	VPERM2F128  $0x31, Y4, Y0, Y12  // row 4
+	VPERM2F128  $0x31, Y5, Y1, Y13  // row 5
+	VPERM2F128  $0x31, Y6, Y2, Y14  // row 6
+	VPERM2F128  $0x31, Y7, Y3, Y15  // row 7
+	VMOVUPS     Y8, 0(DI)
+	VMOVUPS     Y9, 32(DI)
+	VMOVUPS     Y10, 64(DI)
+	VMOVUPS     Y11, 96(DI)
+	VMOVUPS     Y12, 128(DI)
+	VMOVUPS     Y13, 160(DI)
+	VMOVUPS     Y14, 192(DI)
+	VMOVUPS     Y15, 224(DI)
+	ADDQ        $32, SI
+	ADDQ        $256, DI
+	DECQ        CX
+	JNZ         tloop
+
+tdone:
+	VZEROUPPER
+	RET

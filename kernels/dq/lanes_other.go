@@ -11,3 +11,5 @@ func vectorLanes() bool { return false }
 func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) { statsLanesUGo(lb, p, o) }
 
 func momentsLanesU(lb *laneBlock, o *laneSumsU) { momentsLanesUGo(lb, o) }
+
+func transpose8(dst, src []float32, stride, blocks int) bool { return false }

@@ -212,3 +212,25 @@ func TestLockstepFitIsScalarFit(t *testing.T) {
 		}
 	}
 }
+
+// laneBlock.load puts element i of sub-block j0+k at row i, lane k.
+func TestLaneBlockLoad(t *testing.T) {
+	x := make([]float32, kernels.SuperBlockElems)
+	w := make([]float32, kernels.SuperBlockElems)
+	for i := range x {
+		x[i], w[i] = float32(i), float32(-i)
+	}
+	for _, g := range []int{16, 32} {
+		for j0 := 0; j0+lanes <= kernels.SuperBlockElems/g; j0 += lanes {
+			var lb laneBlock
+			lb.load(x, w, j0, g)
+			for i := range g {
+				for k := range lanes {
+					if want := float32((j0+k)*g + i); lb.xt[i*lanes+k] != want || lb.wt[i*lanes+k] != -want {
+						t.Fatalf("g %d j0 %d row %d lane %d: %v %v, want %v", g, j0, i, k, lb.xt[i*lanes+k], lb.wt[i*lanes+k], want)
+					}
+				}
+			}
+		}
+	}
+}
