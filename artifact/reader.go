@@ -326,13 +326,23 @@ func (d *Dequantizer) unsmooth(c *batchCols, name string, vals *array.List) erro
 // rows have len(scales) elements, by scales[(off+k) mod len(scales)] (in
 // float32): the channel-scale rule of FORMAT.md.
 func ScaleChannels(v []float32, off int64, scales []float32) {
-	c := int64(len(scales))
-	k := off % c
-	for j := range v {
-		v[j] *= scales[k]
-		if k++; k == c {
-			k = 0
+	k := int(off % int64(len(scales)))
+	for len(v) > 0 {
+		sc := scales[k:]
+		n := min(len(v), len(sc))
+		row, sc := v[:n], sc[:n]
+		i := 0
+		for ; i+4 <= n; i += 4 {
+			r, s := row[i:i+4:i+4], sc[i:i+4:i+4]
+			r[0] *= s[0]
+			r[1] *= s[1]
+			r[2] *= s[2]
+			r[3] *= s[3]
 		}
+		for ; i < n; i++ {
+			row[i] *= sc[i]
+		}
+		v, k = v[n:], 0
 	}
 }
 

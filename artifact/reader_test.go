@@ -119,3 +119,28 @@ func TestDequantizerReadsVersion1(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// ScaleChannels multiplies element off+j by scales[(off+j) mod channels],
+// at every offset and length, rows whole or cut.
+func TestScaleChannelsRule(t *testing.T) {
+	for _, c := range []int{1, 3, 4, 7, 64} {
+		scales := make([]float32, c)
+		for i := range scales {
+			scales[i] = float32(i) + 0.5
+		}
+		for off := int64(0); off < 3*int64(c)+2; off++ {
+			for n := 0; n < 3*c+9; n++ {
+				v := make([]float32, n)
+				for j := range v {
+					v[j] = float32(j) - 1.25
+				}
+				ScaleChannels(v, off, scales)
+				for j := range v {
+					if want := (float32(j) - 1.25) * scales[(off+int64(j))%int64(c)]; v[j] != want {
+						t.Fatalf("c %d off %d n %d: v[%d] = %v, want %v", c, off, n, j, v[j], want)
+					}
+				}
+			}
+		}
+	}
+}
