@@ -157,10 +157,9 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 		}
 	}
 	multi := len(cfg.starts) > 1
-	var at pass
-	var best [16]struct{ s, b, q, qq, xq float64 }
+	at, best := &ls.at, &ls.best
 	for _, st := range cfg.starts {
-		at = pass{}
+		at.on = [16]bool{}
 		for j := range subs {
 			sj := &subs[j]
 			if sj.done {
@@ -183,11 +182,11 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 			}
 			s, b := (hi-lo)/qmax, lo
 			// The best start so far stays in (s, b) and its sums.
-			best[j] = struct{ s, b, q, qq, xq float64 }{sj.s, sj.b, sj.q, sj.qq, sj.xq}
+			best[j] = saved{sj.s, sj.b, sj.q, sj.qq, sj.xq}
 			sj.s, sj.b = float64(s), float64(b)
 			at.set(j, s, b)
 		}
-		ls.stats(subs, &at, x, w, g, qmax)
+		ls.stats(subs, at, x, w, g, qmax)
 		for j := range subs {
 			sj := &subs[j]
 			if !at.on[j] {
@@ -205,16 +204,16 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 		}
 	}
 	for it := 0; it < cfg.iters; it++ {
-		at = pass{}
+		at.on = [16]bool{}
 		for j := range subs {
 			sj := &subs[j]
 			if sj.done {
 				continue
 			}
-			best[j] = struct{ s, b, q, qq, xq float64 }{q: sj.q, qq: sj.qq, xq: sj.xq}
+			best[j] = saved{q: sj.q, qq: sj.qq, xq: sj.xq}
 			at.set(j, float32(sj.s), float32(sj.b))
 		}
-		ls.stats(subs, &at, x, w, g, qmax)
+		ls.stats(subs, at, x, w, g, qmax)
 		for j := range subs {
 			sj := &subs[j]
 			if !at.on[j] {
@@ -256,12 +255,12 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 	// Re-code with the quantized params, refit each sub-block's integer
 	// codes for the new codes, then (d, dmin) for those integers (their
 	// joint optimum, so the integers stay).
-	at = pass{}
+	at.on = [16]bool{}
 	for j := range subs {
 		s, m := p.SubBlockParams(j)
 		at.set(j, s, -m)
 	}
-	ls.stats(subs, &at, x, w, g, qmax)
+	ls.stats(subs, at, x, w, g, qmax)
 	for j := range subs {
 		refit(&subs[j], 1)
 	}

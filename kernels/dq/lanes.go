@@ -159,7 +159,18 @@ type lockstep struct {
 	groups   [kernels.SuperBlockElems / 16 / lanes]laneBlock
 	n        int // lane groups loaded (0: scalar)
 	weighted bool
+	// the kernels' arguments and outputs (fields, not zeroed per call:
+	// the kernels write every output they are read for)
+	lp laneParams
+	o  laneSums
+	ou laneSumsU
+	// fit's per-pass state (not zeroed per super-block)
+	at   pass
+	best [16]saved
 }
+
+// saved is a sub-block's float fit and code sums kept across a pass.
+type saved struct{ s, b, q, qq, xq float64 }
 
 // load transposes super-block x (and w) into lane groups of sub-blocks
 // of g elements, when it is whole.
@@ -231,9 +242,7 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 		}
 		return
 	}
-	var lp laneParams
-	var o laneSums
-	var ou laneSumsU
+	lp, o, ou := &ls.lp, &ls.o, &ls.ou
 	lp.qmax = int32(qmax)
 	for k := range lanes {
 		lp.qmaxf[k] = qmax
@@ -255,7 +264,7 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 			continue
 		}
 		if ls.weighted {
-			statsLanes(&ls.groups[l], &lp, &o)
+			statsLanes(&ls.groups[l], lp, o)
 			for k := range lanes {
 				if j := l*lanes + k; at.on[j] {
 					sj := &subs[j]
@@ -264,7 +273,7 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 			}
 			continue
 		}
-		statsLanesU(&ls.groups[l], &lp, &ou)
+		statsLanesU(&ls.groups[l], lp, ou)
 		for k := range lanes {
 			j := l*lanes + k
 			if !at.on[j] {
