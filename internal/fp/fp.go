@@ -57,21 +57,13 @@ func Float32ToHalf(f float32) uint16 {
 		e := abs >> 23
 		m := abs&0x7fffff | 0x800000
 		shift := 126 - e // m * 2^(e-150) / 2^-24 = m >> (126-e)
-		half := uint32(1) << (shift - 1)
-		q := m >> shift
-		rem := m & (half<<1 - 1)
-		if rem > half || (rem == half && q&1 == 1) {
-			q++
-		}
-		return sign | uint16(q)
+		// Round to nearest even without a branch: adding half-1 and the
+		// kept lowest bit carries exactly when the rest is above half, or
+		// at half with an odd kept part.
+		return sign | uint16((m+(uint32(1)<<(shift-1)-1)+(m>>shift)&1)>>shift)
 	default:
 		r := abs - 0x38000000 // rebias exponent 127 -> 15
-		q := r >> 13
-		rem := r & 0x1fff
-		if rem > 0x1000 || (rem == 0x1000 && q&1 == 1) {
-			q++
-		}
-		return sign | uint16(q)
+		return sign | uint16((r+0xfff+(r>>13)&1)>>13)
 	}
 }
 
