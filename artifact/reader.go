@@ -325,24 +325,29 @@ func (d *Dequantizer) unsmooth(c *batchCols, name string, vals *array.List) erro
 // ScaleChannels multiplies v[k], element off+k of a row-major tensor whose
 // rows have len(scales) elements, by scales[(off+k) mod len(scales)] (in
 // float32): the channel-scale rule of FORMAT.md.
-func ScaleChannels(v []float32, off int64, scales []float32) {
+func ScaleChannels(v []float32, off int64, scales []float32) { ScaleChannelsInto(v, v, off, scales) }
+
+// ScaleChannelsInto is ScaleChannels of x written to dst (len(x) values;
+// dst may be x).
+func ScaleChannelsInto(dst, x []float32, off int64, scales []float32) {
 	k := int(off % int64(len(scales)))
-	for len(v) > 0 {
+	dst = dst[:len(x)]
+	for len(x) > 0 {
 		sc := scales[k:]
-		n := min(len(v), len(sc))
-		row, sc := v[:n], sc[:n]
+		n := min(len(x), len(sc))
+		in, out, sc := x[:n], dst[:n], sc[:n]
 		i := 0
 		for ; i+4 <= n; i += 4 {
-			r, s := row[i:i+4:i+4], sc[i:i+4:i+4]
-			r[0] *= s[0]
-			r[1] *= s[1]
-			r[2] *= s[2]
-			r[3] *= s[3]
+			a, r, s := in[i:i+4:i+4], out[i:i+4:i+4], sc[i:i+4:i+4]
+			r[0] = a[0] * s[0]
+			r[1] = a[1] * s[1]
+			r[2] = a[2] * s[2]
+			r[3] = a[3] * s[3]
 		}
 		for ; i < n; i++ {
-			row[i] *= sc[i]
+			out[i] = in[i] * sc[i]
 		}
-		v, k = v[n:], 0
+		x, dst, k = x[n:], dst[n:], 0
 	}
 }
 

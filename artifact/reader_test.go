@@ -134,11 +134,17 @@ func TestScaleChannelsRule(t *testing.T) {
 				for j := range v {
 					v[j] = float32(j) - 1.25
 				}
+				into := make([]float32, n+1)
+				into[n] = 7
+				ScaleChannelsInto(into, v, off, scales)
 				ScaleChannels(v, off, scales)
 				for j := range v {
-					if want := (float32(j) - 1.25) * scales[(off+int64(j))%int64(c)]; v[j] != want {
-						t.Fatalf("c %d off %d n %d: v[%d] = %v, want %v", c, off, n, j, v[j], want)
+					if want := (float32(j) - 1.25) * scales[(off+int64(j))%int64(c)]; v[j] != want || into[j] != want {
+						t.Fatalf("c %d off %d n %d: v[%d] = %v (into %v), want %v", c, off, n, j, v[j], into[j], want)
 					}
+				}
+				if into[n] != 7 {
+					t.Fatalf("c %d off %d n %d: wrote past len(x)", c, off, n)
 				}
 			}
 		}

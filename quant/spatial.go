@@ -167,8 +167,7 @@ func (h *headTensor) Meta() TensorMeta { return h.meta }
 // s[k mod in].
 func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64) arrow.Array {
 	return float32List(mem, len(x), func(dst []float32) {
-		copy(dst, x)
-		artifact.ScaleChannels(dst, off, sm.scale)
+		artifact.ScaleChannelsInto(dst, x, off, sm.scale)
 	})
 }
 

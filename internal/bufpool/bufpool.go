@@ -45,14 +45,18 @@ func class(n int) int {
 type slab struct{ data []byte }
 
 // Allocate returns size zeroed bytes.
-func (a *Allocator) Allocate(size int) []byte {
+func (a *Allocator) Allocate(size int) []byte { return a.allocate(size, true) }
+
+func (a *Allocator) allocate(size int, zero bool) []byte {
 	c := class(size)
 	if c < 0 {
 		return a.fallback.Allocate(size)
 	}
 	if s, ok := a.classes[c].Get().(*slab); ok {
 		b := s.data[:size]
-		clear(b)
+		if zero {
+			clear(b)
+		}
 		return b
 	}
 	n := 1 << (c + minShift)
@@ -80,6 +84,17 @@ func (a *Allocator) Reallocate(size int, b []byte) []byte {
 	a.Free(b)
 	return nb
 }
+
+// Uninit is an allocator over the same pools whose Allocate leaves a
+// reused buffer's old bytes in place: for a buffer its caller writes in
+// full before anything reads it (a new buffer is still zero).
+func (a *Allocator) Uninit() memory.Allocator { return uninit{a} }
+
+type uninit struct{ a *Allocator }
+
+func (u uninit) Allocate(size int) []byte             { return u.a.allocate(size, false) }
+func (u uninit) Reallocate(size int, b []byte) []byte { return u.a.Reallocate(size, b) }
+func (u uninit) Free(b []byte)                        { u.a.Free(b) }
 
 // Free returns b to its class (buffers of other sizes are left to the GC).
 func (a *Allocator) Free(b []byte) {

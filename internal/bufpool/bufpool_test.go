@@ -121,3 +121,37 @@ func TestFloat32s(t *testing.T) {
 	}
 	PutFloat32s(p)
 }
+
+// Uninit shares the pools, hands out aligned buffers of the asked size,
+// and does not zero a reused one; Allocate still zeroes what Uninit's
+// user wrote.
+func TestUninitSharesThePools(t *testing.T) {
+	a := New()
+	u := a.Uninit()
+	for _, size := range []int{4096, 5000, 1 << 16} {
+		b := u.Allocate(size)
+		if len(b) != size || !aligned(b) {
+			t.Fatalf("size %d: len %d aligned %v", size, len(b), aligned(b))
+		}
+		for i := range b {
+			b[i] = 0xCD
+		}
+		u.Free(b)
+		reused := false
+		for range 10 { // sync.Pool may drop an item; one reuse shows it
+			c := u.Allocate(size)
+			reused = reused || c[0] == 0xCD
+			u.Free(c)
+		}
+		if !reused {
+			t.Fatalf("size %d: never reused without zeroing", size)
+		}
+		c := a.Allocate(size)
+		for i, v := range c {
+			if v != 0 {
+				t.Fatalf("size %d: Allocate after Uninit: byte %d is %d", size, i, v)
+			}
+		}
+		a.Free(c)
+	}
+}
