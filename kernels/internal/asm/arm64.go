@@ -41,6 +41,9 @@ func (op neonOp) asm(d, n, m int) string {
 	if op.rm {
 		return fmt.Sprintf("%s v%d.4s, v%d.4s, v%d.4s", op.name, d, n, m)
 	}
+	if op.name == "CMLT" { // compare with zero
+		return fmt.Sprintf("%s v%d.4s, v%d.4s, #0", op.name, d, n)
+	}
 	return fmt.Sprintf("%s v%d.4s, v%d.4s", op.name, d, n)
 }
 

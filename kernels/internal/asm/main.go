@@ -1,5 +1,6 @@
 // Command asm generates the vector kernels of ArrowQuant's parameter
-// search (Go assembly, committed next to their pure-Go twins):
+// search and of dq's lockstep fit (Go assembly, committed next to their
+// pure-Go twins):
 //
 //	go run ./kernels/internal/asm        (or go generate ./kernels/internal/groupfit)
 //
@@ -42,6 +43,7 @@ func Files() map[string][]byte {
 	return map[string][]byte{
 		"kernels/internal/groupfit/evallanes_amd64.s": amd64EvalLanes(),
 		"kernels/internal/groupfit/evallanes_arm64.s": arm64EvalLanes(),
+		"kernels/dq/lanes_arm64.s":                    arm64DQLanes(),
 	}
 }
 
