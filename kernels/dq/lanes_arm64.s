@@ -393,3 +393,222 @@ mu1done:
 	VST1 [V5.S4], (R8)
 	RET
 
+// func statsLanesNEON(lb *laneBlock, p *laneParams, o *laneSums)
+TEXT ·statsLanesNEON(SB), NOSPLIT, $0-24
+	MOVD lb+0(FP), R0
+	MOVD p+8(FP), R3
+	MOVD o+16(FP), R4
+	MOVD 2048(R0), R2
+	MOVWU 96(R3), R9
+	VDUP R9, V22.S4 // qmax
+	WORD $0x4f03f418 // FMOV v24.4s, #0.5
+	VEOR V25.B16, V25.B16, V25.B16
+	// lanes 0-3
+	ADD $0, R0, R5
+	ADD $1024, R0, R6
+	MOVD R2, R7
+	ADD $0, R3, R8
+	VLD1 (R8), [V20.S4]
+	ADD $32, R3, R8
+	VLD1 (R8), [V21.S4]
+	VEOR V0.B16, V0.B16, V0.B16
+	VEOR V1.B16, V1.B16, V1.B16
+	VEOR V2.B16, V2.B16, V2.B16
+	VEOR V3.B16, V3.B16, V3.B16
+	VEOR V4.B16, V4.B16, V4.B16
+	VEOR V5.B16, V5.B16, V5.B16
+	CBZ R7, sw0done
+sw0loop:
+	VLD1 (R5), [V10.S4]
+	ADD $32, R5
+	VLD1 (R6), [V11.S4]
+	ADD $32, R6
+	WORD $0x4eb4d55a // FSUB v26.4s, v10.4s, v20.4s
+	WORD $0x6e35df5a // FMUL v26.4s, v26.4s, v21.4s
+	WORD $0x4e38d75a // FADD v26.4s, v26.4s, v24.4s
+	WORD $0x4ea1bb5a // FCVTZS v26.4s, v26.4s
+	WORD $0x4eb9675a // SMAX v26.4s, v26.4s, v25.4s
+	WORD $0x4eb66f5a // SMIN v26.4s, v26.4s, v22.4s
+	WORD $0x4e21db5a // SCVTF v26.4s, v26.4s
+	WORD $0x0e617b4c // FCVTL v12.2d, v26.2s
+	WORD $0x4e617b4d // FCVTL2 v13.2d, v26.4s
+	WORD $0x0e61796e // FCVTL v14.2d, v11.2s
+	WORD $0x4e61796f // FCVTL2 v15.2d, v11.4s
+	WORD $0x0e617950 // FCVTL v16.2d, v10.2s
+	WORD $0x4e617951 // FCVTL2 v17.2d, v10.4s
+	WORD $0x4e6ccdc0 // FMLA v0.2d, v14.2d, v12.2d
+	WORD $0x6e6cdddb // FMUL v27.2d, v14.2d, v12.2d
+	WORD $0x4e6ccf62 // FMLA v2.2d, v27.2d, v12.2d
+	WORD $0x4e70cf64 // FMLA v4.2d, v27.2d, v16.2d
+	WORD $0x4e6dcde1 // FMLA v1.2d, v15.2d, v13.2d
+	WORD $0x6e6dddfc // FMUL v28.2d, v15.2d, v13.2d
+	WORD $0x4e6dcf83 // FMLA v3.2d, v28.2d, v13.2d
+	WORD $0x4e71cf85 // FMLA v5.2d, v28.2d, v17.2d
+	SUB $1, R7
+	CBNZ R7, sw0loop
+sw0done:
+	ADD $0, R4, R8
+	VST1 [V0.D2, V1.D2], (R8)
+	ADD $64, R4, R8
+	VST1 [V2.D2, V3.D2], (R8)
+	ADD $128, R4, R8
+	VST1 [V4.D2, V5.D2], (R8)
+	// lanes 4-7
+	ADD $16, R0, R5
+	ADD $1040, R0, R6
+	MOVD R2, R7
+	ADD $16, R3, R8
+	VLD1 (R8), [V20.S4]
+	ADD $48, R3, R8
+	VLD1 (R8), [V21.S4]
+	VEOR V0.B16, V0.B16, V0.B16
+	VEOR V1.B16, V1.B16, V1.B16
+	VEOR V2.B16, V2.B16, V2.B16
+	VEOR V3.B16, V3.B16, V3.B16
+	VEOR V4.B16, V4.B16, V4.B16
+	VEOR V5.B16, V5.B16, V5.B16
+	CBZ R7, sw1done
+sw1loop:
+	VLD1 (R5), [V10.S4]
+	ADD $32, R5
+	VLD1 (R6), [V11.S4]
+	ADD $32, R6
+	WORD $0x4eb4d55a // FSUB v26.4s, v10.4s, v20.4s
+	WORD $0x6e35df5a // FMUL v26.4s, v26.4s, v21.4s
+	WORD $0x4e38d75a // FADD v26.4s, v26.4s, v24.4s
+	WORD $0x4ea1bb5a // FCVTZS v26.4s, v26.4s
+	WORD $0x4eb9675a // SMAX v26.4s, v26.4s, v25.4s
+	WORD $0x4eb66f5a // SMIN v26.4s, v26.4s, v22.4s
+	WORD $0x4e21db5a // SCVTF v26.4s, v26.4s
+	WORD $0x0e617b4c // FCVTL v12.2d, v26.2s
+	WORD $0x4e617b4d // FCVTL2 v13.2d, v26.4s
+	WORD $0x0e61796e // FCVTL v14.2d, v11.2s
+	WORD $0x4e61796f // FCVTL2 v15.2d, v11.4s
+	WORD $0x0e617950 // FCVTL v16.2d, v10.2s
+	WORD $0x4e617951 // FCVTL2 v17.2d, v10.4s
+	WORD $0x4e6ccdc0 // FMLA v0.2d, v14.2d, v12.2d
+	WORD $0x6e6cdddb // FMUL v27.2d, v14.2d, v12.2d
+	WORD $0x4e6ccf62 // FMLA v2.2d, v27.2d, v12.2d
+	WORD $0x4e70cf64 // FMLA v4.2d, v27.2d, v16.2d
+	WORD $0x4e6dcde1 // FMLA v1.2d, v15.2d, v13.2d
+	WORD $0x6e6dddfc // FMUL v28.2d, v15.2d, v13.2d
+	WORD $0x4e6dcf83 // FMLA v3.2d, v28.2d, v13.2d
+	WORD $0x4e71cf85 // FMLA v5.2d, v28.2d, v17.2d
+	SUB $1, R7
+	CBNZ R7, sw1loop
+sw1done:
+	ADD $32, R4, R8
+	VST1 [V0.D2, V1.D2], (R8)
+	ADD $96, R4, R8
+	VST1 [V2.D2, V3.D2], (R8)
+	ADD $160, R4, R8
+	VST1 [V4.D2, V5.D2], (R8)
+	RET
+
+// func momentsLanesNEON(lb *laneBlock, o *laneSums)
+TEXT ·momentsLanesNEON(SB), NOSPLIT, $0-16
+	MOVD lb+0(FP), R0
+	MOVD o+8(FP), R4
+	MOVD 2048(R0), R2
+	// lanes 0-3
+	ADD $0, R0, R5
+	ADD $1024, R0, R6
+	MOVD R2, R7
+	VEOR V0.B16, V0.B16, V0.B16
+	VEOR V1.B16, V1.B16, V1.B16
+	VEOR V2.B16, V2.B16, V2.B16
+	VEOR V3.B16, V3.B16, V3.B16
+	VEOR V4.B16, V4.B16, V4.B16
+	VEOR V5.B16, V5.B16, V5.B16
+	MOVW $0x7fffffff, R9
+	VDUP R9, V6.S4 // lo = MaxInt32
+	MOVW $0x80000000, R9
+	VDUP R9, V7.S4 // hi = MinInt32
+	CBZ R7, mw0done
+mw0loop:
+	VLD1 (R5), [V10.S4]
+	ADD $32, R5
+	VLD1 (R6), [V11.S4]
+	ADD $32, R6
+	WORD $0x4ea0a95a // CMLT v26.4s, v10.4s, #0
+	VUSHR $1, V26.S4, V26.S4
+	VEOR V26.B16, V10.B16, V26.B16 // key(x)
+	WORD $0x4eba6cc6 // SMIN v6.4s, v6.4s, v26.4s
+	WORD $0x4eba64e7 // SMAX v7.4s, v7.4s, v26.4s
+	WORD $0x0e61796c // FCVTL v12.2d, v11.2s
+	WORD $0x4e61796d // FCVTL2 v13.2d, v11.4s
+	WORD $0x0e61794e // FCVTL v14.2d, v10.2s
+	WORD $0x4e61794f // FCVTL2 v15.2d, v10.4s
+	WORD $0x4e6cd400 // FADD v0.2d, v0.2d, v12.2d
+	WORD $0x4e6ecd82 // FMLA v2.2d, v12.2d, v14.2d
+	WORD $0x6e6edd9b // FMUL v27.2d, v12.2d, v14.2d
+	WORD $0x4e6ecf64 // FMLA v4.2d, v27.2d, v14.2d
+	WORD $0x4e6dd421 // FADD v1.2d, v1.2d, v13.2d
+	WORD $0x4e6fcda3 // FMLA v3.2d, v13.2d, v15.2d
+	WORD $0x6e6fddbc // FMUL v28.2d, v13.2d, v15.2d
+	WORD $0x4e6fcf85 // FMLA v5.2d, v28.2d, v15.2d
+	SUB $1, R7
+	CBNZ R7, mw0loop
+mw0done:
+	ADD $0, R4, R8
+	VST1 [V0.D2, V1.D2], (R8)
+	ADD $64, R4, R8
+	VST1 [V2.D2, V3.D2], (R8)
+	ADD $128, R4, R8
+	VST1 [V4.D2, V5.D2], (R8)
+	ADD $192, R4, R8
+	VST1 [V6.S4], (R8)
+	ADD $224, R4, R8
+	VST1 [V7.S4], (R8)
+	// lanes 4-7
+	ADD $16, R0, R5
+	ADD $1040, R0, R6
+	MOVD R2, R7
+	VEOR V0.B16, V0.B16, V0.B16
+	VEOR V1.B16, V1.B16, V1.B16
+	VEOR V2.B16, V2.B16, V2.B16
+	VEOR V3.B16, V3.B16, V3.B16
+	VEOR V4.B16, V4.B16, V4.B16
+	VEOR V5.B16, V5.B16, V5.B16
+	MOVW $0x7fffffff, R9
+	VDUP R9, V6.S4 // lo = MaxInt32
+	MOVW $0x80000000, R9
+	VDUP R9, V7.S4 // hi = MinInt32
+	CBZ R7, mw1done
+mw1loop:
+	VLD1 (R5), [V10.S4]
+	ADD $32, R5
+	VLD1 (R6), [V11.S4]
+	ADD $32, R6
+	WORD $0x4ea0a95a // CMLT v26.4s, v10.4s, #0
+	VUSHR $1, V26.S4, V26.S4
+	VEOR V26.B16, V10.B16, V26.B16 // key(x)
+	WORD $0x4eba6cc6 // SMIN v6.4s, v6.4s, v26.4s
+	WORD $0x4eba64e7 // SMAX v7.4s, v7.4s, v26.4s
+	WORD $0x0e61796c // FCVTL v12.2d, v11.2s
+	WORD $0x4e61796d // FCVTL2 v13.2d, v11.4s
+	WORD $0x0e61794e // FCVTL v14.2d, v10.2s
+	WORD $0x4e61794f // FCVTL2 v15.2d, v10.4s
+	WORD $0x4e6cd400 // FADD v0.2d, v0.2d, v12.2d
+	WORD $0x4e6ecd82 // FMLA v2.2d, v12.2d, v14.2d
+	WORD $0x6e6edd9b // FMUL v27.2d, v12.2d, v14.2d
+	WORD $0x4e6ecf64 // FMLA v4.2d, v27.2d, v14.2d
+	WORD $0x4e6dd421 // FADD v1.2d, v1.2d, v13.2d
+	WORD $0x4e6fcda3 // FMLA v3.2d, v13.2d, v15.2d
+	WORD $0x6e6fddbc // FMUL v28.2d, v13.2d, v15.2d
+	WORD $0x4e6fcf85 // FMLA v5.2d, v28.2d, v15.2d
+	SUB $1, R7
+	CBNZ R7, mw1loop
+mw1done:
+	ADD $32, R4, R8
+	VST1 [V0.D2, V1.D2], (R8)
+	ADD $96, R4, R8
+	VST1 [V2.D2, V3.D2], (R8)
+	ADD $160, R4, R8
+	VST1 [V4.D2, V5.D2], (R8)
+	ADD $208, R4, R8
+	VST1 [V6.S4], (R8)
+	ADD $240, R4, R8
+	VST1 [V7.S4], (R8)
+	RET
+

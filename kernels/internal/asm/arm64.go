@@ -11,18 +11,19 @@ import (
 type neonOp struct {
 	name string
 	base uint32
-	rm   bool // three registers (else two)
+	rm   bool   // three registers (else two)
+	form string // GNU syntax when not "NAME vd.4s, vn.4s(, vm.4s)"
 }
 
 var (
-	fadd   = neonOp{"FADD", 0x4e20d400, true}
-	fsub   = neonOp{"FSUB", 0x4ea0d400, true}
-	fmul   = neonOp{"FMUL", 0x6e20dc00, true}
-	fmax   = neonOp{"FMAX", 0x4e20f400, true}
-	fmin   = neonOp{"FMIN", 0x4ea0f400, true}
-	addv   = neonOp{"ADD", 0x4ea08400, true} // integer lanes
-	frintz = neonOp{"FRINTZ", 0x4ea19800, false}
-	fcvtzs = neonOp{"FCVTZS", 0x4ea1b800, false}
+	fadd   = neonOp{"FADD", 0x4e20d400, true, ""}
+	fsub   = neonOp{"FSUB", 0x4ea0d400, true, ""}
+	fmul   = neonOp{"FMUL", 0x6e20dc00, true, ""}
+	fmax   = neonOp{"FMAX", 0x4e20f400, true, ""}
+	fmin   = neonOp{"FMIN", 0x4ea0f400, true, ""}
+	addv   = neonOp{"ADD", 0x4ea08400, true, ""} // integer lanes
+	frintz = neonOp{"FRINTZ", 0x4ea19800, false, ""}
+	fcvtzs = neonOp{"FCVTZS", 0x4ea1b800, false, ""}
 	// FMOV Vd.4S, #0.5
 	fmovHalf = uint32(0x4f03f400)
 )
@@ -38,11 +39,14 @@ func (op neonOp) enc(d, n, m int) uint32 {
 
 // asm is the instruction in GNU syntax (for comments and the test).
 func (op neonOp) asm(d, n, m int) string {
+	if op.rm && op.form != "" {
+		return fmt.Sprintf(op.form, d, n, m)
+	}
 	if op.rm {
 		return fmt.Sprintf("%s v%d.4s, v%d.4s, v%d.4s", op.name, d, n, m)
 	}
-	if op.name == "CMLT" { // compare with zero
-		return fmt.Sprintf("%s v%d.4s, v%d.4s, #0", op.name, d, n)
+	if op.form != "" {
+		return fmt.Sprintf(op.form, d, n)
 	}
 	return fmt.Sprintf("%s v%d.4s, v%d.4s", op.name, d, n)
 }

@@ -35,7 +35,7 @@ func TestEncodings(t *testing.T) {
 	}
 	var src strings.Builder
 	var want []uint32
-	for _, op := range []neonOp{fadd, fsub, fmul, fmax, fmin, addv, frintz, fcvtzs, scvtf, smax, smin, fmla, cmlt0} {
+	for _, op := range []neonOp{fadd, fsub, fmul, fmax, fmin, addv, frintz, fcvtzs, scvtf, smax, smin, fmla, cmlt0, fadd2d, fmul2d, fmla2d, fcvtl, fcvtl2} {
 		for _, r := range [][3]int{{0, 1, 2}, {31, 30, 29}, {7, 18, 25}} {
 			src.WriteString(op.asm(r[0], r[1], r[2]) + "\n")
 			want = append(want, op.enc(r[0], r[1], r[2]))

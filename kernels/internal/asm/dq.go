@@ -7,11 +7,17 @@ import (
 
 // More NEON encodings (.4S) for the dq lockstep kernels.
 var (
-	scvtf = neonOp{"SCVTF", 0x4e21d800, false}
-	smax  = neonOp{"SMAX", 0x4ea06400, true}
-	smin  = neonOp{"SMIN", 0x4ea06c00, true}
-	fmla  = neonOp{"FMLA", 0x4e20cc00, true} // Vd += Vn·Vm, one rounding
-	cmlt0 = neonOp{"CMLT", 0x4ea0a800, false}
+	scvtf = neonOp{"SCVTF", 0x4e21d800, false, ""}
+	smax  = neonOp{"SMAX", 0x4ea06400, true, ""}
+	smin  = neonOp{"SMIN", 0x4ea06c00, true, ""}
+	fmla  = neonOp{"FMLA", 0x4e20cc00, true, ""} // Vd += Vn·Vm, one rounding
+	cmlt0 = neonOp{"CMLT", 0x4ea0a800, false, "CMLT v%d.4s, v%d.4s, #0"}
+	// float64 lanes (.2D)
+	fadd2d = neonOp{"FADD", 0x4e60d400, true, "FADD v%d.2d, v%d.2d, v%d.2d"}
+	fmul2d = neonOp{"FMUL", 0x6e60dc00, true, "FMUL v%d.2d, v%d.2d, v%d.2d"}
+	fmla2d = neonOp{"FMLA", 0x4e60cc00, true, "FMLA v%d.2d, v%d.2d, v%d.2d"}
+	fcvtl  = neonOp{"FCVTL", 0x0e617800, false, "FCVTL v%d.2d, v%d.2s"}   // lanes 0-1 to float64
+	fcvtl2 = neonOp{"FCVTL2", 0x4e617800, false, "FCVTL2 v%d.2d, v%d.4s"} // lanes 2-3
 )
 
 // The unweighted lockstep kernels of kernels/dq (statsLanesUGo and
@@ -26,6 +32,7 @@ func arm64DQLanes() []byte {
 	header(&b, "!purego")
 	neonStatsU(&b)
 	neonMomentsU(&b)
+	arm64DQLanesWeighted(&b)
 	return b.Bytes()
 }
 
@@ -125,6 +132,143 @@ func neonMomentsU(b *bytes.Buffer) {
 			p(b, "\tADD $%d, R4, R8", off+o)
 			p(b, "\tVST1 [V%d.S4], (R8)", i)
 		}
+	}
+	p(b, "\tRET")
+	p(b, "")
+}
+
+// The weighted lockstep kernels (statsLanesGo and momentsLanesGo are the
+// twins): each half of a row (4 float32 lanes) widens to two registers
+// of 2 float64 lanes. Go on arm64 compiles the twins' sums as
+// q = fma(w, c, q), qq = fma(w·c, c, qq), xq = fma(w·c, v, xq) and
+// s = fma(w, v, s), Σw·v² = fma(w·v, v, ·): FMLA with the same operands.
+// laneSums: a at 0, b at 64, c at 128 (8 float64), lo at 192, hi at 224.
+func arm64DQLanesWeighted(b *bytes.Buffer) {
+	neonStatsW(b)
+	neonMomentsW(b)
+}
+
+func neonStatsW(b *bytes.Buffer) {
+	p(b, "// func statsLanesNEON(lb *laneBlock, p *laneParams, o *laneSums)")
+	p(b, "TEXT ·statsLanesNEON(SB), NOSPLIT, $0-24")
+	p(b, "\tMOVD lb+0(FP), R0")
+	p(b, "\tMOVD p+8(FP), R3")
+	p(b, "\tMOVD o+16(FP), R4")
+	p(b, "\tMOVD 2048(R0), R2")
+	p(b, "\tMOVWU 96(R3), R9")
+	p(b, "\tVDUP R9, V22.S4 // qmax")
+	p(b, "\tWORD $0x%08x // FMOV v24.4s, #0.5", fmovHalf|24)
+	p(b, "\tVEOR V25.B16, V25.B16, V25.B16")
+	// V0-V1 Σw·c, V2-V3 Σw·c², V4-V5 Σw·c·v (float64 pairs); V20 b, V21 inv;
+	// V10 x, V11 w, V26 t/c, V12-V17 widened c, w, x, V27-V28 w·c.
+	for h := 0; h < 2; h++ {
+		o := 16 * h
+		lbl := fmt.Sprintf("sw%d", h)
+		p(b, "\t// lanes %d-%d", 4*h, 4*h+3)
+		p(b, "\tADD $%d, R0, R5", o)
+		p(b, "\tADD $%d, R0, R6", 1024+o)
+		p(b, "\tMOVD R2, R7")
+		p(b, "\tADD $%d, R3, R8", o)
+		p(b, "\tVLD1 (R8), [V20.S4]")
+		p(b, "\tADD $%d, R3, R8", 32+o)
+		p(b, "\tVLD1 (R8), [V21.S4]")
+		for i := 0; i < 6; i++ {
+			p(b, "\tVEOR V%d.B16, V%d.B16, V%d.B16", i, i, i)
+		}
+		p(b, "\tCBZ R7, %sdone", lbl)
+		p(b, "%sloop:", lbl)
+		p(b, "\tVLD1 (R5), [V10.S4]")
+		p(b, "\tADD $32, R5")
+		p(b, "\tVLD1 (R6), [V11.S4]")
+		p(b, "\tADD $32, R6")
+		t := 26
+		v(b, fsub, t, 10, 20)
+		v(b, fmul, t, t, 21)
+		v(b, fadd, t, t, 24)
+		v(b, fcvtzs, t, t, 0)
+		v(b, smax, t, t, 25)
+		v(b, smin, t, t, 22)
+		v(b, scvtf, t, t, 0) // c, exact
+		v(b, fcvtl, 12, t, 0)
+		v(b, fcvtl2, 13, t, 0)
+		v(b, fcvtl, 14, 11, 0)
+		v(b, fcvtl2, 15, 11, 0)
+		v(b, fcvtl, 16, 10, 0)
+		v(b, fcvtl2, 17, 10, 0)
+		for k := 0; k < 2; k++ {
+			c, w, x, wc := 12+k, 14+k, 16+k, 27+k
+			v(b, fmla2d, k, w, c)
+			v(b, fmul2d, wc, w, c)
+			v(b, fmla2d, 2+k, wc, c)
+			v(b, fmla2d, 4+k, wc, x)
+		}
+		p(b, "\tSUB $1, R7")
+		p(b, "\tCBNZ R7, %sloop", lbl)
+		p(b, "%sdone:", lbl)
+		for i, off := range []int{0, 64, 128} {
+			p(b, "\tADD $%d, R4, R8", off+32*h)
+			p(b, "\tVST1 [V%d.D2, V%d.D2], (R8)", 2*i, 2*i+1)
+		}
+	}
+	p(b, "\tRET")
+	p(b, "")
+}
+
+func neonMomentsW(b *bytes.Buffer) {
+	p(b, "// func momentsLanesNEON(lb *laneBlock, o *laneSums)")
+	p(b, "TEXT ·momentsLanesNEON(SB), NOSPLIT, $0-16")
+	p(b, "\tMOVD lb+0(FP), R0")
+	p(b, "\tMOVD o+8(FP), R4")
+	p(b, "\tMOVD 2048(R0), R2")
+	// V0-V1 Σw, V2-V3 Σw·x, V4-V5 Σw·x², V6 lo, V7 hi keys; V10 x, V11 w,
+	// V12-V15 widened w, x, V26 key, V27-V28 w·x.
+	for h := 0; h < 2; h++ {
+		o := 16 * h
+		lbl := fmt.Sprintf("mw%d", h)
+		p(b, "\t// lanes %d-%d", 4*h, 4*h+3)
+		p(b, "\tADD $%d, R0, R5", o)
+		p(b, "\tADD $%d, R0, R6", 1024+o)
+		p(b, "\tMOVD R2, R7")
+		for i := 0; i < 6; i++ {
+			p(b, "\tVEOR V%d.B16, V%d.B16, V%d.B16", i, i, i)
+		}
+		p(b, "\tMOVW $0x7fffffff, R9")
+		p(b, "\tVDUP R9, V6.S4 // lo = MaxInt32")
+		p(b, "\tMOVW $0x80000000, R9")
+		p(b, "\tVDUP R9, V7.S4 // hi = MinInt32")
+		p(b, "\tCBZ R7, %sdone", lbl)
+		p(b, "%sloop:", lbl)
+		p(b, "\tVLD1 (R5), [V10.S4]")
+		p(b, "\tADD $32, R5")
+		p(b, "\tVLD1 (R6), [V11.S4]")
+		p(b, "\tADD $32, R6")
+		v(b, cmlt0, 26, 10, 0)
+		p(b, "\tVUSHR $1, V26.S4, V26.S4")
+		p(b, "\tVEOR V26.B16, V10.B16, V26.B16 // key(x)")
+		v(b, smin, 6, 6, 26)
+		v(b, smax, 7, 7, 26)
+		v(b, fcvtl, 12, 11, 0)
+		v(b, fcvtl2, 13, 11, 0)
+		v(b, fcvtl, 14, 10, 0)
+		v(b, fcvtl2, 15, 10, 0)
+		for k := 0; k < 2; k++ {
+			w, x, wx := 12+k, 14+k, 27+k
+			v(b, fadd2d, k, k, w)
+			v(b, fmla2d, 2+k, w, x)
+			v(b, fmul2d, wx, w, x)
+			v(b, fmla2d, 4+k, wx, x)
+		}
+		p(b, "\tSUB $1, R7")
+		p(b, "\tCBNZ R7, %sloop", lbl)
+		p(b, "%sdone:", lbl)
+		for i, off := range []int{0, 64, 128} {
+			p(b, "\tADD $%d, R4, R8", off+32*h)
+			p(b, "\tVST1 [V%d.D2, V%d.D2], (R8)", 2*i, 2*i+1)
+		}
+		p(b, "\tADD $%d, R4, R8", 192+o)
+		p(b, "\tVST1 [V6.S4], (R8)")
+		p(b, "\tADD $%d, R4, R8", 224+o)
+		p(b, "\tVST1 [V7.S4], (R8)")
 	}
 	p(b, "\tRET")
 	p(b, "")
