@@ -34,6 +34,7 @@ type Batch struct {
 	qmax     int64
 	weighted bool
 	vector   bool // the interleaved kernel evaluates (else Eval per lane)
+	laidOut  bool // xt (and wt) hold the lanes' groups
 
 	x, w [Lanes][]float32
 	// Best holds each lane's best evaluated params and their sums, as
@@ -53,7 +54,7 @@ const maxVectorLen = 1 << 16
 // whether groups come with error weights.
 func (b *Batch) Reset(l, bits int, weighted bool) {
 	b.n, b.l, b.qmax, b.weighted = 0, l, int64(1)<<bits-1, weighted
-	b.valid = 0
+	b.valid, b.laidOut = 0, false
 	b.vector = l%2 == 0 && l <= maxVectorLen
 	if b.vector {
 		need := 8 * l
@@ -75,12 +76,11 @@ func (b *Batch) Add(x, w []float32) {
 	k := b.n
 	b.x[k], b.w[k] = x, w
 	b.n++
+	b.laidOut = false
 	if !b.vector {
 		return
 	}
-	interleave(b.xt, x, k)
 	if b.weighted {
-		interleave(b.wt, w, k)
 		// Σw is the same for every evaluation: EvalWeighted's two chains.
 		var n0, n1 float32
 		for i := 0; i+2 <= len(w); i += 2 {
@@ -91,14 +91,44 @@ func (b *Batch) Add(x, w []float32) {
 	}
 }
 
-// interleave copies x (even length) into lane k of the layout.
-func interleave(dst, x []float32, k int) {
+// layOut interleaves the lanes' groups (once per batch, at the first
+// vector evaluation); lanes past n repeat lane 0 (their sums are unused).
+func (b *Batch) layOut() {
+	if b.laidOut {
+		return
+	}
+	b.laidOut = true
+	interleaveLanes(b.xt, &b.x, b.n)
+	if b.weighted {
+		interleaveLanes(b.wt, &b.w, b.n)
+	}
+}
+
+// interleaveLanes writes the layout of groups src[:n] (even length l,
+// dst 8·l floats), lanes n and up from src[0].
+func interleaveLanes(dst []float32, src *[Lanes][]float32, n int) {
+	var lanes [Lanes][]float32
+	for k := range lanes {
+		lanes[k] = src[0]
+		if k < n {
+			lanes[k] = src[k]
+		}
+	}
+	done := interleaveVec(dst, &lanes)
+	for k := range lanes {
+		interleaveFrom(dst, lanes[k], k, done)
+	}
+}
+
+// interleaveFrom copies the pairs of x (even length) from pair p0 on
+// into lane k of the layout.
+func interleaveFrom(dst, x []float32, k, p0 int) {
 	pairs := len(x) / 2
 	src := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(x))), pairs)
 	out := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)/2)
 	out = out[k:]
-	for j, v := range src {
-		out[8*j] = v
+	for j := p0; j < len(src); j++ {
+		out[8*j] = src[j]
 	}
 }
 
@@ -185,6 +215,7 @@ func (b *Batch) evalVector(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask M
 		a.m[2*k], a.m[2*k+1] = m, m
 		a.inv[2*k], a.inv[2*k+1] = inv, inv
 	}
+	b.layOut()
 	if b.weighted {
 		evalLanesWeighted(b.xt, b.wt, a, o)
 	} else {

@@ -67,3 +67,24 @@ func evalLanesWeightedWith(k string, xt, wt *float32, rows int, a *laneArgs, o *
 		evalLanesWeightedAVX2(xt, wt, rows, a, o)
 	}
 }
+
+//go:noescape
+func interleave8AVX2(dst *float32, src *[Lanes]*float32, quads int)
+
+// interleaveVec lays out the first pairs of all 8 lanes (groups of one
+// length) with AVX2, four pairs per lane at a time; it returns how many
+// pairs it did.
+func interleaveVec(dst []float32, lanes *[Lanes][]float32) int {
+	quads := len(lanes[0]) / 8
+	if !cpu.X86.HasAVX2 || quads == 0 {
+		return 0
+	}
+	var src [Lanes]*float32
+	for k := range src {
+		_ = lanes[k][8*quads-1]
+		src[k] = &lanes[k][0]
+	}
+	_ = dst[64*quads-1]
+	interleave8AVX2(&dst[0], &src, quads)
+	return 4 * quads
+}

@@ -13,3 +13,5 @@ func evalLanesWeighted(xt, wt []float32, a *laneArgs, o *laneOut) {
 
 // Kernel names the evaluation kernel in use.
 func Kernel() string { return "go" }
+
+func interleaveVec(dst []float32, lanes *[Lanes][]float32) int { return 0 }

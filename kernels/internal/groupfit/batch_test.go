@@ -245,3 +245,35 @@ func BenchmarkEvalLanes(b *testing.B) {
 		}
 	}
 }
+
+// interleaveLanes (AVX2 where the CPU has it) puts element 2j+p of lane k
+// at 16j+2k+p for every even length and lane count; lanes past n hold
+// lane 0.
+func TestInterleaveLanesLayout(t *testing.T) {
+	for _, l := range []int{2, 6, 8, 10, 16, 30, 32, 128, 130, 256} {
+		for n := 1; n <= Lanes; n++ {
+			var src [Lanes][]float32
+			for k := range n {
+				src[k] = make([]float32, l)
+				for i := range src[k] {
+					src[k][i] = float32(1000*k + i)
+				}
+			}
+			dst := make([]float32, 8*l)
+			interleaveLanes(dst, &src, n)
+			for j := 0; j < l/2; j++ {
+				for k := range Lanes {
+					for p := range 2 {
+						want := float32(1000*k + 2*j + p)
+						if k >= n {
+							want = float32(2*j + p)
+						}
+						if got := dst[16*j+2*k+p]; got != want {
+							t.Fatalf("l %d n %d: dst[%d] (pair %d lane %d) = %v, want %v", l, n, 16*j+2*k+p, j, k, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
