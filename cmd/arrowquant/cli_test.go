@@ -618,6 +618,14 @@ func TestInterruptedRunsLeaveNothing(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	cmd, tmp := startChildQuantize(t, model, out)
+	// Kill it once it holds its lock: a temporary killed before its lock
+	// exists counts as just created and is left for a minute.
+	lock := filepath.Join(tmp, ".arrowquant-building.lock")
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(lock); err == nil {
+			break
+		}
+	}
 	cmd.Process.Kill()
 	cmd.Wait()
 	if _, err := os.Stat(tmp); err != nil {
