@@ -454,6 +454,28 @@ p4loop:
 	VZEROUPPER
 	RET
 
+
+// PACK2SUB: the code word of one sub-block of 16 (1/s at inv(AX), m at
+// m(AX), values at x0(SI) and x1(SI)) in every lane of out, to be summed.
+#define PACK2SUB(inv, m, x0, x1, out) \
+	VBROADCASTSS inv(AX), Y10; \
+	VBROADCASTSS m(AX), Y11; \
+	VADDPS       x0(SI), Y11, Y0; \
+	VADDPS       x1(SI), Y11, Y1; \
+	VMULPS       Y10, Y0, Y0; \
+	VMULPS       Y10, Y1, Y1; \
+	VADDPS       Y14, Y0, Y0; \
+	VADDPS       Y14, Y1, Y1; \
+	VMAXPS       Y15, Y0, Y0; \
+	VMAXPS       Y15, Y1, Y1; \
+	VMINPS       Y12, Y0, Y0; \
+	VMINPS       Y12, Y1, Y1; \
+	VCVTTPS2DQ   Y0, Y0; \
+	VCVTTPS2DQ   Y1, Y1; \
+	VPSLLVD      Y8, Y0, Y0; \
+	VPSLLVD      Y9, Y1, Y1; \
+	VPOR         Y1, Y0, out
+
 // func packSB2AVX2(dst *byte, x *float32, p *sbPackArgs)
 TEXT ·packSB2AVX2(SB), NOSPLIT, $0-24
 	MOVQ         dst+0(FP), DI
@@ -470,74 +492,10 @@ TEXT ·packSB2AVX2(SB), NOSPLIT, $0-24
 
 p2loop:
 	// four sub-blocks of 16: Y4-Y7 their words' codes, one word each
-	VBROADCASTSS 0(AX), Y10
-	VBROADCASTSS 64(AX), Y11
-	VADDPS       (SI), Y11, Y0
-	VADDPS       32(SI), Y11, Y1
-	VMULPS       Y10, Y0, Y0
-	VMULPS       Y10, Y1, Y1
-	VADDPS       Y14, Y0, Y0
-	VADDPS       Y14, Y1, Y1
-	VMAXPS       Y15, Y0, Y0
-	VMAXPS       Y15, Y1, Y1
-	VMINPS       Y12, Y0, Y0
-	VMINPS       Y12, Y1, Y1
-	VCVTTPS2DQ   Y0, Y0
-	VCVTTPS2DQ   Y1, Y1
-	VPSLLVD      Y8, Y0, Y0
-	VPSLLVD      Y9, Y1, Y1
-	VPOR         Y1, Y0, Y4
-	VBROADCASTSS 4(AX), Y10
-	VBROADCASTSS 68(AX), Y11
-	VADDPS       64(SI), Y11, Y0
-	VADDPS       96(SI), Y11, Y1
-	VMULPS       Y10, Y0, Y0
-	VMULPS       Y10, Y1, Y1
-	VADDPS       Y14, Y0, Y0
-	VADDPS       Y14, Y1, Y1
-	VMAXPS       Y15, Y0, Y0
-	VMAXPS       Y15, Y1, Y1
-	VMINPS       Y12, Y0, Y0
-	VMINPS       Y12, Y1, Y1
-	VCVTTPS2DQ   Y0, Y0
-	VCVTTPS2DQ   Y1, Y1
-	VPSLLVD      Y8, Y0, Y0
-	VPSLLVD      Y9, Y1, Y1
-	VPOR         Y1, Y0, Y5
-	VBROADCASTSS 8(AX), Y10
-	VBROADCASTSS 72(AX), Y11
-	VADDPS       128(SI), Y11, Y0
-	VADDPS       160(SI), Y11, Y1
-	VMULPS       Y10, Y0, Y0
-	VMULPS       Y10, Y1, Y1
-	VADDPS       Y14, Y0, Y0
-	VADDPS       Y14, Y1, Y1
-	VMAXPS       Y15, Y0, Y0
-	VMAXPS       Y15, Y1, Y1
-	VMINPS       Y12, Y0, Y0
-	VMINPS       Y12, Y1, Y1
-	VCVTTPS2DQ   Y0, Y0
-	VCVTTPS2DQ   Y1, Y1
-	VPSLLVD      Y8, Y0, Y0
-	VPSLLVD      Y9, Y1, Y1
-	VPOR         Y1, Y0, Y6
-	VBROADCASTSS 12(AX), Y10
-	VBROADCASTSS 76(AX), Y11
-	VADDPS       192(SI), Y11, Y0
-	VADDPS       224(SI), Y11, Y1
-	VMULPS       Y10, Y0, Y0
-	VMULPS       Y10, Y1, Y1
-	VADDPS       Y14, Y0, Y0
-	VADDPS       Y14, Y1, Y1
-	VMAXPS       Y15, Y0, Y0
-	VMAXPS       Y15, Y1, Y1
-	VMINPS       Y12, Y0, Y0
-	VMINPS       Y12, Y1, Y1
-	VCVTTPS2DQ   Y0, Y0
-	VCVTTPS2DQ   Y1, Y1
-	VPSLLVD      Y8, Y0, Y0
-	VPSLLVD      Y9, Y1, Y1
-	VPOR         Y1, Y0, Y7
+	PACK2SUB(0, 64, 0, 32, Y4)
+	PACK2SUB(4, 68, 64, 96, Y5)
+	PACK2SUB(8, 72, 128, 160, Y6)
+	PACK2SUB(12, 76, 192, 224, Y7)
 	VPHADDD      Y5, Y4, Y4
 	VPHADDD      Y7, Y6, Y6
 	VPHADDD      Y6, Y4, Y4

@@ -10,11 +10,11 @@ TEXT ·statsLanesUNEON(SB), NOSPLIT, $0-24
 	MOVD p+8(FP), R3
 	MOVD o+16(FP), R4
 	MOVD 2048(R0), R2
-	LSR $3, R2
 	MOVWU 96(R3), R9
 	VDUP R9, V22.S4 // qmax
 	WORD $0x4f03f418 // FMOV v24.4s, #0.5
 	VEOR V25.B16, V25.B16, V25.B16
+	LSR $3, R2
 	// lanes 0-3
 	ADD $0, R0, R5
 	MOVD R2, R7

@@ -36,18 +36,51 @@ func arm64DQLanes() []byte {
 	return b.Bytes()
 }
 
-func neonStatsU(b *bytes.Buffer) {
-	p(b, "// func statsLanesUNEON(lb *laneBlock, p *laneParams, o *laneSumsU)")
-	p(b, "TEXT ·statsLanesUNEON(SB), NOSPLIT, $0-24")
+// statsPrologue starts a stats kernel: R0 the block, R3 the params, R4
+// the sums, R2 the rows; qmax in V22, 0.5 in V24, 0 in V25.
+func statsPrologue(b *bytes.Buffer, name, sums string) {
+	p(b, "// func %s(lb *laneBlock, p *laneParams, o *%s)", name, sums)
+	p(b, "TEXT ·%s(SB), NOSPLIT, $0-24", name)
 	p(b, "\tMOVD lb+0(FP), R0")
 	p(b, "\tMOVD p+8(FP), R3")
 	p(b, "\tMOVD o+16(FP), R4")
 	p(b, "\tMOVD 2048(R0), R2")
-	p(b, "\tLSR $3, R2")
 	p(b, "\tMOVWU 96(R3), R9")
 	p(b, "\tVDUP R9, V22.S4 // qmax")
 	p(b, "\tWORD $0x%08x // FMOV v24.4s, #0.5", fmovHalf|24)
 	p(b, "\tVEOR V25.B16, V25.B16, V25.B16")
+}
+
+// momentsPrologue starts a moments kernel: R0 the block, R4 the sums, R2
+// the rows.
+func momentsPrologue(b *bytes.Buffer, name, sums string) {
+	p(b, "// func %s(lb *laneBlock, o *%s)", name, sums)
+	p(b, "TEXT ·%s(SB), NOSPLIT, $0-16", name)
+	p(b, "\tMOVD lb+0(FP), R0")
+	p(b, "\tMOVD o+8(FP), R4")
+	p(b, "\tMOVD 2048(R0), R2")
+}
+
+// rangeInit sets the range keys lo (MaxInt32) and hi (MinInt32).
+func rangeInit(b *bytes.Buffer, lo, hi int) {
+	p(b, "\tMOVW $0x7fffffff, R9")
+	p(b, "\tVDUP R9, V%d.S4 // lo = MaxInt32", lo)
+	p(b, "\tMOVW $0x80000000, R9")
+	p(b, "\tVDUP R9, V%d.S4 // hi = MinInt32", hi)
+}
+
+// keyRange folds the keys of x (V10, key in Vk) into lo and hi.
+func keyRange(b *bytes.Buffer, k, lo, hi int) {
+	v(b, cmlt0, k, 10, 0) // all ones where the sign bit is set
+	p(b, "\tVUSHR $1, V%d.S4, V%d.S4", k, k)
+	p(b, "\tVEOR V%d.B16, V10.B16, V%d.B16 // key(x)", k, k)
+	v(b, smin, lo, lo, k)
+	v(b, smax, hi, hi, k)
+}
+
+func neonStatsU(b *bytes.Buffer) {
+	statsPrologue(b, "statsLanesUNEON", "laneSumsU")
+	p(b, "\tLSR $3, R2")
 	// V0 Σc, V1 Σc², V2-V9 Σv·c by row mod 8; V16 b, V17 inv; V10 x, V26-V27 t/c.
 	for h := 0; h < 2; h++ {
 		o := 16 * h
@@ -92,11 +125,7 @@ func neonStatsU(b *bytes.Buffer) {
 }
 
 func neonMomentsU(b *bytes.Buffer) {
-	p(b, "// func momentsLanesUNEON(lb *laneBlock, o *laneSumsU)")
-	p(b, "TEXT ·momentsLanesUNEON(SB), NOSPLIT, $0-16")
-	p(b, "\tMOVD lb+0(FP), R0")
-	p(b, "\tMOVD o+8(FP), R4")
-	p(b, "\tMOVD 2048(R0), R2")
+	momentsPrologue(b, "momentsLanesUNEON", "laneSumsU")
 	p(b, "\tLSR $1, R2")
 	// V0/V1 Σx even/odd rows, V2/V3 Σx², V4 lo, V5 hi keys; V10 x, V11-V12 temporaries.
 	for h := 0; h < 2; h++ {
@@ -108,20 +137,13 @@ func neonMomentsU(b *bytes.Buffer) {
 		for i := 0; i < 4; i++ {
 			p(b, "\tVEOR V%d.B16, V%d.B16, V%d.B16", i, i, i)
 		}
-		p(b, "\tMOVW $0x7fffffff, R9")
-		p(b, "\tVDUP R9, V4.S4 // lo = MaxInt32")
-		p(b, "\tMOVW $0x80000000, R9")
-		p(b, "\tVDUP R9, V5.S4 // hi = MinInt32")
+		rangeInit(b, 4, 5)
 		p(b, "\tCBZ R7, %sdone", lbl)
 		p(b, "%sloop:", lbl)
 		for r := 0; r < 2; r++ {
 			p(b, "\tVLD1 (R5), [V10.S4]")
 			p(b, "\tADD $32, R5")
-			v(b, cmlt0, 11, 10, 0) // all ones where the sign bit is set
-			p(b, "\tVUSHR $1, V11.S4, V11.S4")
-			p(b, "\tVEOR V11.B16, V10.B16, V11.B16 // key(x)")
-			v(b, smin, 4, 4, 11)
-			v(b, smax, 5, 5, 11)
+			keyRange(b, 11, 4, 5)
 			v(b, fadd, r, r, 10)
 			v(b, fmla, 2+r, 10, 10)
 		}
@@ -149,16 +171,7 @@ func arm64DQLanesWeighted(b *bytes.Buffer) {
 }
 
 func neonStatsW(b *bytes.Buffer) {
-	p(b, "// func statsLanesNEON(lb *laneBlock, p *laneParams, o *laneSums)")
-	p(b, "TEXT ·statsLanesNEON(SB), NOSPLIT, $0-24")
-	p(b, "\tMOVD lb+0(FP), R0")
-	p(b, "\tMOVD p+8(FP), R3")
-	p(b, "\tMOVD o+16(FP), R4")
-	p(b, "\tMOVD 2048(R0), R2")
-	p(b, "\tMOVWU 96(R3), R9")
-	p(b, "\tVDUP R9, V22.S4 // qmax")
-	p(b, "\tWORD $0x%08x // FMOV v24.4s, #0.5", fmovHalf|24)
-	p(b, "\tVEOR V25.B16, V25.B16, V25.B16")
+	statsPrologue(b, "statsLanesNEON", "laneSums")
 	// V0-V1 Σw·c, V2-V3 Σw·c², V4-V5 Σw·c·v (float64 pairs); V20 b, V21 inv;
 	// V10 x, V11 w, V26 t/c, V12-V17 widened c, w, x, V27-V28 w·c.
 	for h := 0; h < 2; h++ {
@@ -215,11 +228,7 @@ func neonStatsW(b *bytes.Buffer) {
 }
 
 func neonMomentsW(b *bytes.Buffer) {
-	p(b, "// func momentsLanesNEON(lb *laneBlock, o *laneSums)")
-	p(b, "TEXT ·momentsLanesNEON(SB), NOSPLIT, $0-16")
-	p(b, "\tMOVD lb+0(FP), R0")
-	p(b, "\tMOVD o+8(FP), R4")
-	p(b, "\tMOVD 2048(R0), R2")
+	momentsPrologue(b, "momentsLanesNEON", "laneSums")
 	// V0-V1 Σw, V2-V3 Σw·x, V4-V5 Σw·x², V6 lo, V7 hi keys; V10 x, V11 w,
 	// V12-V15 widened w, x, V26 key, V27-V28 w·x.
 	for h := 0; h < 2; h++ {
@@ -232,21 +241,14 @@ func neonMomentsW(b *bytes.Buffer) {
 		for i := 0; i < 6; i++ {
 			p(b, "\tVEOR V%d.B16, V%d.B16, V%d.B16", i, i, i)
 		}
-		p(b, "\tMOVW $0x7fffffff, R9")
-		p(b, "\tVDUP R9, V6.S4 // lo = MaxInt32")
-		p(b, "\tMOVW $0x80000000, R9")
-		p(b, "\tVDUP R9, V7.S4 // hi = MinInt32")
+		rangeInit(b, 6, 7)
 		p(b, "\tCBZ R7, %sdone", lbl)
 		p(b, "%sloop:", lbl)
 		p(b, "\tVLD1 (R5), [V10.S4]")
 		p(b, "\tADD $32, R5")
 		p(b, "\tVLD1 (R6), [V11.S4]")
 		p(b, "\tADD $32, R6")
-		v(b, cmlt0, 26, 10, 0)
-		p(b, "\tVUSHR $1, V26.S4, V26.S4")
-		p(b, "\tVEOR V26.B16, V10.B16, V26.B16 // key(x)")
-		v(b, smin, 6, 6, 26)
-		v(b, smax, 7, 7, 26)
+		keyRange(b, 26, 6, 7)
 		v(b, fcvtl, 12, 11, 0)
 		v(b, fcvtl2, 13, 11, 0)
 		v(b, fcvtl, 14, 10, 0)
