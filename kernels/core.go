@@ -287,16 +287,19 @@ func dequantizeGroup(out []float32, codes []byte, start int, s, m float32, bits 
 			out[i] = DequantizeValue(int32(in[i]), s, m)
 		}
 	case 4:
-		var lut [16]float32
-		for q := range lut {
-			lut[q] = DequantizeValue(int32(q), s, m)
-		}
 		in := codes[start/2:]
 		i := 0
 		if w := len(out) / 8; useAVX2 && w > 0 {
 			_ = in[4*w-1]
 			dequant4AVX2(&out[0], w, (*uint32)(unsafe.Pointer(&in[0])), s, m)
 			i = 8 * w
+		}
+		if i == len(out) {
+			return
+		}
+		var lut [16]float32
+		for q := range lut {
+			lut[q] = DequantizeValue(int32(q), s, m)
 		}
 		for ; i+2 <= len(out); i += 2 {
 			b := in[i/2]
@@ -306,16 +309,19 @@ func dequantizeGroup(out []float32, codes []byte, start int, s, m float32, bits 
 			out[i] = lut[in[i/2]&0xf]
 		}
 	case 2:
-		var lut [4]float32
-		for q := range lut {
-			lut[q] = DequantizeValue(int32(q), s, m)
-		}
 		in := codes[start/4:]
 		i := 0
 		if w := len(out) / 16; useAVX2 && w > 0 {
 			_ = in[4*w-1]
 			dequant2AVX2(&out[0], w, (*uint32)(unsafe.Pointer(&in[0])), s, m)
 			i = 16 * w
+		}
+		if i == len(out) {
+			return
+		}
+		var lut [4]float32
+		for q := range lut {
+			lut[q] = DequantizeValue(int32(q), s, m)
 		}
 		for ; i+4 <= len(out); i += 4 {
 			b := in[i/4]

@@ -3,7 +3,6 @@ package kernels
 import (
 	"encoding/binary"
 	"fmt"
-	"unsafe"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
 )
@@ -177,22 +176,9 @@ func DequantizeSuperBlocks(dst []float32, codes, params []byte, bits int) error 
 // roundings), so the output is that formula's bit for bit.
 func dequantSuperBlock(out []float32, codes []byte, p *SuperBlockParams, bits, g int) {
 	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
-	if len(out) == SuperBlockElems && useAVX2 && bits != 8 {
-		// x̂ = float32(q·s) − m as float32(q·s) + (−m), as dequantizeGroup.
-		words := g * bits / 32
-		for j := range SuperBlockElems / g {
-			s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
-			in := codes[j*g*bits/8 : (j+1)*g*bits/8]
-			w := (*uint32)(unsafe.Pointer(&in[0]))
-			if bits == 4 {
-				dequant4AVX2(&out[j*g], words, w, s, -m)
-			} else {
-				dequant2AVX2(&out[j*g], words, w, s, -m)
-			}
-		}
-		return
-	}
-	if len(out) == SuperBlockElems {
+	// Whole super-blocks without AVX2: a table per sub-block (with AVX2,
+	// dequantizeGroup's vector loops below are faster).
+	if len(out) == SuperBlockElems && !useAVX2 {
 		switch bits {
 		case 4:
 			in := (*[SuperBlockElems / 2]byte)(codes)
@@ -246,7 +232,7 @@ func PackSuperBlock(dst []byte, x []float32, p *SuperBlockParams, bits int) {
 		if useAVX2 {
 			var a sbPackArgs
 			for j := range SuperBlockElems / g {
-				s, m := float32(d*float32(p.Sc[j])), float32(dmin*float32(p.Mc[j]))
+				s, m := p.SubBlockParams(j)
 				if s != 0 {
 					a.inv[j] = 1 / s
 				}

@@ -207,9 +207,9 @@ func (ls *lockstep) moments(subs []sub, x, w []float32, g int) {
 		return
 	}
 	if !ls.weighted {
-		var o laneSumsU
+		o := &ls.ou
 		for l := range ls.n {
-			momentsLanesU(&ls.groups[l], &o)
+			momentsLanesU(&ls.groups[l], o)
 			for k := range lanes {
 				sj := &subs[l*lanes+k]
 				sj.lo, sj.hi = unkey(o.lo[k]), unkey(o.hi[k])
@@ -220,9 +220,9 @@ func (ls *lockstep) moments(subs []sub, x, w []float32, g int) {
 		}
 		return
 	}
-	var o laneSums
+	o := &ls.o
 	for l := range ls.n {
-		momentsLanes(&ls.groups[l], &o)
+		momentsLanes(&ls.groups[l], o)
 		for k := range lanes {
 			sj := &subs[l*lanes+k]
 			sj.lo, sj.hi = unkey(o.lo[k]), unkey(o.hi[k])
