@@ -14,9 +14,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/flightsrv/middleware"
 	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
@@ -215,8 +217,9 @@ func (s *Service) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServe
 
 // streamStored sends record batches [first, first+count) of the stored
 // artifact r reads from f as they are in the file: each batch's IPC message
-// (metadata and body) is read once into a reused buffer and sent as one
-// FlightData, with no decoding and no per-batch allocation. The blocks come
+// (metadata and body) is read once into a pooled buffer and sent as one
+// FlightData whose body the transport writes from that buffer (no decoding,
+// no copy before the transport's). The blocks come
 // from the footer r checked; the schema message is the footer's schema
 // (with its metadata). Every message's metadata is bounds-checked first.
 func (s *Service) streamStored(ctx context.Context, model string, f store.File, r *artifact.Reader, first, count int, stream flight.FlightService_DoGetServer) error {
@@ -241,29 +244,42 @@ func (s *Service) streamStored(ctx context.Context, model string, f store.File, 
 		if err := ctx.Err(); err != nil {
 			return status.FromContextError(err).Err()
 		}
-		blk := blocks[b]
-		size := int64(blk.MetaLen) + blk.BodyLen
-		if int64(cap(buf)) < size {
-			buf = make([]byte, size)
-		}
-		msg := buf[:size]
-		if _, err := f.ReadAt(msg, blk.Offset); err != nil {
-			return fail(err)
-		}
-		prefix := 4 // a message starts with its metadata length, after a continuation marker since format 0.15
-		if binary.LittleEndian.Uint32(msg) == 0xFFFFFFFF {
-			prefix = 8
-		}
-		meta, body := msg[prefix:blk.MetaLen], msg[blk.MetaLen:]
-		if _, err := ipcguard.CheckMessage(meta); err != nil {
+		whole, body, meta, err := s.readStoredBatch(f, blocks[b])
+		if err != nil {
 			return fail(fmt.Errorf("batch %d: %w", b, err))
 		}
-		// Send marshals the message before it returns: buf is free again.
-		if err := stream.Send(&flight.FlightData{DataHeader: meta, DataBody: body}); err != nil {
+		err = stream.SendMsg(&middleware.OutgoingData{Header: meta, Body: body})
+		body.Free()
+		whole.Free()
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readStoredBatch reads one stored batch's IPC message as it is in the
+// file into a pooled buffer (whole) and checks its metadata. Sent as
+// middleware.OutgoingData, the body (a reference into whole) goes to the
+// transport without a copy and back to the pool once written; the caller
+// frees whole and body after the send.
+func (s *Service) readStoredBatch(f store.File, blk ipcguard.Block) (whole, body mem.Buffer, meta []byte, err error) {
+	size := int64(blk.MetaLen) + blk.BodyLen
+	whole, msg := middleware.NewBuffer(s.bodyMem, int(size))
+	if _, err := f.ReadAt(msg, blk.Offset); err != nil {
+		whole.Free()
+		return nil, nil, nil, err
+	}
+	prefix := 4 // a message starts with its metadata length, after a continuation marker since format 0.15
+	if binary.LittleEndian.Uint32(msg) == 0xFFFFFFFF {
+		prefix = 8
+	}
+	meta = msg[prefix:blk.MetaLen]
+	if _, err := ipcguard.CheckMessage(meta); err != nil {
+		whole.Free()
+		return nil, nil, nil, err
+	}
+	return whole, whole.Slice(int(blk.MetaLen), int(size)), meta, nil
 }
 
 // sendFile streams one of the model's files as a wire.FileSchema batch.

@@ -26,6 +26,7 @@ import (
 	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/local"
 	"github.com/arrowquant/arrowquant/modelio"
@@ -70,6 +71,7 @@ type Hooks struct {
 type Service struct {
 	flight.BaseFlightServer
 	o       Options
+	bodyMem memory.Allocator // o.Mem without zeroing: DoGet's batch buffers, read in full
 	closing atomic.Bool
 	started time.Time
 	uploads *uploadLimiter
@@ -100,7 +102,7 @@ func New(o Options) (*Service, error) {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
-	s := &Service{o: o, started: time.Now(), uploads: newUploadLimiter(max(o.MaxUploads, 0), max(o.MaxUploadsPerClient, 0))}
+	s := &Service{o: o, bodyMem: bufpool.UninitOf(o.Mem), started: time.Now(), uploads: newUploadLimiter(max(o.MaxUploads, 0), max(o.MaxUploadsPerClient, 0))}
 	s.reportModels(context.Background())
 	return s, nil
 }

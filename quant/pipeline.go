@@ -802,11 +802,7 @@ func channelWeights(mem memory.Allocator, importance []float32, off, n int64) ar
 // straight into the array's buffer (which fill must write in full: from
 // the pooled allocator it is not zeroed first).
 func float32List(mem memory.Allocator, n int, fill func([]float32)) arrow.Array {
-	vmem := mem
-	if p, ok := mem.(*bufpool.Allocator); ok {
-		vmem = p.Uninit()
-	}
-	values := memory.NewResizableBuffer(vmem)
+	values := memory.NewResizableBuffer(bufpool.UninitOf(mem))
 	values.Resize(n * 4)
 	clear(values.Buf()[n*4:]) // the padding
 	fill(arrow.Float32Traits.CastFromBytes(values.Bytes()))

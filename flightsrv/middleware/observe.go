@@ -85,6 +85,9 @@ func ShortMethod(fullMethod string) string {
 }
 
 func msgSize(m any) int64 {
+	if d, ok := m.(*OutgoingData); ok {
+		return int64(d.WireSize())
+	}
 	if pm, ok := m.(proto.Message); ok {
 		return int64(proto.Size(pm))
 	}

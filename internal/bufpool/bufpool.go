@@ -90,6 +90,15 @@ func (a *Allocator) Reallocate(size int, b []byte) []byte {
 // full before anything reads it (a new buffer is still zero).
 func (a *Allocator) Uninit() memory.Allocator { return uninit{a} }
 
+// UninitOf is mem's Uninit when mem is a pool, else mem itself (which
+// then zeroes as before: correct, only slower).
+func UninitOf(mem memory.Allocator) memory.Allocator {
+	if p, ok := mem.(*Allocator); ok {
+		return p.Uninit()
+	}
+	return mem
+}
+
 type uninit struct{ a *Allocator }
 
 func (u uninit) Allocate(size int) []byte             { return u.a.allocate(size, false) }
