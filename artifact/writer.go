@@ -53,7 +53,7 @@ func Create(path string, mem memory.Allocator) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("artifact: create temporary file for %s: %w", path, err)
 	}
-	out := &blockWriter{buf: bufio.NewWriterSize(tmp, ioBufferSize)}
+	out := &blockWriter{buf: bufio.NewWriterSize(&fsutil.WritebackFile{F: tmp}, ioBufferSize)}
 	return &Writer{
 		path:   path,
 		mem:    mem,
