@@ -62,9 +62,7 @@ func fit(b *groupfit.Batch, bits int, lo, hi *[groupfit.Lanes]float32) {
 	var sh, mh [groupfit.Lanes]uint16
 	n := 0
 	for _, beta := range cfg.grid {
-		for k := range b.N() {
-			sh[k], mh[k] = groupfit.Shrink(lo[k], hi[k], bits, beta)
-		}
+		groupfit.ShrinkLanes(lo, hi, b.N(), bits, beta, &sh, &mh)
 		b.Try(&pts[n], &sh, &mh, all)
 		n++
 	}

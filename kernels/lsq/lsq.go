@@ -80,15 +80,13 @@ func fit(b *groupfit.Batch, bits int, lo, hi *[groupfit.Lanes]float32) {
 	var a, c [groupfit.Lanes]groupfit.Stats
 	var start [groupfit.Lanes]*groupfit.Stats
 	var sh, mh [groupfit.Lanes]uint16
+	groupfit.ShrinkLanes(lo, hi, b.N(), bits, 1, &sh, &mh) // minmax's params
 	for k := range b.N() {
-		sh[k], mh[k] = groupfit.Shrink(lo[k], hi[k], bits, 1) // minmax's params
 		start[k] = &a[k]
 	}
 	b.Try(&a, &sh, &mh, all)
 	if cfg.shrunk {
-		for k := range b.N() {
-			sh[k], mh[k] = groupfit.Shrink(lo[k], hi[k], bits, beta)
-		}
+		groupfit.ShrinkLanes(lo, hi, b.N(), bits, beta, &sh, &mh)
 		better := b.Try(&c, &sh, &mh, all)
 		for k := range b.N() {
 			if better&(1<<k) != 0 {
