@@ -44,6 +44,9 @@ type Batch struct {
 
 	xt, wt []float32 // interleaved values and weights, 16·l/2 floats
 	wn     [2 * Lanes]float32
+
+	args laneArgs // the kernel's (qmax set by Reset)
+	out  laneOut
 }
 
 // maxVectorLen bounds the group length of the interleaved kernel: its
@@ -55,6 +58,9 @@ const maxVectorLen = 1 << 16
 func (b *Batch) Reset(l, bits int, weighted bool) {
 	b.n, b.l, b.qmax, b.weighted = 0, l, int64(1)<<bits-1, weighted
 	b.valid, b.laidOut = 0, false
+	for i := range b.args.qmax {
+		b.args.qmax[i] = float32(b.qmax)
+	}
 	b.vector = l%2 == 0 && l <= maxVectorLen
 	if b.vector {
 		need := 8 * l
@@ -187,22 +193,9 @@ func (b *Batch) Try(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask Mask) (b
 	return better
 }
 
-var laneScratch = sync.Pool{New: func() any {
-	return new(struct {
-		a laneArgs
-		o laneOut
-	})
-}}
-
 func (b *Batch) evalVector(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask Mask) {
-	sc := laneScratch.Get().(*struct {
-		a laneArgs
-		o laneOut
-	})
-	defer laneScratch.Put(sc)
-	a, o := &sc.a, &sc.o
+	a, o := &b.args, &b.out
 	for k := 0; k < Lanes; k++ {
-		a.qmax[2*k], a.qmax[2*k+1] = float32(b.qmax), float32(b.qmax)
 		s, m := float32(1), float32(0) // unused lanes: harmless params
 		if k < b.n {
 			s, m = fp.HalfToFloat32(scaleH[k]), fp.HalfToFloat32(minH[k])
@@ -227,18 +220,18 @@ func (b *Batch) evalVector(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask M
 			continue
 		}
 		e, f := 2*k, 2*k+1
-		s := &st[k]
-		*s = Stats{
-			Err: float64(o.e[e]) + float64(o.e[f]), R: float64(o.r[e]) + float64(o.r[f]), RQ: float64(o.rq[e]) + float64(o.rq[f]),
-			N:     n,
-			Scale: a.s[e], Min: a.m[e], ScaleH: scaleH[k], MinH: minH[k],
-		}
+		s := &st[k] // every field set (no composite literal: no copy through the stack)
+		s.Err = float64(o.e[e]) + float64(o.e[f])
+		s.R = float64(o.r[e]) + float64(o.r[f])
+		s.RQ = float64(o.rq[e]) + float64(o.rq[f])
+		s.Scale, s.Min, s.ScaleH, s.MinH = a.s[e], a.m[e], scaleH[k], minH[k]
+		s.Weighted = b.weighted
 		if b.weighted {
 			s.Q, s.QQ = float64(o.q[e])+float64(o.q[f]), float64(o.qq[e])+float64(o.qq[f])
 			s.N = float64(b.wn[e]) + float64(b.wn[f])
-			s.Weighted = true
 		} else {
 			s.Q, s.QQ = float64(o.qi[e]+o.qi[f]), float64(o.qqi[e]+o.qqi[f])
+			s.N = n
 		}
 	}
 }
