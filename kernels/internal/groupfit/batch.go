@@ -47,6 +47,7 @@ type Batch struct {
 
 	args laneArgs // the kernel's (qmax set by Reset)
 	out  laneOut
+	step stepArgs
 }
 
 // maxVectorLen bounds the group length of the interleaved kernel: its
@@ -304,12 +305,13 @@ func (b *Batch) RefineFrom(st *[Lanes]*Stats, mask Mask, passes int, omega float
 	active := mask
 	var ns, nm [Lanes]uint16
 	for p := 0; p < passes && active != 0; p++ {
+		good := b.stepLanes(&base, &om, active, &ns, &nm)
 		for k := 0; k < b.n; k++ {
 			bit := Mask(1) << k
 			if active&bit == 0 {
 				continue
 			}
-			s, m, ok := Step(base[k], om[k])
+			s, m, ok := ns[k], nm[k], good&bit != 0
 			if !ok && om[k] != 1 {
 				s, m, ok = Step(base[k], 1)
 			}
