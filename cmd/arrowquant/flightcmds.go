@@ -233,6 +233,7 @@ func newPullCmd() *cobra.Command {
 		if format == "arrow" && (exact || runnable) {
 			return usagef("--exact and --runnable apply to --format gguf")
 		}
+		relaxGC()
 		c, err := cl.dial(cmd.Context())
 		if err != nil {
 			return err

@@ -197,6 +197,18 @@ func stopProfile() error {
 	return err
 }
 
+// streamGCPercent is the collector's target for pull, which only passes
+// received messages through: their bodies are its garbage, and at main's
+// 25 the collector took a third of its CPU (docs/PERF.md).
+const streamGCPercent = 200
+
+// relaxGC raises the GC target to streamGCPercent unless GOGC is set.
+func relaxGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(streamGCPercent)
+	}
+}
+
 func main() {
 	// Chunks, codes and scales of the same few sizes are allocated and
 	// freed millions of times on a large model: reuse them (docs/PERF.md).
