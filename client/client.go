@@ -443,7 +443,7 @@ func (c *Client) Pull(ctx context.Context, name, dir string, o PullOptions) erro
 		err = c.Get(ctx, wire.Ticket{Model: name}, func(s *arrow.Schema, rec arrow.RecordBatch) error {
 			if fw == nil {
 				// Writeback starts as the file grows: the final fsync then
-				// waits for its last part (3 s -> 0.3 s for 4 GB, docs/PERF.md).
+				// waits for its last part (3.0 s -> 0.6 s for 4 GB, docs/PERF.md).
 				if fw, err = ipc.NewFileWriter(&fsutil.WritebackFile{F: f}, ipc.WithSchema(s), ipc.WithAllocator(c.mem)); err != nil {
 					return err
 				}
