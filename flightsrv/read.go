@@ -265,7 +265,7 @@ func (s *Service) streamStored(ctx context.Context, model string, f store.File, 
 // frees whole and body after the send.
 func (s *Service) readStoredBatch(f store.File, blk ipcguard.Block) (whole, body mem.Buffer, meta []byte, err error) {
 	size := int64(blk.MetaLen) + blk.BodyLen
-	whole, msg := middleware.NewBuffer(s.bodyMem, int(size))
+	whole, msg := middleware.NewBodyBuffer(s.bodyMem, int(size))
 	if _, err := f.ReadAt(msg, blk.Offset); err != nil {
 		whole.Free()
 		return nil, nil, nil, err

@@ -80,11 +80,11 @@ func (c flightCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.proto.Unmarshal(data, v)
 }
 
-// NewBuffer returns a buffer of n bytes from alloc (not zeroed when alloc
+// NewBodyBuffer returns a buffer of n bytes from alloc (not zeroed when alloc
 // is an internal/bufpool pool's Uninit) for an OutgoingData body, with
 // its bytes to fill before it is sent; the last Free returns them to
 // alloc. Buffers under gRPC's pooling threshold are plain slices.
-func NewBuffer(alloc memory.Allocator, n int) (mem.Buffer, []byte) {
+func NewBodyBuffer(alloc memory.Allocator, n int) (mem.Buffer, []byte) {
 	if mem.IsBelowBufferPoolingThreshold(n) {
 		b := make([]byte, n)
 		return mem.SliceBuffer(b), b
@@ -93,7 +93,7 @@ func NewBuffer(alloc memory.Allocator, n int) (mem.Buffer, []byte) {
 	return mem.NewBuffer(&b, allocPool{alloc}), b
 }
 
-// allocPool returns NewBuffer's bytes to their allocator.
+// allocPool returns NewBodyBuffer's bytes to their allocator.
 type allocPool struct{ alloc memory.Allocator }
 
 func (p allocPool) Get(n int) *[]byte {

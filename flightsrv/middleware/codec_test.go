@@ -63,7 +63,7 @@ func TestOutgoingDataEncodesAsFlightData(t *testing.T) {
 func TestOutgoingDataBodyReferences(t *testing.T) {
 	alloc := memory.NewCheckedAllocator(memory.DefaultAllocator)
 	const n = 1 << 20
-	whole, b := NewBuffer(alloc, n)
+	whole, b := NewBodyBuffer(alloc, n)
 	for i := range b {
 		b[i] = byte(i)
 	}
@@ -85,7 +85,7 @@ func TestOutgoingDataBodyReferences(t *testing.T) {
 	alloc.AssertSize(t, 0)
 
 	// Small buffers are plain slices, outside the allocator.
-	small, sb := NewBuffer(alloc, 100)
+	small, sb := NewBodyBuffer(alloc, 100)
 	if len(sb) != 100 || small.Len() != 100 {
 		t.Errorf("small buffer of %d / %d bytes, want 100", len(sb), small.Len())
 	}
