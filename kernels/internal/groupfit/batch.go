@@ -221,7 +221,7 @@ func (b *Batch) evalVector(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask M
 			continue
 		}
 		e, f := 2*k, 2*k+1
-		s := &st[k] // every field set (no composite literal: no copy through the stack)
+		s := &st[k] // every field is set
 		s.Err = float64(o.e[e]) + float64(o.e[f])
 		s.R = float64(o.r[e]) + float64(o.r[f])
 		s.RQ = float64(o.rq[e]) + float64(o.rq[f])

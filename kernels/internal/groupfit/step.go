@@ -34,6 +34,8 @@ func (b *Batch) stepLanes(base *[Lanes]*Stats, om *[Lanes]float64, mask Mask, sh
 		a.scale[k], a.min[k], a.omega[k] = float64(st.Scale), float64(st.Min), om[k]
 	}
 	var s, m [Lanes]uint16
+	// One weighted flag for all lanes: their Stats come from this batch's
+	// evaluations, weighted as the batch is.
 	inRange := Mask(stepLanesVec(a, b.weighted, &s, &m))
 	for k := 0; k < b.n; k++ {
 		bit := Mask(1) << k
