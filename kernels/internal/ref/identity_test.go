@@ -10,6 +10,7 @@ import (
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/kernels/clip"
+	"github.com/arrowquant/arrowquant/kernels/dq"
 	"github.com/arrowquant/arrowquant/kernels/internal/groupfit"
 	"github.com/arrowquant/arrowquant/kernels/internal/ref"
 	"github.com/arrowquant/arrowquant/kernels/lsq"
@@ -56,6 +57,34 @@ func same(t *testing.T, what string, x, w []float32, bits, gs int) {
 				t.Fatalf("%s %s INT%d g%d weighted %v: group %d params (%#04x, %#04x), reference (%#04x, %#04x) (kernel %s)",
 					what, m.name, bits, gs, w != nil, g, s1[g], m1[g], s2[g], m2[g], groupfit.Kernel())
 			}
+		}
+	}
+}
+
+// sameDQ runs dq and its reference on x and fails on any difference of
+// super-block params, codes or error.
+func sameDQ(t *testing.T, what string, x, w []float32, bits int) {
+	t.Helper()
+	n := int64(len(x))
+	c1, c2 := make([]byte, kernels.PackedLen(n, bits)), make([]byte, kernels.PackedLen(n, bits))
+	p1, p2 := make([]byte, kernels.SuperBlockParamsLen(n, bits)), make([]byte, kernels.SuperBlockParamsLen(n, bits))
+	e1 := dq.Quantize(x, w, bits, c1, p1, 0)
+	e2 := ref.DQ(x, w, bits, c2, p2, 0)
+	if fmt.Sprintf("%T %v", e1, e1) != fmt.Sprintf("%T %v", e2, e2) {
+		t.Fatalf("%s dq INT%d weighted %v: error %v, reference %v", what, bits, w != nil, e1, e2)
+	}
+	if e1 != nil {
+		return
+	}
+	_, _, bpsb, _ := kernels.SuperBlockLayout(bits)
+	for i := range p1 {
+		if p1[i] != p2[i] {
+			t.Fatalf("%s dq INT%d weighted %v: super-block %d params differ at byte %d", what, bits, w != nil, i/bpsb, i%bpsb)
+		}
+	}
+	for i := range c1 {
+		if c1[i] != c2[i] {
+			t.Fatalf("%s dq INT%d weighted %v: code byte %d differs", what, bits, w != nil, i)
 		}
 	}
 }
@@ -107,7 +136,7 @@ func qualityData(n, side int) map[string][]float32 {
 	return d
 }
 
-// The vectorised lsq and clip choose the reference's params on the
+// The vectorised lsq, clip and dq choose the reference's params on the
 // quality datasets (their generator at 256K samples and 1024² by default,
 // QUALITY.md's full sizes with AQ_REF_FULL=1, smaller with -short),
 // unweighted and weighted,
@@ -128,6 +157,8 @@ func TestQualityDataIdentical(t *testing.T) {
 			w[i] = float32(rng.ExpFloat64())
 		}
 		for _, bits := range []int{2, 4, 8} {
+			sameDQ(t, name, x, nil, bits)
+			sameDQ(t, name+" weighted", x, w, bits)
 			for _, gs := range []int{32, 64, 128, 256} {
 				same(t, name, x, nil, bits, gs)
 				if gs == 128 {
@@ -196,6 +227,8 @@ func TestAdversarialIdentical(t *testing.T) {
 				w[i] = []float32{0, 1, float32(rng.ExpFloat64()), 1e-20, 1e4}[rng.IntN(5)]
 			}
 		}
-		same(t, fmt.Sprintf("it %d kind %d n %d", it, kind, n), x, w, []int{2, 4, 8}[rng.IntN(3)], gs)
+		what, bits := fmt.Sprintf("it %d kind %d n %d", it, kind, n), []int{2, 4, 8}[rng.IntN(3)]
+		same(t, what, x, w, bits, gs)
+		sameDQ(t, what, x, w, bits)
 	}
 }
