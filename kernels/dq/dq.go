@@ -63,15 +63,25 @@ var settings = [9]setting{
 	8: {starts: []start{{beta: 1}}, iters: 1, omega: 1, alt: 1, final: true},
 }
 
-// sub is the state of one sub-block.
-type sub struct {
-	lo, hi    float32
-	n, x, xx  float64 // Σw, Σw·x, Σw·x²
-	q, qq, xq float64 // Σw·q, Σw·q², Σw·x·q of the latest codes
-	s, b      float64 // float fit: x̂ = s·q + b
-	sc, mc    int32
-	e         float64 // error of the best start
-	done      bool    // float fit final
+// subs is the fit state of a super-block's sub-blocks, sub-block j at
+// index j of every array (so each step runs across the sub-blocks).
+type subs struct {
+	lo, hi    [16]float32
+	n, x, xx  [16]float64 // Σw, Σw·x, Σw·x²
+	q, qq, xq [16]float64 // Σw·q, Σw·q², Σw·x·q of the latest codes
+	s, b      [16]float64 // float fit: x̂ = s·q + b
+	e         [16]float64 // error of the best start
+	sc, mc    [16]int32
+	done      [16]bool // float fit final
+}
+
+// saved are the sub-blocks' float fits and code sums kept across a pass.
+type saved struct{ s, b, q, qq, xq [16]float64 }
+
+func (f *subs) save(v *saved) { v.s, v.b, v.q, v.qq, v.xq = f.s, f.b, f.q, f.qq, f.xq }
+
+func (f *subs) restore(v *saved, j int) {
+	f.s[j], f.b[j], f.q[j], f.qq[j], f.xq[j] = v.s[j], v.b[j], v.q[j], v.qq[j], v.xq[j]
 }
 
 // subSlices are sub-block j's values and weights (nil without weights).
@@ -91,7 +101,6 @@ func Quantize(x, w []float32, bits int, codes, params []byte, base int64) error 
 	}
 	nsub := kernels.SuperBlockElems / g
 	var p kernels.SuperBlockParams
-	var subs [16]sub
 	var ls lockstep
 	for sb := 0; sb*kernels.SuperBlockElems < len(x); sb++ {
 		start := sb * kernels.SuperBlockElems
@@ -101,7 +110,7 @@ func Quantize(x, w []float32, bits int, codes, params []byte, base int64) error 
 			wb = w[start : start+len(blk)]
 		}
 		ls.load(blk, wb, g)
-		if err := fit(&p, subs[:], &ls, blk, wb, bits, g, pb, base+int64(start)); err != nil {
+		if err := fit(&p, &ls, blk, wb, bits, g, pb, base+int64(start)); err != nil {
 			return err
 		}
 		kernels.EncodeSuperBlockParams(params[sb*bpsb:(sb+1)*bpsb], &p, nsub, pb)
@@ -111,19 +120,20 @@ func Quantize(x, w []float32, bits int, codes, params []byte, base int64) error 
 }
 
 // fit chooses the params of one super-block x. ls holds x's lane
-// groups when it is fitted in lockstep (see lockstep.load).
-func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, bits, g, pb int, base int64) error {
+// groups when it is fitted in lockstep (see lockstep.load), and the fit's
+// state.
+func fit(p *kernels.SuperBlockParams, ls *lockstep, x, w []float32, bits, g, pb int, base int64) error {
 	*p = kernels.SuperBlockParams{}
 	ns := (len(x) + g - 1) / g
-	subs = subs[:ns]
+	f := &ls.f
 	qmax := float32(kernels.QMax(bits))
 	cfg := &settings[bits]
 	// Pass 1: range and moments of every sub-block.
-	ls.moments(subs, x, w, g)
+	ls.moments(ns, x, w, g)
 	constant := true
-	for j := range subs {
-		sj := &subs[j]
-		if sj.lo-sj.lo != 0 || sj.hi-sj.hi != 0 || sj.xx-sj.xx != 0 {
+	for j := range ns {
+		lo, hi := f.lo[j], f.hi[j]
+		if lo-lo != 0 || hi-hi != 0 || f.xx[j]-f.xx[j] != 0 {
 			xs, _ := subSlices(x, nil, j, g)
 			for i, v := range xs {
 				if v-v != 0 {
@@ -131,14 +141,14 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 				}
 			}
 		}
-		if sj.lo < -65504 || sj.hi > 65504 {
-			return &kernels.ParamRangeError{Group: base/int64(g) + int64(j), Min: sj.lo, Max: sj.hi}
+		if lo < -65504 || hi > 65504 {
+			return &kernels.ParamRangeError{Group: base/int64(g) + int64(j), Min: lo, Max: hi}
 		}
-		constant = constant && sj.lo == sj.hi && sj.lo == subs[0].lo
+		constant = constant && lo == hi && lo == f.lo[0]
 	}
 	if constant { // exact when the value is an fp16 value
 		p.DMin = fp.Float32ToHalf(-x[0])
-		for j := range subs {
+		for j := range ns {
 			p.Mc[j] = 1
 		}
 		return nil
@@ -146,29 +156,30 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 	// Float fit of every sub-block, step by step across the sub-blocks
 	// (their fits are independent: each step's code sums of all of them
 	// are one lockstep pass).
-	for j := range subs {
-		if sj := &subs[j]; sj.lo == sj.hi {
-			sj.s, sj.b = 0, float64(sj.lo)
-			sj.q, sj.qq, sj.xq = 0, 0, 0
-			sj.done = true
+	for j := range ns {
+		if f.lo[j] == f.hi[j] {
+			f.s[j], f.b[j] = 0, float64(f.lo[j])
+			f.q[j], f.qq[j], f.xq[j] = 0, 0, 0
+			f.done[j] = true
 		} else {
-			sj.done = false
-			sj.e = math.Inf(1)
+			f.done[j] = false
+			f.e[j] = math.Inf(1)
 		}
 	}
 	multi := len(cfg.starts) > 1
 	at, best := &ls.at, &ls.best
 	for _, st := range cfg.starts {
 		at.on = [16]bool{}
-		for j := range subs {
-			sj := &subs[j]
-			if sj.done {
+		// The best start so far stays in (s, b) and its sums.
+		f.save(best)
+		for j := range ns {
+			if f.done[j] {
 				continue
 			}
-			lo, hi := sj.lo, sj.hi
+			lo, hi := f.lo[j], f.hi[j]
 			if st.oneSided {
-				mean := float32(sj.x / sj.n)
-				if sj.n <= 0 { // weights all zero
+				mean := float32(f.x[j] / f.n[j])
+				if f.n[j] <= 0 { // weights all zero
 					mean = lo/2 + hi/2
 				}
 				if hi-mean > mean-lo {
@@ -181,59 +192,51 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 				lo, hi = c-(c-lo)*st.beta, c+(hi-c)*st.beta
 			}
 			s, b := (hi-lo)/qmax, lo
-			// The best start so far stays in (s, b) and its sums.
-			best[j] = saved{sj.s, sj.b, sj.q, sj.qq, sj.xq}
-			sj.s, sj.b = float64(s), float64(b)
+			f.s[j], f.b[j] = float64(s), float64(b)
 			at.set(j, s, b)
 		}
-		ls.stats(subs, at, x, w, g, qmax)
-		for j := range subs {
-			sj := &subs[j]
-			if !at.on[j] {
-				continue
-			}
-			refit(sj, 1)
-			if multi {
-				if e := sj.errAt(sj.s, sj.b); e < sj.e {
-					sj.e = e
+		ls.stats(ns, at, x, w, g, qmax)
+		f.refit(&at.on, ns, 1)
+		if multi {
+			for j := range ns {
+				if !at.on[j] {
+					continue
+				}
+				if e := f.errAt(j); e < f.e[j] {
+					f.e[j] = e
 				} else {
-					bj := &best[j]
-					sj.s, sj.b, sj.q, sj.qq, sj.xq = bj.s, bj.b, bj.q, bj.qq, bj.xq
+					f.restore(best, j)
 				}
 			}
 		}
 	}
 	for it := 0; it < cfg.iters; it++ {
 		at.on = [16]bool{}
-		for j := range subs {
-			sj := &subs[j]
-			if sj.done {
-				continue
+		f.save(best)
+		for j := range ns {
+			if !f.done[j] {
+				at.set(j, float32(f.s[j]), float32(f.b[j]))
 			}
-			best[j] = saved{q: sj.q, qq: sj.qq, xq: sj.xq}
-			at.set(j, float32(sj.s), float32(sj.b))
 		}
-		ls.stats(subs, at, x, w, g, qmax)
-		for j := range subs {
-			sj := &subs[j]
-			if !at.on[j] {
-				continue
+		ls.stats(ns, at, x, w, g, qmax)
+		if it == 0 {
+			for j := range ns {
+				if at.on[j] && best.q[j] == f.q[j] && best.qq[j] == f.qq[j] && best.xq[j] == f.xq[j] {
+					// The codes of the start's refit: (s, b) is their
+					// optimum already, and stays.
+					f.done[j] = true
+					at.on[j] = false
+				}
 			}
-			if bj := &best[j]; it == 0 && bj.q == sj.q && bj.qq == sj.qq && bj.xq == sj.xq {
-				// The codes of the start's refit: (s, b) is their
-				// optimum already, and stays.
-				sj.done = true
-				continue
-			}
-			refit(sj, cfg.omega)
 		}
+		f.refit(&at.on, ns, cfg.omega)
 	}
 	// Double quantization of the sub-params.
 	pmax := int32(1)<<pb - 1
 	var smax, mpos, mneg float64
-	for j := range subs {
-		smax = max(smax, subs[j].s)
-		if m := -subs[j].b; m > 0 {
+	for j := range ns {
+		smax = max(smax, f.s[j])
+		if m := -f.b[j]; m > 0 {
 			mpos = max(mpos, m)
 		} else {
 			mneg = max(mneg, -m)
@@ -245,39 +248,37 @@ func fit(p *kernels.SuperBlockParams, subs []sub, ls *lockstep, x, w []float32, 
 		dmin = -mneg / float64(pmax)
 	}
 	for a := 0; a < cfg.alt; a++ {
-		chooseCodes(subs, d, dmin, pmax)
-		d, dmin = refitD(subs, d, dmin)
+		f.chooseCodes(ns, d, dmin, pmax)
+		d, dmin = f.refitD(ns, d, dmin)
 	}
 	// The codes chosen for the unrounded (d, dmin) serve the re-coding.
 	dh, dminh := half(d), half(dmin)
 	p.D, p.DMin = dh, dminh
-	store(p, subs)
+	f.store(p, ns)
 	// Re-code with the quantized params, refit each sub-block's integer
 	// codes for the new codes, then (d, dmin) for those integers (their
 	// joint optimum, so the integers stay).
 	at.on = [16]bool{}
-	for j := range subs {
+	for j := range ns {
 		s, m := p.SubBlockParams(j)
 		at.set(j, s, -m)
 	}
-	ls.stats(subs, at, x, w, g, qmax)
-	for j := range subs {
-		refit(&subs[j], 1)
-	}
+	ls.stats(ns, at, x, w, g, qmax)
+	f.refit(&at.on, ns, 1)
 	df, dminf := float64(fp.HalfToFloat32(dh)), float64(fp.HalfToFloat32(dminh))
-	chooseCodes(subs, df, dminf, pmax)
+	f.chooseCodes(ns, df, dminf, pmax)
 	if cfg.final {
-		nd, ndmin := refitD(subs, df, dminf)
+		nd, ndmin := f.refitD(ns, df, dminf)
 		dh, dminh = half(nd), half(ndmin)
 	}
 	p.D, p.DMin = dh, dminh
-	store(p, subs)
+	f.store(p, ns)
 	return nil
 }
 
-func store(p *kernels.SuperBlockParams, subs []sub) {
-	for j := range subs {
-		p.Sc[j], p.Mc[j] = uint8(subs[j].sc), uint8(subs[j].mc)
+func (f *subs) store(p *kernels.SuperBlockParams, ns int) {
+	for j := range ns {
+		p.Sc[j], p.Mc[j] = uint8(f.sc[j]), uint8(f.mc[j])
 	}
 }
 
@@ -290,9 +291,9 @@ func half(v float64) uint16 {
 	return fp.Float32ToHalf(float32(v))
 }
 
-// moments fills lo, hi and the weighted moments of xs. A NaN does not
-// reach lo or hi but makes xx NaN.
-func moments(sj *sub, xs, ws []float32) {
+// moments fills sub-block j's lo, hi and the weighted moments of its
+// values xs. A NaN does not reach lo or hi but makes xx NaN.
+func (f *subs) moments(j int, xs, ws []float32) {
 	if ws == nil {
 		lo, hi := key(xs[0]), key(xs[0])
 		var s0, s1, q0, q1 float32
@@ -312,8 +313,8 @@ func moments(sj *sub, xs, ws []float32) {
 			s0 += a
 			q0 += a * a
 		}
-		sj.lo, sj.hi = unkey(lo), unkey(hi)
-		sj.n, sj.x, sj.xx = float64(len(xs)), float64(s0)+float64(s1), float64(q0)+float64(q1)
+		f.lo[j], f.hi[j] = unkey(lo), unkey(hi)
+		f.n[j], f.x[j], f.xx[j] = float64(len(xs)), float64(s0)+float64(s1), float64(q0)+float64(q1)
 		return
 	}
 	lo, hi := xs[0], xs[0]
@@ -325,7 +326,7 @@ func moments(sj *sub, xs, ws []float32) {
 		s += c * float64(v)
 		q += c * float64(v) * float64(v)
 	}
-	sj.lo, sj.hi, sj.n, sj.x, sj.xx = lo, hi, n, s, q
+	f.lo[j], f.hi[j], f.n[j], f.x[j], f.xx[j] = lo, hi, n, s, q
 }
 
 // key maps a float32 to an int32 of the same order (-0 below +0), so
@@ -337,8 +338,9 @@ func key(v float32) int32 {
 
 func unkey(k int32) float32 { return math.Float32frombits(uint32(k ^ int32(uint32(k>>31)>>1))) }
 
-// stats assigns the nearest codes for x̂ = s·q + b and sums them.
-func stats(sj *sub, xs, ws []float32, s, b, qmax float32) {
+// stats assigns sub-block j's nearest codes for x̂ = s·q + b and sums
+// them.
+func (f *subs) stats(j int, xs, ws []float32, s, b, qmax float32) {
 	var inv float32
 	if s != 0 {
 		inv = 1 / s
@@ -355,7 +357,7 @@ func stats(sj *sub, xs, ws []float32, s, b, qmax float32) {
 				qq += float32(c * c)
 				xq += float64(v * float32(c))
 			}
-			sj.q, sj.qq, sj.xq = float64(q), float64(qq), xq
+			f.q[j], f.qq[j], f.xq[j] = float64(q), float64(qq), xq
 			return
 		}
 		var qi, qqi int32
@@ -380,7 +382,7 @@ func stats(sj *sub, xs, ws []float32, s, b, qmax float32) {
 			qqi += c0 * c0
 			xq0 += xs[i] * float32(c0)
 		}
-		sj.q, sj.qq, sj.xq = float64(qi), float64(qqi), float64(xq0+xq1)+float64(xq2+xq3)
+		f.q[j], f.qq[j], f.xq[j] = float64(qi), float64(qqi), float64(xq0+xq1)+float64(xq2+xq3)
 		return
 	}
 	var q, qq, xq float64
@@ -391,71 +393,84 @@ func stats(sj *sub, xs, ws []float32, s, b, qmax float32) {
 		qq += wc * c
 		xq += wc * float64(v)
 	}
-	sj.q, sj.qq, sj.xq = q, qq, xq
+	f.q[j], f.qq[j], f.xq[j] = q, qq, xq
 }
 
-// refit moves (s, b) omega times towards the least-squares optimum for
-// the sub-block's latest codes.
-func refit(sj *sub, omega float64) {
-	det := sj.n*sj.qq - sj.q*sj.q
-	if !(det > 1e-9*sj.n*sj.qq) || sj.n <= 0 {
-		if sj.n > 0 && sj.qq == 0 { // every code 0: only the offset moves
-			sj.b = sj.x / sj.n
+// refitGo moves (s, b) of the sub-blocks on omega times towards the
+// least-squares optimum for their latest codes (refit's portable form).
+func (f *subs) refitGo(on *[16]bool, omega float64) {
+	for j := range on {
+		if !on[j] {
+			continue
 		}
-		return
+		n, q, qq := f.n[j], f.q[j], f.qq[j]
+		det := n*qq - q*q
+		if !(det > 1e-9*n*qq) || n <= 0 {
+			if n > 0 && qq == 0 { // every code 0: only the offset moves
+				f.b[j] = f.x[j] / n
+			}
+			continue
+		}
+		id := 1 / det
+		s := (n*f.xq[j] - q*f.x[j]) * id
+		b := (qq*f.x[j] - q*f.xq[j]) * id
+		if omega != 1 {
+			s = f.s[j] + omega*(s-f.s[j])
+			b = f.b[j] + omega*(b-f.b[j])
+		}
+		if s < 0 {
+			s = 0
+			b = f.x[j] / n
+		}
+		f.s[j], f.b[j] = s, b
 	}
-	id := 1 / det
-	s := (sj.n*sj.xq - sj.q*sj.x) * id
-	b := (sj.qq*sj.x - sj.q*sj.xq) * id
-	if omega != 1 {
-		s = sj.s + omega*(s-sj.s)
-		b = sj.b + omega*(b-sj.b)
-	}
-	if s < 0 {
-		s = 0
-		b = sj.x / sj.n
-	}
-	sj.s, sj.b = s, b
 }
 
-// errAt is the sub-block's squared error of its latest codes at (s, b).
-func (sj *sub) errAt(s, b float64) float64 {
-	return sj.xx - 2*s*sj.xq - 2*b*sj.x + s*s*sj.qq + 2*s*b*sj.q + sj.n*b*b
+// errAt is sub-block j's squared error of its latest codes at its (s, b).
+func (f *subs) errAt(j int) float64 {
+	s, b := f.s[j], f.b[j]
+	return f.xx[j] - 2*s*f.xq[j] - 2*b*f.x[j] + s*s*f.qq[j] + 2*s*b*f.q[j] + f.n[j]*b*b
 }
 
-// chooseCodes picks each sub-block's (sc, mc) among the codes next to its
-// float fit for the lowest error of its latest codes (the first of equal
-// errors in the order (s0, m0), (s0, m1), (s1, m0), (s1, m1)).
-func chooseCodes(subs []sub, d, dmin float64, pmax int32) {
+// chooseCodesGo picks each sub-block's (sc, mc) among the codes next to
+// its float fit for the lowest error of its latest codes (the first of
+// equal errors in the order (s0, m0), (s0, m1), (s1, m0), (s1, m1)):
+// chooseCodes' portable form.
+func (f *subs) chooseCodesGo(ns int, d, dmin float64, pmax int32) {
 	df, dmf := float32(d), float32(dmin)
-	var id, idm float64
+	id, idm := codeSteps(d, dmin)
+	pm := int64(pmax)
+	for j := range ns {
+		s0 := int32(max(0, min(pm, int64(f.s[j]*id))))
+		m0 := int32(max(0, min(pm, int64(-f.b[j]*idm))))
+		s1, m1 := min(s0+1, pmax), min(m0+1, pmax)
+		sa, sb := float64(float32(df*float32(s0))), float64(float32(df*float32(s1)))
+		ma, mb := -float64(float32(dmf*float32(m0))), -float64(float32(dmf*float32(m1)))
+		// errAt(s, b) = xx + s·(s·qq - 2·xq) + b·(b·n - 2·x) + 2·s·b·q;
+		// keys order the four errors (low bits: the candidate).
+		qq, xq2, n, x2 := f.qq[j], 2*f.xq[j], f.n[j], 2*f.x[j]
+		fa, fb := sa*(sa*qq-xq2), sb*(sb*qq-xq2)
+		ga, gb := ma*(ma*n-x2), mb*(mb*n-x2)
+		q2, xx := 2*f.q[j], f.xx[j]
+		k0 := errKey(xx+fa+ga+q2*sa*ma, 0)
+		k1 := errKey(xx+fa+gb+q2*sa*mb, 1)
+		k2 := errKey(xx+fb+ga+q2*sb*ma, 2)
+		k3 := errKey(xx+fb+gb+q2*sb*mb, 3)
+		k := min(min(k0, k1), min(k2, k3))
+		f.sc[j] = s0 + int32(k>>1&1)*(s1-s0)
+		f.mc[j] = m0 + int32(k&1)*(m1-m0)
+	}
+}
+
+// codeSteps are 1/d and 1/dmin (0 for 0).
+func codeSteps(d, dmin float64) (id, idm float64) {
 	if d != 0 {
 		id = 1 / d
 	}
 	if dmin != 0 {
 		idm = 1 / dmin
 	}
-	pm := int64(pmax)
-	for j := range subs {
-		sj := &subs[j]
-		s0 := int32(max(0, min(pm, int64(sj.s*id))))
-		m0 := int32(max(0, min(pm, int64(-sj.b*idm))))
-		s1, m1 := min(s0+1, pmax), min(m0+1, pmax)
-		sa, sb := float64(float32(df*float32(s0))), float64(float32(df*float32(s1)))
-		ma, mb := -float64(float32(dmf*float32(m0))), -float64(float32(dmf*float32(m1)))
-		// errAt(s, b) = xx + s·(s·qq - 2·xq) + b·(b·n - 2·x) + 2·s·b·q;
-		// keys order the four errors (low bits: the candidate).
-		fa, fb := sa*(sa*sj.qq-2*sj.xq), sb*(sb*sj.qq-2*sj.xq)
-		ga, gb := ma*(ma*sj.n-2*sj.x), mb*(mb*sj.n-2*sj.x)
-		q2 := 2 * sj.q
-		k0 := errKey(sj.xx+fa+ga+q2*sa*ma, 0)
-		k1 := errKey(sj.xx+fa+gb+q2*sa*mb, 1)
-		k2 := errKey(sj.xx+fb+ga+q2*sb*ma, 2)
-		k3 := errKey(sj.xx+fb+gb+q2*sb*mb, 3)
-		k := min(min(k0, k1), min(k2, k3))
-		sj.sc = s0 + int32(k>>1&1)*(s1-s0)
-		sj.mc = m0 + int32(k&1)*(m1-m0)
-	}
+	return id, idm
 }
 
 // errKey orders errors by their float64 bits (a negative rounding of a
@@ -468,16 +483,15 @@ func errKey(e float64, idx uint64) uint64 {
 
 // refitD is the joint least-squares (d, dmin) for the sub-blocks' codes
 // and integer sub-params: x̂ = d·sc·q - dmin·mc.
-func refitD(subs []sub, d, dmin float64) (float64, float64) {
+func (f *subs) refitD(ns int, d, dmin float64) (float64, float64) {
 	var a, bc, c, r1, r2 float64
-	for j := range subs {
-		sj := &subs[j]
-		sc, mc := float64(sj.sc), float64(sj.mc)
-		a += sc * sc * sj.qq
-		bc -= sc * mc * sj.q
-		c += mc * mc * sj.n
-		r1 += sc * sj.xq
-		r2 -= mc * sj.x
+	for j := range ns {
+		sc, mc := float64(f.sc[j]), float64(f.mc[j])
+		a += sc * sc * f.qq[j]
+		bc -= sc * mc * f.q[j]
+		c += mc * mc * f.n[j]
+		r1 += sc * f.xq[j]
+		r2 -= mc * f.x[j]
 	}
 	det := a*c - bc*bc
 	switch {

@@ -2,6 +2,7 @@ package dq
 
 import (
 	"math"
+	"math/bits"
 
 	"github.com/arrowquant/arrowquant/kernels"
 )
@@ -164,13 +165,11 @@ type lockstep struct {
 	lp laneParams
 	o  laneSums
 	ou laneSumsU
-	// fit's per-pass state (not zeroed per super-block)
+	// fit's state (not zeroed per super-block)
+	f    subs
 	at   pass
-	best [16]saved
+	best saved
 }
-
-// saved is a sub-block's float fit and code sums kept across a pass.
-type saved struct{ s, b, q, qq, xq float64 }
 
 // load transposes super-block x (and w) into lane groups of sub-blocks
 // of g elements, when it is whole.
@@ -197,12 +196,13 @@ func (at *pass) set(j int, s, b float32) {
 	at.s[j], at.b[j] = s, b
 }
 
-// moments fills every sub-block's range and moments.
-func (ls *lockstep) moments(subs []sub, x, w []float32, g int) {
+// moments fills the range and moments of the ns sub-blocks.
+func (ls *lockstep) moments(ns int, x, w []float32, g int) {
+	f := &ls.f
 	if ls.n == 0 {
-		for j := range subs {
+		for j := range ns {
 			xs, ws := subSlices(x, w, j, g)
-			moments(&subs[j], xs, ws)
+			f.moments(j, xs, ws)
 		}
 		return
 	}
@@ -211,11 +211,11 @@ func (ls *lockstep) moments(subs []sub, x, w []float32, g int) {
 		for l := range ls.n {
 			momentsLanesU(&ls.groups[l], o)
 			for k := range lanes {
-				sj := &subs[l*lanes+k]
-				sj.lo, sj.hi = unkey(o.lo[k]), unkey(o.hi[k])
-				sj.n = float64(g)
-				sj.x = float64(o.xq[0][k]) + float64(o.xq[1][k])
-				sj.xx = float64(o.xq[2][k]) + float64(o.xq[3][k])
+				j := l*lanes + k
+				f.lo[j], f.hi[j] = unkey(o.lo[k]), unkey(o.hi[k])
+				f.n[j] = float64(g)
+				f.x[j] = float64(o.xq[0][k]) + float64(o.xq[1][k])
+				f.xx[j] = float64(o.xq[2][k]) + float64(o.xq[3][k])
 			}
 		}
 		return
@@ -224,20 +224,21 @@ func (ls *lockstep) moments(subs []sub, x, w []float32, g int) {
 	for l := range ls.n {
 		momentsLanes(&ls.groups[l], o)
 		for k := range lanes {
-			sj := &subs[l*lanes+k]
-			sj.lo, sj.hi = unkey(o.lo[k]), unkey(o.hi[k])
-			sj.n, sj.x, sj.xx = o.a[k], o.b[k], o.c[k]
+			j := l*lanes + k
+			f.lo[j], f.hi[j] = unkey(o.lo[k]), unkey(o.hi[k])
+			f.n[j], f.x[j], f.xx[j] = o.a[k], o.b[k], o.c[k]
 		}
 	}
 }
 
 // stats runs stats for the sub-blocks of at, each at its (s, b).
-func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax float32) {
+func (ls *lockstep) stats(ns int, at *pass, x, w []float32, g int, qmax float32) {
+	f := &ls.f
 	if ls.n == 0 {
-		for j := range subs {
+		for j := range ns {
 			if at.on[j] {
 				xs, ws := subSlices(x, w, j, g)
-				stats(&subs[j], xs, ws, at.s[j], at.b[j], qmax)
+				f.stats(j, xs, ws, at.s[j], at.b[j], qmax)
 			}
 		}
 		return
@@ -248,6 +249,16 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 		lp.qmaxf[k] = qmax
 	}
 	for l := range ls.n {
+		if !ls.weighted && onAny(at, l) {
+			if slow, ok := statsPassU(&ls.groups[l], lp, at, l*lanes, f); ok {
+				for ; slow != 0; slow &= slow - 1 { // stats' scalar loop
+					j := l*lanes + bits.TrailingZeros32(slow)
+					xs, _ := subSlices(x, nil, j, g)
+					f.stats(j, xs, nil, at.s[j], at.b[j], qmax)
+				}
+				continue
+			}
+		}
 		busy := false
 		for k := range lanes {
 			j := l*lanes + k
@@ -267,8 +278,7 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 			statsLanes(&ls.groups[l], lp, o)
 			for k := range lanes {
 				if j := l*lanes + k; at.on[j] {
-					sj := &subs[j]
-					sj.q, sj.qq, sj.xq = o.a[k], o.b[k], o.c[k]
+					f.q[j], f.qq[j], f.xq[j] = o.a[k], o.b[k], o.c[k]
 				}
 			}
 			continue
@@ -279,15 +289,24 @@ func (ls *lockstep) stats(subs []sub, at *pass, x, w []float32, g int, qmax floa
 			if !at.on[j] {
 				continue
 			}
-			sj := &subs[j]
 			if !(lp.inv[k] < maxInv) { // stats' scalar loop
 				xs, _ := subSlices(x, nil, j, g)
-				stats(sj, xs, nil, at.s[j], at.b[j], qmax)
+				f.stats(j, xs, nil, at.s[j], at.b[j], qmax)
 				continue
 			}
 			r := &ou.xq // as stats combines codeSums' lanes
-			sj.q, sj.qq = float64(ou.q[k]), float64(ou.qq[k])
-			sj.xq = float64((r[0][k]+r[4][k])+(r[1][k]+r[5][k])) + float64((r[2][k]+r[6][k])+(r[3][k]+r[7][k]))
+			f.q[j], f.qq[j] = float64(ou.q[k]), float64(ou.qq[k])
+			f.xq[j] = float64((r[0][k]+r[4][k])+(r[1][k]+r[5][k])) + float64((r[2][k]+r[6][k])+(r[3][k]+r[7][k]))
 		}
 	}
+}
+
+// onAny reports whether lane group l has a sub-block on.
+func onAny(at *pass, l int) bool {
+	for _, on := range at.on[l*lanes : (l+1)*lanes] {
+		if on {
+			return true
+		}
+	}
+	return false
 }

@@ -79,3 +79,16 @@ func momentsLanesAVX2(lb *laneBlock, o *laneSums)
 
 // vectorLanes reports whether statsLanes and momentsLanes run vector code.
 func vectorLanes() bool { return useAVX2 }
+
+// statsPassU is lockstep.stats' unweighted pass of the lane group of
+// sub-blocks j0..j0+7 into f (see statsPassUAVX2), when it has a vector
+// kernel for it (ok).
+func statsPassU(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32, ok bool) {
+	if !useAVX2 || lb.rows%8 != 0 {
+		return 0, false
+	}
+	return statsPassUAVX2(lb, p, at, j0, f), true
+}
+
+//go:noescape
+func statsPassUAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32)

@@ -169,6 +169,22 @@ mdone:
 	VMULPS  Y10, Y10, Y10; \
 	VADDPS  Y10, sq, sq
 
+// UROWS: the rows of statsLanesUAVX2 from SI, CX/8 blocks of 8 (label
+// the loop's).
+#define UROWS(label) \
+label: \
+	UROW(0, Y2); \
+	UROW(32, Y3); \
+	UROW(64, Y4); \
+	UROW(96, Y5); \
+	UROW(128, Y6); \
+	UROW(160, Y7); \
+	UROW(192, Y8); \
+	UROW(224, Y9); \
+	ADDQ $256, SI; \
+	DECQ CX; \
+	JNZ  label
+
 // func statsLanesUAVX2(lb *laneBlock, p *laneParams, o *laneSumsU)
 // codeSums' codes and sums per lane (rows a multiple of 8): Y0 Σc, Y1
 // Σc², Y2-Y9 Σv·c of rows ≡ 0-7 mod 8.
@@ -193,18 +209,7 @@ TEXT ·statsLanesUAVX2(SB), NOSPLIT, $0-24
 	TESTQ   CX, CX
 	JZ      udone
 
-uloop:
-	UROW(0, Y2)
-	UROW(32, Y3)
-	UROW(64, Y4)
-	UROW(96, Y5)
-	UROW(128, Y6)
-	UROW(160, Y7)
-	UROW(192, Y8)
-	UROW(224, Y9)
-	ADDQ    $256, SI
-	DECQ    CX
-	JNZ     uloop
+	UROWS(uloop)
 
 udone:
 	VMOVUPS Y0, 0(DI)
@@ -318,5 +323,100 @@ tloop:
 	JNZ         tloop
 
 tdone:
+	VZEROUPPER
+	RET
+
+// PSTORE(v, half, mask, off): float64 of v's lanes 4·half to 4·half+3
+// into f's array at off(DI), except where mask (lanes off keep theirs).
+#define PSTORE(v, half, mask, off) \
+	VEXTRACTF128 $half, v, X10; \
+	VCVTPS2PD    X10, Y10; \
+	VBLENDVPD    mask, off(DI), Y10, Y10; \
+	VMOVUPD      Y10, off(DI)
+
+// func statsPassUAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32)
+// lockstep.stats' unweighted pass of sub-blocks j0..j0+7 (rows a
+// multiple of 8, p.qmaxf set): their params from at (b and 1/s of the
+// sub-blocks on, 0 for the others, as stats), statsLanesUAVX2's sums,
+// and f's q, qq and xq of the sub-blocks on, combined as stats combines
+// codeSums' lanes. slow has bit k set for a sub-block on whose 1/s is
+// not below maxInv (stats' scalar loop: the caller's).
+// pass: on at 0, s at 16, b at 80.
+TEXT ·statsPassUAVX2(SB), NOSPLIT, $0-44
+	MOVQ         lb+0(FP), SI
+	MOVQ         p+8(FP), AX
+	MOVQ         at+16(FP), BX
+	MOVQ         j0+24(FP), DX
+	MOVQ         f+32(FP), DI
+	VXORPS       Y15, Y15, Y15
+	VPMOVZXBD    (BX)(DX*1), Y13     // on
+	VPCMPEQD     Y15, Y13, Y13
+	VPCMPEQD     Y14, Y14, Y14
+	VPXOR        Y14, Y13, Y13       // on: all ones
+	VMOVUPS      16(BX)(DX*4), Y10   // s
+	VMOVUPS      80(BX)(DX*4), Y11   // b
+	VANDPS       Y13, Y11, Y11
+	VMOVUPS      Y11, 0(AX)
+	MOVL         $0x3f800000, R8
+	VMOVD        R8, X12
+	VBROADCASTSS X12, Y12
+	VDIVPS       Y10, Y12, Y12       // 1/s
+	VCMPPS       $0x04, Y15, Y10, Y10 // s != 0
+	VANDPS       Y10, Y12, Y12
+	VANDPS       Y13, Y12, Y12
+	VMOVUPS      Y12, 32(AX)
+	MOVL         $0x501502f9, R8     // float32(maxInv)
+	VMOVD        R8, X10
+	VBROADCASTSS X10, Y10
+	VCMPPS       $0x15, Y10, Y12, Y12 // !(inv < maxInv)
+	VANDPS       Y13, Y12, Y12
+	VMOVMSKPS    Y12, R8
+	MOVL         R8, slow+40(FP)
+	LEAQ         (DI)(DX*8), DI      // f's arrays from j0
+	MOVQ         2048(SI), CX
+	SHRQ         $3, CX
+	VMOVUPS      ·halves<>(SB), Y12
+	VXORPS       Y0, Y0, Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	VXORPS       Y9, Y9, Y9
+	TESTQ        CX, CX
+	JZ           pdone
+	UROWS(ploop)
+
+pdone:
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
+	VADDPS       Y3, Y2, Y2          // (r0+r4)+(r1+r5)
+	VADDPS       Y8, Y4, Y4
+	VADDPS       Y9, Y5, Y5
+	VADDPS       Y5, Y4, Y4          // (r2+r6)+(r3+r7)
+	VPCMPEQD     Y10, Y10, Y10
+	VPXOR        Y10, Y13, Y13       // off
+	VPMOVSXDQ    X13, Y14            // off, lanes 0-3 as float64 masks
+	VEXTRACTI128 $1, Y13, X13
+	VPMOVSXDQ    X13, Y13            // lanes 4-7
+	PSTORE(Y0, 0, Y14, 512)
+	PSTORE(Y0, 1, Y13, 544)
+	PSTORE(Y1, 0, Y14, 640)
+	PSTORE(Y1, 1, Y13, 672)
+	VCVTPS2PD    X2, Y10
+	VCVTPS2PD    X4, Y11
+	VADDPD       Y11, Y10, Y10
+	VBLENDVPD    Y14, 768(DI), Y10, Y10
+	VMOVUPD      Y10, 768(DI)
+	VEXTRACTF128 $1, Y2, X10
+	VEXTRACTF128 $1, Y4, X11
+	VCVTPS2PD    X10, Y10
+	VCVTPS2PD    X11, Y11
+	VADDPD       Y11, Y10, Y10
+	VBLENDVPD    Y13, 800(DI), Y10, Y10
+	VMOVUPD      Y10, 800(DI)
 	VZEROUPPER
 	RET

@@ -13,3 +13,5 @@ func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) { statsLanesUGo(lb,
 func momentsLanesU(lb *laneBlock, o *laneSumsU) { momentsLanesUGo(lb, o) }
 
 func transpose8(dst, src []float32, stride, blocks int) bool { return false }
+
+func statsPassU(*laneBlock, *laneParams, *pass, int, *subs) (uint32, bool) { return 0, false }
