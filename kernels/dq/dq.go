@@ -170,8 +170,9 @@ func fit(p *kernels.SuperBlockParams, ls *lockstep, x, w []float32, bits, g, pb 
 	at, best := &ls.at, &ls.best
 	for _, st := range cfg.starts {
 		at.on = [16]bool{}
-		// The best start so far stays in (s, b) and its sums.
-		f.save(best)
+		if multi { // the best start so far stays in (s, b) and its sums
+			f.save(best)
+		}
 		for j := range ns {
 			if f.done[j] {
 				continue
@@ -212,7 +213,9 @@ func fit(p *kernels.SuperBlockParams, ls *lockstep, x, w []float32, bits, g, pb 
 	}
 	for it := 0; it < cfg.iters; it++ {
 		at.on = [16]bool{}
-		f.save(best)
+		if it == 0 {
+			best.q, best.qq, best.xq = f.q, f.qq, f.xq
+		}
 		for j := range ns {
 			if !f.done[j] {
 				at.set(j, float32(f.s[j]), float32(f.b[j]))

@@ -52,6 +52,7 @@ type laneParams struct {
 	b, inv [lanes]float32
 	qmaxf  [lanes]float32 // qmax in every lane (unweighted kernel)
 	qmax   int32
+	on     [lanes]int32 // the pass kernels' lanes on (all ones)
 }
 
 // laneSumsU are the outputs of the unweighted lockstep kernels: per lane
@@ -249,7 +250,14 @@ func (ls *lockstep) stats(ns int, at *pass, x, w []float32, g int, qmax float32)
 		lp.qmaxf[k] = qmax
 	}
 	for l := range ls.n {
-		if !ls.weighted && onAny(at, l) {
+		if !onAny(at, l) {
+			continue
+		}
+		if ls.weighted {
+			if statsPass(&ls.groups[l], lp, at, l*lanes, f) {
+				continue
+			}
+		} else {
 			if slow, ok := statsPassU(&ls.groups[l], lp, at, l*lanes, f); ok {
 				for ; slow != 0; slow &= slow - 1 { // stats' scalar loop
 					j := l*lanes + bits.TrailingZeros32(slow)
@@ -259,20 +267,16 @@ func (ls *lockstep) stats(ns int, at *pass, x, w []float32, g int, qmax float32)
 				continue
 			}
 		}
-		busy := false
+		// the portable pass (also the arm64 one)
 		for k := range lanes {
 			j := l*lanes + k
 			lp.b[k], lp.inv[k] = 0, 0
 			if at.on[j] {
-				busy = true
 				lp.b[k] = at.b[j]
 				if s := at.s[j]; s != 0 {
 					lp.inv[k] = 1 / s
 				}
 			}
-		}
-		if !busy {
-			continue
 		}
 		if ls.weighted {
 			statsLanes(&ls.groups[l], lp, o)

@@ -92,3 +92,17 @@ func statsPassU(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow u
 
 //go:noescape
 func statsPassUAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32)
+
+// statsPass is lockstep.stats' weighted pass of the lane group of
+// sub-blocks j0..j0+7 into f (see statsPassAVX2), when it has a vector
+// kernel for it (true).
+func statsPass(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) bool {
+	if !useAVX2 {
+		return false
+	}
+	statsPassAVX2(lb, p, at, j0, f)
+	return true
+}
+
+//go:noescape
+func statsPassAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)

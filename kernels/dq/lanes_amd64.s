@@ -7,6 +7,7 @@
 // float64 each), lo at 192, hi at 224 (8 int32 each). Lanes 0-3 of a
 // float64 sum are in the low YMM of its pair, 4-7 in the high.
 // laneSumsU: q at 0, qq at 32, xq[r] at 64+32r, lo at 320, hi at 352.
+// laneParams.on (the pass kernels' on mask) at 100.
 
 DATA ·halves<>+0(SB)/8, $0x3f0000003f000000
 DATA ·halves<>+8(SB)/8, $0x3f0000003f000000
@@ -14,61 +15,105 @@ DATA ·halves<>+16(SB)/8, $0x3f0000003f000000
 DATA ·halves<>+24(SB)/8, $0x3f0000003f000000
 GLOBL ·halves<>(SB), RODATA|NOPTR, $32
 
+// PASSPARAMS: the prologue of statsPassUAVX2 and statsPassAVX2 (their
+// arguments lb, p, at, j0, f into SI, AX, BX, DX, DI): p's b and inv for
+// sub-blocks j0..j0+7 from at (0 for those off, inv 0 for s 0), Y13 the
+// on mask (int32 lanes, also in p.on), Y12 inv.
+#define PASSPARAMS \
+	MOVQ         lb+0(FP), SI; \
+	MOVQ         p+8(FP), AX; \
+	MOVQ         at+16(FP), BX; \
+	MOVQ         j0+24(FP), DX; \
+	MOVQ         f+32(FP), DI; \
+	VXORPS       Y15, Y15, Y15; \
+	VPMOVZXBD    (BX)(DX*1), Y13; \
+	VPCMPEQD     Y15, Y13, Y13; \
+	VPCMPEQD     Y14, Y14, Y14; \
+	VPXOR        Y14, Y13, Y13; \
+	VMOVDQU      Y13, 100(AX); \
+	VMOVUPS      16(BX)(DX*4), Y10; \
+	VMOVUPS      80(BX)(DX*4), Y11; \
+	VANDPS       Y13, Y11, Y11; \
+	VMOVUPS      Y11, 0(AX); \
+	MOVL         $0x3f800000, R8; \
+	VMOVD        R8, X12; \
+	VBROADCASTSS X12, Y12; \
+	VDIVPS       Y10, Y12, Y12; \
+	VCMPPS       $0x04, Y15, Y10, Y10; \
+	VANDPS       Y10, Y12, Y12; \
+	VANDPS       Y13, Y12, Y12; \
+	VMOVUPS      Y12, 32(AX)
+
+// PSTORE(v, half, mask, off): float64 of v's lanes 4·half to 4·half+3
+// into f's array at off(DI), except where mask (lanes off keep theirs).
+#define PSTORE(v, half, mask, off) \
+	VEXTRACTF128 $half, v, X10; \
+	VCVTPS2PD    X10, Y10; \
+	VBLENDVPD    mask, off(DI), Y10, Y10; \
+	VMOVUPD      Y10, off(DI)
+
+// WROWS(loop, done): statsLanesAVX2's rows (SI the values, AX the params,
+// CX the rows) into Y5/Y6 Σw·c, Y7/Y8 Σw·c·c and Y9/Y10 Σw·c·v (lanes
+// 0-3/4-7); the weights follow the values at 1024(SI). Per row: t =
+// (v-b)·inv + 0.5 in float32, c = clamp(int32(t), 0, qmax) (0x80000000
+// when out of range), wc = float64(w)·c, then Σwc, Σwc·c, Σwc·float64(v).
+#define WROWS(loop, done) \
+	LEAQ         1024(SI), DX; \
+	VMOVUPS      0(AX), Y0; \
+	VMOVUPS      32(AX), Y1; \
+	VPBROADCASTD 96(AX), Y3; \
+	MOVL         $0x3f000000, BX; \
+	VMOVD        BX, X2; \
+	VPBROADCASTD X2, Y2; \
+	VPXOR        Y4, Y4, Y4; \
+	VXORPD       Y5, Y5, Y5; \
+	VXORPD       Y6, Y6, Y6; \
+	VXORPD       Y7, Y7, Y7; \
+	VXORPD       Y8, Y8, Y8; \
+	VXORPD       Y9, Y9, Y9; \
+	VXORPD       Y10, Y10, Y10; \
+	TESTQ        CX, CX; \
+	JZ           done; \
+loop: \
+	VMOVUPS      (SI), Y11; \
+	VSUBPS       Y0, Y11, Y12; \
+	VMULPS       Y1, Y12, Y12; \
+	VADDPS       Y2, Y12, Y12; \
+	VCVTTPS2DQ   Y12, Y12; \
+	VPMAXSD      Y4, Y12, Y12; \
+	VPMINSD      Y3, Y12, Y12; \
+	VCVTDQ2PD    X12, Y13; \
+	VEXTRACTI128 $1, Y12, X12; \
+	VCVTDQ2PD    X12, Y12; \
+	VCVTPS2PD    (DX), Y14; \
+	VCVTPS2PD    16(DX), Y15; \
+	VMULPD       Y13, Y14, Y14; \
+	VMULPD       Y12, Y15, Y15; \
+	VADDPD       Y14, Y5, Y5; \
+	VADDPD       Y15, Y6, Y6; \
+	VMULPD       Y14, Y13, Y13; \
+	VMULPD       Y15, Y12, Y12; \
+	VADDPD       Y13, Y7, Y7; \
+	VADDPD       Y12, Y8, Y8; \
+	VCVTPS2PD    X11, Y13; \
+	VEXTRACTF128 $1, Y11, X11; \
+	VCVTPS2PD    X11, Y11; \
+	VMULPD       Y14, Y13, Y13; \
+	VMULPD       Y15, Y11, Y11; \
+	VADDPD       Y13, Y9, Y9; \
+	VADDPD       Y11, Y10, Y10; \
+	ADDQ         $32, SI; \
+	ADDQ         $32, DX; \
+	DECQ         CX; \
+	JNZ          loop;
+
 // func statsLanesAVX2(lb *laneBlock, p *laneParams, o *laneSums)
 TEXT ·statsLanesAVX2(SB), NOSPLIT, $0-24
-	MOVQ         lb+0(FP), SI
-	MOVQ         p+8(FP), AX
-	MOVQ         o+16(FP), DI
-	LEAQ         1024(SI), DX
-	MOVQ         2048(SI), CX
-	VMOVUPS      0(AX), Y0           // b
-	VMOVUPS      32(AX), Y1          // inv
-	VPBROADCASTD 96(AX), Y3          // qmax
-	MOVL         $0x3f000000, BX
-	VMOVD        BX, X2
-	VPBROADCASTD X2, Y2              // 0.5
-	VPXOR        Y4, Y4, Y4
-	VXORPD       Y5, Y5, Y5          // Σw·c
-	VXORPD       Y6, Y6, Y6
-	VXORPD       Y7, Y7, Y7          // Σw·c·c
-	VXORPD       Y8, Y8, Y8
-	VXORPD       Y9, Y9, Y9          // Σw·c·v
-	VXORPD       Y10, Y10, Y10
-	TESTQ        CX, CX
-	JZ           sdone
-
-sloop:
-	VMOVUPS      (SI), Y11           // v
-	VSUBPS       Y0, Y11, Y12
-	VMULPS       Y1, Y12, Y12
-	VADDPS       Y2, Y12, Y12
-	VCVTTPS2DQ   Y12, Y12            // int32(t), 0x80000000 when out of range
-	VPMAXSD      Y4, Y12, Y12
-	VPMINSD      Y3, Y12, Y12        // c
-	VCVTDQ2PD    X12, Y13
-	VEXTRACTI128 $1, Y12, X12
-	VCVTDQ2PD    X12, Y12
-	VCVTPS2PD    (DX), Y14
-	VCVTPS2PD    16(DX), Y15
-	VMULPD       Y13, Y14, Y14       // wc = w·c
-	VMULPD       Y12, Y15, Y15
-	VADDPD       Y14, Y5, Y5
-	VADDPD       Y15, Y6, Y6
-	VMULPD       Y14, Y13, Y13       // wc·c
-	VMULPD       Y15, Y12, Y12
-	VADDPD       Y13, Y7, Y7
-	VADDPD       Y12, Y8, Y8
-	VCVTPS2PD    X11, Y13
-	VEXTRACTF128 $1, Y11, X11
-	VCVTPS2PD    X11, Y11
-	VMULPD       Y14, Y13, Y13       // wc·v
-	VMULPD       Y15, Y11, Y11
-	VADDPD       Y13, Y9, Y9
-	VADDPD       Y11, Y10, Y10
-	ADDQ         $32, SI
-	ADDQ         $32, DX
-	DECQ         CX
-	JNZ          sloop
+	MOVQ    lb+0(FP), SI
+	MOVQ    p+8(FP), AX
+	MOVQ    o+16(FP), DI
+	MOVQ    2048(SI), CX
+	WROWS(sloop, sdone)
 
 sdone:
 	VMOVUPD Y5, 0(DI)
@@ -326,14 +371,6 @@ tdone:
 	VZEROUPPER
 	RET
 
-// PSTORE(v, half, mask, off): float64 of v's lanes 4·half to 4·half+3
-// into f's array at off(DI), except where mask (lanes off keep theirs).
-#define PSTORE(v, half, mask, off) \
-	VEXTRACTF128 $half, v, X10; \
-	VCVTPS2PD    X10, Y10; \
-	VBLENDVPD    mask, off(DI), Y10, Y10; \
-	VMOVUPD      Y10, off(DI)
-
 // func statsPassUAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32)
 // lockstep.stats' unweighted pass of sub-blocks j0..j0+7 (rows a
 // multiple of 8, p.qmaxf set): their params from at (b and 1/s of the
@@ -343,28 +380,7 @@ tdone:
 // not below maxInv (stats' scalar loop: the caller's).
 // pass: on at 0, s at 16, b at 80.
 TEXT ·statsPassUAVX2(SB), NOSPLIT, $0-44
-	MOVQ         lb+0(FP), SI
-	MOVQ         p+8(FP), AX
-	MOVQ         at+16(FP), BX
-	MOVQ         j0+24(FP), DX
-	MOVQ         f+32(FP), DI
-	VXORPS       Y15, Y15, Y15
-	VPMOVZXBD    (BX)(DX*1), Y13     // on
-	VPCMPEQD     Y15, Y13, Y13
-	VPCMPEQD     Y14, Y14, Y14
-	VPXOR        Y14, Y13, Y13       // on: all ones
-	VMOVUPS      16(BX)(DX*4), Y10   // s
-	VMOVUPS      80(BX)(DX*4), Y11   // b
-	VANDPS       Y13, Y11, Y11
-	VMOVUPS      Y11, 0(AX)
-	MOVL         $0x3f800000, R8
-	VMOVD        R8, X12
-	VBROADCASTSS X12, Y12
-	VDIVPS       Y10, Y12, Y12       // 1/s
-	VCMPPS       $0x04, Y15, Y10, Y10 // s != 0
-	VANDPS       Y10, Y12, Y12
-	VANDPS       Y13, Y12, Y12
-	VMOVUPS      Y12, 32(AX)
+	PASSPARAMS
 	MOVL         $0x501502f9, R8     // float32(maxInv)
 	VMOVD        R8, X10
 	VBROADCASTSS X10, Y10
@@ -417,6 +433,37 @@ pdone:
 	VCVTPS2PD    X11, Y11
 	VADDPD       Y11, Y10, Y10
 	VBLENDVPD    Y13, 800(DI), Y10, Y10
+	VMOVUPD      Y10, 800(DI)
+	VZEROUPPER
+	RET
+
+// func statsPassAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
+// lockstep.stats' weighted pass of sub-blocks j0..j0+7: their params
+// from at (PASSPARAMS), statsLanesAVX2's sums, and f's q, qq and xq of
+// the sub-blocks on.
+TEXT ·statsPassAVX2(SB), NOSPLIT, $0-40
+	PASSPARAMS
+	LEAQ         (DI)(DX*8), DI      // f's arrays from j0
+	MOVQ         2048(SI), CX
+	WROWS(wloop, wdone)
+
+wdone:
+	VPMOVSXDQ    100(AX), Y11        // on, lanes 0-3 as float64 masks
+	VPMOVSXDQ    116(AX), Y12        // lanes 4-7
+	VPCMPEQD     Y13, Y13, Y13
+	VPXOR        Y13, Y11, Y11       // off
+	VPXOR        Y13, Y12, Y12
+	VBLENDVPD    Y11, 512(DI), Y5, Y5
+	VMOVUPD      Y5, 512(DI)
+	VBLENDVPD    Y12, 544(DI), Y6, Y6
+	VMOVUPD      Y6, 544(DI)
+	VBLENDVPD    Y11, 640(DI), Y7, Y7
+	VMOVUPD      Y7, 640(DI)
+	VBLENDVPD    Y12, 672(DI), Y8, Y8
+	VMOVUPD      Y8, 672(DI)
+	VBLENDVPD    Y11, 768(DI), Y9, Y9
+	VMOVUPD      Y9, 768(DI)
+	VBLENDVPD    Y12, 800(DI), Y10, Y10
 	VMOVUPD      Y10, 800(DI)
 	VZEROUPPER
 	RET

@@ -51,3 +51,5 @@ func statsLanesUNEON(lb *laneBlock, p *laneParams, o *laneSumsU)
 func momentsLanesUNEON(lb *laneBlock, o *laneSumsU)
 
 func statsPassU(*laneBlock, *laneParams, *pass, int, *subs) (uint32, bool) { return 0, false }
+
+func statsPass(*laneBlock, *laneParams, *pass, int, *subs) bool { return false }

@@ -15,3 +15,5 @@ func momentsLanesU(lb *laneBlock, o *laneSumsU) { momentsLanesUGo(lb, o) }
 func transpose8(dst, src []float32, stride, blocks int) bool { return false }
 
 func statsPassU(*laneBlock, *laneParams, *pass, int, *subs) (uint32, bool) { return 0, false }
+
+func statsPass(*laneBlock, *laneParams, *pass, int, *subs) bool { return false }

@@ -15,10 +15,10 @@ func TestLaneLayout(t *testing.T) {
 	var lp laneParams
 	var o laneSums
 	var u laneSumsU
-	got := []uintptr{unsafe.Offsetof(lb.wt), unsafe.Offsetof(lb.rows), unsafe.Offsetof(lp.inv), unsafe.Offsetof(lp.qmaxf), unsafe.Offsetof(lp.qmax),
+	got := []uintptr{unsafe.Offsetof(lb.wt), unsafe.Offsetof(lb.rows), unsafe.Offsetof(lp.inv), unsafe.Offsetof(lp.qmaxf), unsafe.Offsetof(lp.qmax), unsafe.Offsetof(lp.on),
 		unsafe.Offsetof(o.b), unsafe.Offsetof(o.c), unsafe.Offsetof(o.lo), unsafe.Offsetof(o.hi),
 		unsafe.Offsetof(u.qq), unsafe.Offsetof(u.xq), unsafe.Offsetof(u.lo), unsafe.Offsetof(u.hi)}
-	want := []uintptr{1024, 2048, 32, 64, 96, 64, 128, 192, 224, 32, 64, 320, 352}
+	want := []uintptr{1024, 2048, 32, 64, 96, 100, 64, 128, 192, 224, 32, 64, 320, 352}
 	for i := range got {
 		if got[i] != want[i] {
 			t.Fatalf("offsets %v, want %v", got, want)
