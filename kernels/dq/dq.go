@@ -173,42 +173,11 @@ func fit(p *kernels.SuperBlockParams, ls *lockstep, x, w []float32, bits, g, pb 
 		if multi { // the best start so far stays in (s, b) and its sums
 			f.save(best)
 		}
-		for j := range ns {
-			if f.done[j] {
-				continue
-			}
-			lo, hi := f.lo[j], f.hi[j]
-			if st.oneSided {
-				mean := float32(f.x[j] / f.n[j])
-				if f.n[j] <= 0 { // weights all zero
-					mean = lo/2 + hi/2
-				}
-				if hi-mean > mean-lo {
-					hi = mean + (hi-mean)*st.beta
-				} else {
-					lo = mean - (mean-lo)*st.beta
-				}
-			} else {
-				c := lo/2 + hi/2
-				lo, hi = c-(c-lo)*st.beta, c+(hi-c)*st.beta
-			}
-			s, b := (hi-lo)/qmax, lo
-			f.s[j], f.b[j] = float64(s), float64(b)
-			at.set(j, s, b)
-		}
+		f.start(at, ns, st, qmax)
 		ls.stats(ns, at, x, w, g, qmax)
 		f.refit(&at.on, ns, 1)
 		if multi {
-			for j := range ns {
-				if !at.on[j] {
-					continue
-				}
-				if e := f.errAt(j); e < f.e[j] {
-					f.e[j] = e
-				} else {
-					f.restore(best, j)
-				}
-			}
+			f.keepBest(best, &at.on, ns)
 		}
 	}
 	for it := 0; it < cfg.iters; it++ {
@@ -426,6 +395,50 @@ func (f *subs) refitGo(on *[16]bool, omega float64) {
 			b = f.x[j] / n
 		}
 		f.s[j], f.b[j] = s, b
+	}
+}
+
+// startGo sets the start st of every sub-block not done: its (s, b) in f
+// and in the pass at: start's portable form.
+func (f *subs) startGo(at *pass, ns int, st start, qmax float32) {
+	for j := range ns {
+		if f.done[j] {
+			continue
+		}
+		lo, hi := f.lo[j], f.hi[j]
+		if st.oneSided {
+			mean := float32(f.x[j] / f.n[j])
+			if f.n[j] <= 0 { // weights all zero
+				mean = lo/2 + hi/2
+			}
+			if hi-mean > mean-lo {
+				hi = mean + (hi-mean)*st.beta
+			} else {
+				lo = mean - (mean-lo)*st.beta
+			}
+		} else {
+			c := lo/2 + hi/2
+			lo, hi = c-(c-lo)*st.beta, c+(hi-c)*st.beta
+		}
+		s, b := (hi-lo)/qmax, lo
+		f.s[j], f.b[j] = float64(s), float64(b)
+		at.set(j, s, b)
+	}
+}
+
+// keepBestGo keeps the refitted start of each sub-block on where its
+// error is below the best start's so far (and makes it the best), else
+// brings back the best start's fit and sums: keepBest's portable form.
+func (f *subs) keepBestGo(best *saved, on *[16]bool, ns int) {
+	for j := range ns {
+		if !on[j] {
+			continue
+		}
+		if e := f.errAt(j); e < f.e[j] {
+			f.e[j] = e
+		} else {
+			f.restore(best, j)
+		}
 	}
 }
 

@@ -226,3 +226,169 @@ codesLoop:
 	JNZ          codesLoop
 	VZEROUPPER
 	RET
+
+// func keepBestAVX2(f *subs, best *saved, on *[16]bool, groups int)
+// For the sub-blocks on: e = errAt (the Go expression's order), and the
+// refitted start stays where e < f.e (which becomes e), else best's fit
+// and sums come back. saved: s at 0, b at 128, q at 256, qq at 384, xq
+// at 512; subs.e at 1152.
+TEXT ·keepBestAVX2(SB), NOSPLIT, $0-32
+	MOVQ      f+0(FP), AX
+	MOVQ      best+8(FP), SI
+	MOVQ      on+16(FP), BX
+	MOVQ      groups+24(FP), CX
+	VXORPD    Y15, Y15, Y15
+	VPCMPEQQ  Y14, Y14, Y14
+	XORQ      DX, DX
+
+keepLoop:
+	MOVL      (BX), R8
+	VMOVD     R8, X0
+	VPMOVZXBQ X0, Y0
+	VPCMPEQQ  Y15, Y0, Y0           // off
+	VMOVUPD   896(AX)(DX*1), Y1     // s
+	VMOVUPD   1024(AX)(DX*1), Y2    // b
+	VMOVUPD   512(AX)(DX*1), Y3     // q
+	VMOVUPD   640(AX)(DX*1), Y4     // qq
+	VMOVUPD   768(AX)(DX*1), Y5     // xq
+	VADDPD    Y1, Y1, Y6            // 2·s
+	VMULPD    Y5, Y6, Y7
+	VMOVUPD   384(AX)(DX*1), Y8
+	VSUBPD    Y7, Y8, Y8            // xx - 2·s·xq
+	VADDPD    Y2, Y2, Y7
+	VMULPD    256(AX)(DX*1), Y7, Y7
+	VSUBPD    Y7, Y8, Y8            // - 2·b·x
+	VMULPD    Y1, Y1, Y7
+	VMULPD    Y4, Y7, Y7
+	VADDPD    Y7, Y8, Y8            // + s·s·qq
+	VMULPD    Y2, Y6, Y7
+	VMULPD    Y3, Y7, Y7
+	VADDPD    Y7, Y8, Y8            // + 2·s·b·q
+	VMULPD    128(AX)(DX*1), Y2, Y7
+	VMULPD    Y2, Y7, Y7
+	VADDPD    Y7, Y8, Y8            // + n·b·b: e
+	VMOVUPD   1152(AX)(DX*1), Y9    // f.e
+	VCMPPD    $0x11, Y9, Y8, Y10    // e < f.e
+	VORPD     Y0, Y10, Y11
+	VXORPD    Y14, Y11, Y11         // on and not better: restore
+	VANDNPD   Y10, Y0, Y10          // on and better: keep
+	VBLENDVPD Y10, Y8, Y9, Y9
+	VMOVUPD   Y9, 1152(AX)(DX*1)
+	VBLENDVPD Y11, 0(SI)(DX*1), Y1, Y1
+	VMOVUPD   Y1, 896(AX)(DX*1)
+	VBLENDVPD Y11, 128(SI)(DX*1), Y2, Y2
+	VMOVUPD   Y2, 1024(AX)(DX*1)
+	VBLENDVPD Y11, 256(SI)(DX*1), Y3, Y3
+	VMOVUPD   Y3, 512(AX)(DX*1)
+	VBLENDVPD Y11, 384(SI)(DX*1), Y4, Y4
+	VMOVUPD   Y4, 640(AX)(DX*1)
+	VBLENDVPD Y11, 512(SI)(DX*1), Y5, Y5
+	VMOVUPD   Y5, 768(AX)(DX*1)
+	ADDQ      $4, BX
+	ADDQ      $32, DX
+	DECQ      CX
+	JNZ       keepLoop
+	VZEROUPPER
+	RET
+
+// func startAVX2(f *subs, at *pass, groups int, beta, qmax float32, oneSided bool)
+// The start of fit's float fit for sub-blocks 8·groups, eight per YMM in
+// float32 as startGo: the (shrunk) range, s = (hi-lo)/qmax and b = lo
+// into at.s and at.b, and float64(s, b) into f.s and f.b where not done.
+// subs: lo at 0, hi at 64, done at 1408.
+TEXT ·startAVX2(SB), NOSPLIT, $0-33
+	MOVQ         f+0(FP), AX
+	MOVQ         at+8(FP), BX
+	MOVQ         groups+16(FP), CX
+	VBROADCASTSS beta+24(FP), Y15
+	VBROADCASTSS qmax+28(FP), Y14
+	MOVL         $0x3f000000, R8
+	VMOVD        R8, X13
+	VBROADCASTSS X13, Y13            // 0.5
+	VXORPD       Y12, Y12, Y12
+	VPCMPEQQ     Y11, Y11, Y11
+	MOVBLZX      oneSided+32(FP), R9
+	XORQ         DX, DX              // float32 offset
+	XORQ         SI, SI              // float64 offset
+	XORQ         DI, DI              // bool offset
+
+startLoop:
+	VMOVUPS      0(AX)(DX*1), Y0     // lo
+	VMOVUPS      64(AX)(DX*1), Y1    // hi
+	VMULPS       Y13, Y0, Y6
+	VMULPS       Y13, Y1, Y7
+	VADDPS       Y7, Y6, Y6          // lo/2 + hi/2
+	TESTB        R9, R9
+	JZ           symmetric
+	// mean = float32(x/n), the midpoint where n <= 0. The float64 masks
+	// become float32 ones by conversion: all ones (a NaN) keeps its sign.
+	VMOVUPD      256(AX)(SI*1), Y2
+	VDIVPD       128(AX)(SI*1), Y2, Y2
+	VMOVUPD      288(AX)(SI*1), Y3
+	VDIVPD       160(AX)(SI*1), Y3, Y3
+	VCVTPD2PSY   Y2, X2
+	VCVTPD2PSY   Y3, X3
+	VINSERTF128  $1, X3, Y2, Y2      // mean
+	VMOVUPD      128(AX)(SI*1), Y4
+	VCMPPD       $0x02, Y12, Y4, Y4  // n <= 0
+	VMOVUPD      160(AX)(SI*1), Y5
+	VCMPPD       $0x02, Y12, Y5, Y5
+	VCVTPD2PSY   Y4, X4
+	VCVTPD2PSY   Y5, X5
+	VINSERTF128  $1, X5, Y4, Y4
+	VBLENDVPS    Y4, Y6, Y2, Y2
+	VSUBPS       Y2, Y1, Y6          // hi - mean
+	VSUBPS       Y0, Y2, Y7          // mean - lo
+	VCMPPS       $0x1e, Y7, Y6, Y8   // hi-mean > mean-lo: shrink hi
+	VMULPS       Y15, Y6, Y9
+	VADDPS       Y9, Y2, Y9
+	VMULPS       Y15, Y7, Y10
+	VSUBPS       Y10, Y2, Y10
+	VBLENDVPS    Y8, Y9, Y1, Y1
+	VBLENDVPS    Y8, Y0, Y10, Y0
+	JMP          startParams
+
+symmetric:
+	VSUBPS       Y0, Y6, Y7          // c - lo
+	VMULPS       Y15, Y7, Y7
+	VSUBPS       Y6, Y1, Y8          // hi - c
+	VMULPS       Y15, Y8, Y8
+	VSUBPS       Y7, Y6, Y0
+	VADDPS       Y8, Y6, Y1
+
+startParams:
+	VSUBPS       Y0, Y1, Y2
+	VDIVPS       Y14, Y2, Y2         // s
+	VMOVUPS      Y2, 16(BX)(DX*1)
+	VMOVUPS      Y0, 80(BX)(DX*1)
+	MOVL         1408(AX)(DI*1), R8
+	VMOVD        R8, X3
+	VPMOVZXBQ    X3, Y3
+	VPCMPEQQ     Y12, Y3, Y3
+	VPXOR        Y11, Y3, Y3         // done, lanes 0-3
+	MOVL         1412(AX)(DI*1), R8
+	VMOVD        R8, X4
+	VPMOVZXBQ    X4, Y4
+	VPCMPEQQ     Y12, Y4, Y4
+	VPXOR        Y11, Y4, Y4         // lanes 4-7
+	VCVTPS2PD    X2, Y5
+	VBLENDVPD    Y3, 896(AX)(SI*1), Y5, Y5
+	VMOVUPD      Y5, 896(AX)(SI*1)
+	VEXTRACTF128 $1, Y2, X2
+	VCVTPS2PD    X2, Y5
+	VBLENDVPD    Y4, 928(AX)(SI*1), Y5, Y5
+	VMOVUPD      Y5, 928(AX)(SI*1)
+	VCVTPS2PD    X0, Y5
+	VBLENDVPD    Y3, 1024(AX)(SI*1), Y5, Y5
+	VMOVUPD      Y5, 1024(AX)(SI*1)
+	VEXTRACTF128 $1, Y0, X0
+	VCVTPS2PD    X0, Y5
+	VBLENDVPD    Y4, 1056(AX)(SI*1), Y5, Y5
+	VMOVUPD      Y5, 1056(AX)(SI*1)
+	ADDQ         $32, DX
+	ADDQ         $64, SI
+	ADDQ         $8, DI
+	DECQ         CX
+	JNZ          startLoop
+	VZEROUPPER
+	RET

@@ -78,8 +78,12 @@ func sameBits(a, b []float64) bool {
 	return true
 }
 
-// refit and chooseCodes (vector where the machine has them) are their Go
-// twins bit for bit.
+func sameOrNaN(a, b float64) bool {
+	return math.Float64bits(a) == math.Float64bits(b) || a != a && b != b
+}
+
+// start, refit, keepBest and chooseCodes (vector where the machine has
+// them) are their Go twins bit for bit.
 func TestFitStepsMatchGo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	x := make([]float32, kernels.SuperBlockElems)
@@ -98,6 +102,42 @@ func TestFitStepsMatchGo(t *testing.T) {
 		g.refitGo(&on, omega)
 		if !sameBits(v.s[:], g.s[:]) || !sameBits(v.b[:], g.b[:]) {
 			t.Fatalf("it %d refit ns %d ω %v on %v:\n s %v\n want %v\n b %v\n want %v", it, ns, omega, on, v.s, g.s, v.b, g.b)
+		}
+		st := start{beta: []float32{1, 0.93, 0.7, float32(rng.Float64())}[rng.IntN(4)], oneSided: rng.IntN(2) == 0}
+		qmax := float32([]int{3, 15, 255}[rng.IntN(3)])
+		for j := range 16 {
+			f.done[j] = rng.IntN(4) == 0
+			if rng.IntN(10) == 0 {
+				f.n[j] = []float64{0, -1, math.NaN()}[rng.IntN(3)]
+			}
+		}
+		v, g = f, f
+		var atV, atG pass
+		v.start(&atV, ns, st, qmax)
+		g.startGo(&atG, ns, st, qmax)
+		for j := range ns {
+			// A NaN n (never in a fit: fit returns the values' error
+			// first) may give NaNs of another payload.
+			if atV.on[j] != atG.on[j] || atG.on[j] && (!sameOrNaN(float64(atV.s[j]), float64(atG.s[j])) || !sameOrNaN(float64(atV.b[j]), float64(atG.b[j]))) ||
+				!sameOrNaN(v.s[j], g.s[j]) || !sameOrNaN(v.b[j], g.b[j]) {
+				t.Fatalf("it %d start %+v qmax %v sub %d (lo %v hi %v n %v x %v done %v): on %v (%v, %v) f (%v, %v), want %v (%v, %v) f (%v, %v)",
+					it, st, qmax, j, f.lo[j], f.hi[j], f.n[j], f.x[j], f.done[j],
+					atV.on[j], atV.s[j], atV.b[j], v.s[j], v.b[j], atG.on[j], atG.s[j], atG.b[j], g.s[j], g.b[j])
+			}
+		}
+		var best saved
+		var other subs
+		randomSubs(rng, &other, x, w)
+		other.save(&best)
+		for j := range 16 {
+			f.e[j] = []float64{math.Inf(1), math.NaN(), 0, rng.ExpFloat64() * f.xx[j], v.errAt(j)}[rng.IntN(5)]
+		}
+		v, g = f, f
+		v.keepBest(&best, &on, ns)
+		g.keepBestGo(&best, &on, ns)
+		if !sameBits(v.s[:], g.s[:]) || !sameBits(v.b[:], g.b[:]) || !sameBits(v.q[:], g.q[:]) || !sameBits(v.qq[:], g.qq[:]) ||
+			!sameBits(v.xq[:], g.xq[:]) || !sameBits(v.e[:], g.e[:]) {
+			t.Fatalf("it %d keepBest ns %d on %v:\n got  %+v\n want %+v", it, ns, on, v, g)
 		}
 		d := math.Abs(rng.NormFloat64()) * math.Exp(rng.NormFloat64()*3)
 		dmin := rng.NormFloat64() * math.Exp(rng.NormFloat64()*3)
