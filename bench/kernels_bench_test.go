@@ -193,8 +193,10 @@ func BenchmarkWeightedQuantize(b *testing.B) {
 
 // BenchmarkSuperBlock: the dq super-block method, GB/s of fp32: quantize
 // (params + pack, the method's SuperBlockFunc on one row), fused (the
-// registered dq_quantize: params, pack, dequantize and similarity) and
-// dequantize (aq_dequantize_superblock, GB/s of fp32 output).
+// registered dq_quantize: params, pack, dequantize and similarity),
+// dequantize-rows (kernels.DequantizeSuperBlocks into a reused buffer: the
+// kernel alone) and dequantize (aq_dequantize_superblock with the
+// context's allocator, GB/s of fp32 output).
 func BenchmarkSuperBlock(b *testing.B) {
 	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
@@ -226,6 +228,18 @@ func BenchmarkSuperBlock(b *testing.B) {
 			}
 		})
 		res := call(b, ctx, dq.Method.QuantizeFunc(), opts, values).(*array.Struct)
+		b.Run(fmt.Sprintf("dequantize-rows/int%d", bits), func(b *testing.B) {
+			codes := res.Field(0).(*array.Binary).Value(0)
+			params := res.Field(5).(*array.Binary).Value(0)
+			out := make([]float32, benchElems)
+			b.SetBytes(4 * benchElems)
+			defer cpuRate(b, 4*benchElems)()
+			for b.Loop() {
+				if err := kernels.DequantizeSuperBlocks(out, codes, params, bits); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 		b.Run(fmt.Sprintf("dequantize/int%d", bits), func(b *testing.B) {
 			b.SetBytes(4 * benchElems)
 			defer cpuRate(b, 4*benchElems)()

@@ -31,6 +31,9 @@ func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32)
 func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32)
 
 //go:noescape
+func dequantSBAVX2(out *float32, codes *byte, p *SuperBlockParams, d, dmin float32, bits int)
+
+//go:noescape
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
 
 //go:noescape

@@ -509,3 +509,107 @@ p2loop:
 	JNZ          p2loop
 	VZEROUPPER
 	RET
+
+// DQWORD4(off, dst): 8 values of 4-bit codes from the word at off(SI)
+// into dst(DI) (Y15 shift4, Y12 the nibble mask, Y5 s, Y6 -m).
+#define DQWORD4(off, dst) \
+	VPBROADCASTD off(SI), Y0; \
+	VPSRLVD      Y15, Y0, Y0; \
+	VPAND        Y12, Y0, Y0; \
+	VCVTDQ2PS    Y0, Y0; \
+	VMULPS       Y5, Y0, Y0; \
+	VADDPS       Y6, Y0, Y0; \
+	VMOVUPS      Y0, dst(DI)
+
+// SBSUBPARAMS(off, s, negm): s = float32(d·float32(Sc[j])) and -m =
+// -float32(dmin·float32(Mc[j])) of sub-blocks off..off+7 (AX the params,
+// Y14 d, Y13 dmin, Y11 the sign mask).
+#define SBSUBPARAMS(off, s, negm) \
+	VPMOVZXBD (4+off)(AX), s; \
+	VCVTDQ2PS s, s; \
+	VMULPS    Y14, s, s; \
+	VPMOVZXBD (20+off)(AX), negm; \
+	VCVTDQ2PS negm, negm; \
+	VMULPS    Y13, negm, negm; \
+	VXORPS    Y11, negm, negm
+
+// func dequantSBAVX2(out *float32, codes *byte, p *SuperBlockParams, d, dmin float32, bits int)
+// One whole super-block (256 values) at 4 bits (8 sub-blocks of 32) or 2
+// (16 of 16), dequantSuperBlock's formula: per sub-block j, x̂ =
+// float32(float32(q)·s) + (-m). SuperBlockParams: Sc at 4, Mc at 20.
+TEXT ·dequantSBAVX2(SB), NOSPLIT, $0-40
+	MOVQ         out+0(FP), DI
+	MOVQ         codes+8(FP), SI
+	MOVQ         p+16(FP), AX
+	VBROADCASTSS d+24(FP), Y14
+	VBROADCASTSS dmin+28(FP), Y13
+	MOVQ         bits+32(FP), BX
+	VPCMPEQD     Y11, Y11, Y11
+	VPSLLD       $31, Y11, Y11       // sign
+	VPCMPEQD     Y7, Y7, Y7
+	VPSRLD       $31, Y7, Y7         // 1 in every lane
+	VPXOR        Y10, Y10, Y10       // sub-block index in every lane
+	CMPQ         BX, $2
+	JEQ          sb2
+	SBSUBPARAMS(0, Y8, Y9)
+	VMOVDQU      ·shift4<>(SB), Y15
+	MOVL         $15, BX
+	VMOVD        BX, X12
+	VPBROADCASTD X12, Y12
+	MOVQ         $8, CX
+
+sb4loop:
+	VPERMPS      Y8, Y10, Y5
+	VPERMPS      Y9, Y10, Y6
+	DQWORD4(0, 0)
+	DQWORD4(4, 32)
+	DQWORD4(8, 64)
+	DQWORD4(12, 96)
+	VPADDD       Y7, Y10, Y10
+	ADDQ         $16, SI
+	ADDQ         $128, DI
+	DECQ         CX
+	JNZ          sb4loop
+	VZEROUPPER
+	RET
+
+sb2:
+	SBSUBPARAMS(0, Y8, Y9)
+	SBSUBPARAMS(8, Y3, Y4)
+	VMOVDQU      ·shift2<>(SB), Y15
+	VMOVDQU      ·shift2<>+32(SB), Y2
+	MOVL         $3, BX
+	VMOVD        BX, X12
+	VPBROADCASTD X12, Y12
+	MOVQ         $16, CX
+
+sb2loop:
+	CMPQ         CX, $8
+	JNE          sb2sub
+	VMOVAPS      Y3, Y8              // sub-blocks 8-15
+	VMOVAPS      Y4, Y9
+	VPXOR        Y10, Y10, Y10
+
+sb2sub:
+	VPERMPS      Y8, Y10, Y5
+	VPERMPS      Y9, Y10, Y6
+	VPBROADCASTD (SI), Y0
+	VPSRLVD      Y2, Y0, Y1
+	VPSRLVD      Y15, Y0, Y0
+	VPAND        Y12, Y0, Y0
+	VPAND        Y12, Y1, Y1
+	VCVTDQ2PS    Y0, Y0
+	VCVTDQ2PS    Y1, Y1
+	VMULPS       Y5, Y0, Y0
+	VMULPS       Y5, Y1, Y1
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y6, Y1, Y1
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y1, 32(DI)
+	VPADDD       Y7, Y10, Y10
+	ADDQ         $4, SI
+	ADDQ         $64, DI
+	DECQ         CX
+	JNZ          sb2loop
+	VZEROUPPER
+	RET

@@ -19,6 +19,10 @@ func simAVX2(a, b *float32, n int, sums *simLanes) { panic("unreachable") }
 
 func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32) { panic("unreachable") }
 
+func dequantSBAVX2(out *float32, codes *byte, p *SuperBlockParams, d, dmin float32, bits int) {
+	panic("unreachable")
+}
+
 func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32) { panic("unreachable") }
 
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32) { panic("unreachable") }

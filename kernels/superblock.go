@@ -176,8 +176,12 @@ func DequantizeSuperBlocks(dst []float32, codes, params []byte, bits int) error 
 // roundings), so the output is that formula's bit for bit.
 func dequantSuperBlock(out []float32, codes []byte, p *SuperBlockParams, bits, g int) {
 	d, dmin := fp.HalfToFloat32(p.D), fp.HalfToFloat32(p.DMin)
-	// Whole super-blocks without AVX2: a table per sub-block (with AVX2,
-	// dequantizeGroup's vector loops below are faster).
+	if len(out) == SuperBlockElems && useAVX2 && (bits == 4 || bits == 2) {
+		_ = codes[SuperBlockElems*bits/8-1]
+		dequantSBAVX2(&out[0], &codes[0], p, d, dmin, bits)
+		return
+	}
+	// Whole super-blocks without AVX2: a table per sub-block.
 	if len(out) == SuperBlockElems && !useAVX2 {
 		switch bits {
 		case 4:
