@@ -70,13 +70,33 @@ type SuperBlockParams struct {
 	Sc, Mc  [16]uint8 // sub-scale and sub-min codes (nsub used)
 }
 
-// EncodeSuperBlockParams writes p into dst (bytesPerSuperBlock bytes).
+// EncodeSuperBlockParams writes p into dst (bytesPerSuperBlock bytes);
+// its codes are below 2^paramBits.
 func EncodeSuperBlockParams(dst []byte, p *SuperBlockParams, nsub, paramBits int) {
 	binary.LittleEndian.PutUint16(dst[0:], p.D)
 	binary.LittleEndian.PutUint16(dst[2:], p.DMin)
 	seq := nsub * paramBits / 8
-	putCodes(dst[4:4+seq], p.Sc[:nsub], paramBits)
-	putCodes(dst[4+seq:4+2*seq], p.Mc[:nsub], paramBits)
+	switch {
+	case paramBits == 4 && nsub == 16:
+		sc, mc := (*[8]byte)(dst[4:12]), (*[8]byte)(dst[12:20])
+		for k := range 8 {
+			sc[k] = p.Sc[2*k]&15 | p.Sc[2*k+1]<<4
+			mc[k] = p.Mc[2*k]&15 | p.Mc[2*k+1]<<4
+		}
+	case paramBits == 6 && nsub == 8:
+		var sc, mc uint64
+		for j := range 8 {
+			sc |= uint64(p.Sc[j]&63) << (6 * j)
+			mc |= uint64(p.Mc[j]&63) << (6 * j)
+		}
+		binary.LittleEndian.PutUint32(dst[4:], uint32(sc))
+		binary.LittleEndian.PutUint16(dst[8:], uint16(sc>>32))
+		binary.LittleEndian.PutUint32(dst[10:], uint32(mc))
+		binary.LittleEndian.PutUint16(dst[14:], uint16(mc>>32))
+	default:
+		putCodes(dst[4:4+seq], p.Sc[:nsub], paramBits)
+		putCodes(dst[4+seq:4+2*seq], p.Mc[:nsub], paramBits)
+	}
 }
 
 // DecodeSuperBlockParams reads one super-block's params from src.
