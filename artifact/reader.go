@@ -335,18 +335,7 @@ func ScaleChannelsInto(dst, x []float32, off int64, scales []float32) {
 	for len(x) > 0 {
 		sc := scales[k:]
 		n := min(len(x), len(sc))
-		in, out, sc := x[:n], dst[:n], sc[:n]
-		i := 0
-		for ; i+4 <= n; i += 4 {
-			a, r, s := in[i:i+4:i+4], out[i:i+4:i+4], sc[i:i+4:i+4]
-			r[0] = a[0] * s[0]
-			r[1] = a[1] * s[1]
-			r[2] = a[2] * s[2]
-			r[3] = a[3] * s[3]
-		}
-		for ; i < n; i++ {
-			out[i] = in[i] * sc[i]
-		}
+		fp.MulInto(dst[:n], x[:n], sc[:n])
 		x, dst, k = x[n:], dst[n:], 0
 	}
 }

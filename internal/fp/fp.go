@@ -188,3 +188,18 @@ func decodeBF16Go(dst []float32, src []uint16) {
 		dst[i] = math.Float32frombits(uint32(b) << 16)
 	}
 }
+
+// MulInto sets dst[i] = a[i] * b[i] for the len(a) values (float32
+// products, 8 at a time with AVX2 where the CPU has it; dst may be a).
+func MulInto(dst, a, b []float32) {
+	dst, b = dst[:len(a)], b[:len(a)]
+	n8 := len(a) &^ 7
+	if useAVX2 && n8 > 0 {
+		mulAVX2(&dst[0], &a[0], &b[0], n8)
+	} else {
+		n8 = 0
+	}
+	for i := n8; i < len(a); i++ {
+		dst[i] = a[i] * b[i]
+	}
+}

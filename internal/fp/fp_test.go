@@ -2,6 +2,7 @@ package fp
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -111,6 +112,36 @@ func TestDecodeBF16sEveryPattern(t *testing.T) {
 			}
 			if dst[n] != 42 {
 				t.Fatalf("off %d n %d: wrote past the end", off, n)
+			}
+		}
+	}
+}
+
+// MulInto's products are the scalar float32 products bit for bit, for
+// every length (vector body and tail), in place too.
+func TestMulInto(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for n := range 70 {
+		a, b := make([]float32, n), make([]float32, n)
+		for i := range a {
+			a[i] = math.Float32frombits(rng.Uint32())
+			b[i] = float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()*8))
+			if i%11 == 3 {
+				b[i] = float32(math.Inf(1 - 2*(i%2)))
+			}
+		}
+		got := make([]float32, n)
+		MulInto(got, a, b)
+		for i := range a {
+			want := a[i] * b[i]
+			if math.Float32bits(got[i]) != math.Float32bits(want) && !(want != want && got[i] != got[i]) {
+				t.Fatalf("n %d i %d: %v·%v = %v, want %v", n, i, a[i], b[i], got[i], want)
+			}
+		}
+		MulInto(a, a, b)
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(got[i]) {
+				t.Fatalf("n %d i %d in place: %v, want %v", n, i, a[i], got[i])
 			}
 		}
 	}

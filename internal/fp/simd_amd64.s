@@ -23,3 +23,27 @@ loop:
 done:
 	VZEROUPPER
 	RET
+
+// func mulAVX2(dst, a, b *float32, n int)
+// n a multiple of 8: dst[i] = a[i] * b[i] (float32 products).
+TEXT ·mulAVX2(SB), NOSPLIT, $0-32
+	MOVQ    dst+0(FP), DI
+	MOVQ    a+8(FP), SI
+	MOVQ    b+16(FP), DX
+	MOVQ    n+24(FP), CX
+	SHRQ    $3, CX
+	JZ      mdone
+
+mloop:
+	VMOVUPS (SI), Y0
+	VMULPS  (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DX
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     mloop
+
+mdone:
+	VZEROUPPER
+	RET
