@@ -7,13 +7,11 @@ import "golang.org/x/sys/cpu"
 // useAVX2 selects lanes_amd64.s's kernels (else their Go twins).
 var useAVX2 = cpu.X86.HasAVX2
 
-func statsLanes(lb *laneBlock, p *laneParams, o *laneSums) {
-	if useAVX2 {
-		statsLanesAVX2(lb, p, o)
-		return
-	}
-	statsLanesGo(lb, p, o)
-}
+// statsLanes and statsLanesU serve lockstep.stats' portable pass only:
+// with AVX2 the pass kernels (statsPass, statsPassU) run every pass.
+func statsLanes(lb *laneBlock, p *laneParams, o *laneSums) { statsLanesGo(lb, p, o) }
+
+func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) { statsLanesUGo(lb, p, o) }
 
 func momentsLanes(lb *laneBlock, o *laneSums) {
 	if useAVX2 {
@@ -38,14 +36,6 @@ func transpose8(dst, src []float32, stride, blocks int) bool {
 //go:noescape
 func transpose8AVX2(dst, src *float32, stride, blocks int)
 
-func statsLanesU(lb *laneBlock, p *laneParams, o *laneSumsU) {
-	if useAVX2 && lb.rows%8 == 0 {
-		statsLanesUAVX2(lb, p, o)
-		return
-	}
-	statsLanesUGo(lb, p, o)
-}
-
 func momentsLanesU(lb *laneBlock, o *laneSumsU) {
 	if useAVX2 && lb.rows%2 == 0 {
 		momentsLanesUAVX2(lb, o)
@@ -54,35 +44,24 @@ func momentsLanesU(lb *laneBlock, o *laneSumsU) {
 	momentsLanesUGo(lb, o)
 }
 
-// statsLanesUAVX2 is statsLanesUGo for rows a multiple of 8, with
-// codeSums' operations (the clamp before truncation agrees for the
-// inv < maxInv it is used with).
-//
-//go:noescape
-func statsLanesUAVX2(lb *laneBlock, p *laneParams, o *laneSumsU)
-
 // momentsLanesUAVX2 is momentsLanesUGo for an even number of rows.
 //
 //go:noescape
 func momentsLanesUAVX2(lb *laneBlock, o *laneSumsU)
-
-// statsLanesAVX2 is statsLanesGo: per lane the same float32 code and
-// the same float64 products and sums, row by row (no FMA).
-//
-//go:noescape
-func statsLanesAVX2(lb *laneBlock, p *laneParams, o *laneSums)
 
 // momentsLanesAVX2 is momentsLanesGo.
 //
 //go:noescape
 func momentsLanesAVX2(lb *laneBlock, o *laneSums)
 
-// vectorLanes reports whether statsLanes and momentsLanes run vector code.
+// vectorLanes reports whether the stats passes and momentsLanes run
+// vector code.
 func vectorLanes() bool { return useAVX2 }
 
 // statsPassU is lockstep.stats' unweighted pass of the lane group of
-// sub-blocks j0..j0+7 into f (see statsPassUAVX2), when it has a vector
-// kernel for it (ok).
+// sub-blocks j0..j0+7 into f (see statsPassUAVX2: statsLanesUGo's sums
+// with codeSums' operations; the clamp before truncation agrees for the
+// inv < maxInv it is used with), when it has a vector kernel for it (ok).
 func statsPassU(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32, ok bool) {
 	if !useAVX2 || lb.rows%8 != 0 {
 		return 0, false

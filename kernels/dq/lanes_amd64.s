@@ -52,7 +52,7 @@ GLOBL ·halves<>(SB), RODATA|NOPTR, $32
 	VBLENDVPD    mask, off(DI), Y10, Y10; \
 	VMOVUPD      Y10, off(DI)
 
-// WROWS(loop, done): statsLanesAVX2's rows (SI the values, AX the params,
+// WROWS(loop, done): statsPassAVX2's rows (SI the values, AX the params,
 // CX the rows) into Y5/Y6 Σw·c, Y7/Y8 Σw·c·c and Y9/Y10 Σw·c·v (lanes
 // 0-3/4-7); the weights follow the values at 1024(SI). Per row: t =
 // (v-b)·inv + 0.5 in float32, c = clamp(int32(t), 0, qmax) (0x80000000
@@ -106,24 +106,6 @@ loop: \
 	ADDQ         $32, DX; \
 	DECQ         CX; \
 	JNZ          loop;
-
-// func statsLanesAVX2(lb *laneBlock, p *laneParams, o *laneSums)
-TEXT ·statsLanesAVX2(SB), NOSPLIT, $0-24
-	MOVQ    lb+0(FP), SI
-	MOVQ    p+8(FP), AX
-	MOVQ    o+16(FP), DI
-	MOVQ    2048(SI), CX
-	WROWS(sloop, sdone)
-
-sdone:
-	VMOVUPD Y5, 0(DI)
-	VMOVUPD Y6, 32(DI)
-	VMOVUPD Y7, 64(DI)
-	VMOVUPD Y8, 96(DI)
-	VMOVUPD Y9, 128(DI)
-	VMOVUPD Y10, 160(DI)
-	VZEROUPPER
-	RET
 
 // func momentsLanesAVX2(lb *laneBlock, o *laneSums)
 TEXT ·momentsLanesAVX2(SB), NOSPLIT, $0-16
@@ -184,7 +166,7 @@ mdone:
 	RET
 
 
-// UROW: one row of statsLanesUAVX2 at off(SI), its Σv·c into acc (AX the
+// UROW: one row of statsPassUAVX2 at off(SI), its Σv·c into acc (AX the
 // params, Y12 0.5, Y15 0; Y0 Σc, Y1 Σc²).
 #define UROW(off, acc) \
 	VMOVUPS    off(SI), Y10; \
@@ -214,7 +196,7 @@ mdone:
 	VMULPS  Y10, Y10, Y10; \
 	VADDPS  Y10, sq, sq
 
-// UROWS: the rows of statsLanesUAVX2 from SI, CX/8 blocks of 8 (label
+// UROWS: the rows of statsPassUAVX2 from SI, CX/8 blocks of 8 (label
 // the loop's).
 #define UROWS(label) \
 label: \
@@ -229,46 +211,6 @@ label: \
 	ADDQ $256, SI; \
 	DECQ CX; \
 	JNZ  label
-
-// func statsLanesUAVX2(lb *laneBlock, p *laneParams, o *laneSumsU)
-// codeSums' codes and sums per lane (rows a multiple of 8): Y0 Σc, Y1
-// Σc², Y2-Y9 Σv·c of rows ≡ 0-7 mod 8.
-TEXT ·statsLanesUAVX2(SB), NOSPLIT, $0-24
-	MOVQ    lb+0(FP), SI
-	MOVQ    p+8(FP), AX
-	MOVQ    o+16(FP), DI
-	MOVQ    2048(SI), CX
-	SHRQ    $3, CX
-	VMOVUPS ·halves<>(SB), Y12
-	VXORPS  Y15, Y15, Y15
-	VXORPS  Y0, Y0, Y0
-	VXORPS  Y1, Y1, Y1
-	VXORPS  Y2, Y2, Y2
-	VXORPS  Y3, Y3, Y3
-	VXORPS  Y4, Y4, Y4
-	VXORPS  Y5, Y5, Y5
-	VXORPS  Y6, Y6, Y6
-	VXORPS  Y7, Y7, Y7
-	VXORPS  Y8, Y8, Y8
-	VXORPS  Y9, Y9, Y9
-	TESTQ   CX, CX
-	JZ      udone
-
-	UROWS(uloop)
-
-udone:
-	VMOVUPS Y0, 0(DI)
-	VMOVUPS Y1, 32(DI)
-	VMOVUPS Y2, 64(DI)
-	VMOVUPS Y3, 96(DI)
-	VMOVUPS Y4, 128(DI)
-	VMOVUPS Y5, 160(DI)
-	VMOVUPS Y6, 192(DI)
-	VMOVUPS Y7, 224(DI)
-	VMOVUPS Y8, 256(DI)
-	VMOVUPS Y9, 288(DI)
-	VZEROUPPER
-	RET
 
 // func momentsLanesUAVX2(lb *laneBlock, o *laneSumsU)
 // moments' unweighted sums per lane (rows even): Y2/Y3 Σx of even/odd
@@ -374,7 +316,7 @@ tdone:
 // func statsPassUAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) (slow uint32)
 // lockstep.stats' unweighted pass of sub-blocks j0..j0+7 (rows a
 // multiple of 8, p.qmaxf set): their params from at (b and 1/s of the
-// sub-blocks on, 0 for the others, as stats), statsLanesUAVX2's sums,
+// sub-blocks on, 0 for the others, as stats), statsLanesUGo's sums,
 // and f's q, qq and xq of the sub-blocks on, combined as stats combines
 // codeSums' lanes. slow has bit k set for a sub-block on whose 1/s is
 // not below maxInv (stats' scalar loop: the caller's).
@@ -439,8 +381,9 @@ pdone:
 
 // func statsPassAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
 // lockstep.stats' weighted pass of sub-blocks j0..j0+7: their params
-// from at (PASSPARAMS), statsLanesAVX2's sums, and f's q, qq and xq of
-// the sub-blocks on.
+// from at (PASSPARAMS), statsLanesGo's sums (the same float32 code and
+// float64 products and sums per lane, row by row, no FMA), and f's q, qq
+// and xq of the sub-blocks on.
 TEXT ·statsPassAVX2(SB), NOSPLIT, $0-40
 	PASSPARAMS
 	LEAQ         (DI)(DX*8), DI      // f's arrays from j0

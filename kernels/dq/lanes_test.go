@@ -59,7 +59,10 @@ func randomLaneBlock(rng *rand.Rand, lb *laneBlock) {
 	adversarial(rng, lb.xt[:lb.rows*lanes], lb.wt[:lb.rows*lanes])
 }
 
-// The vector kernels equal their Go twins bit for bit.
+// The vector kernels equal their Go twins bit for bit: the stats passes
+// (amd64: the pass kernels, which set up their lanes from a pass and
+// write the sums of the sub-blocks on into the fit state; arm64: the
+// lane kernels) and the moments.
 func TestLanesMatchGo(t *testing.T) {
 	if !vectorLanes() {
 		t.Skip("no vector lane kernels on this CPU")
@@ -69,26 +72,51 @@ func TestLanesMatchGo(t *testing.T) {
 	for it := range 20000 {
 		randomLaneBlock(rng, &lb)
 		var p laneParams
+		var at pass
 		p.qmax = int32([]int{3, 15, 255}[it%3])
 		for k := range lanes {
 			p.qmaxf[k] = float32(p.qmax)
 		}
 		for k := range lanes {
-			s := float32(math.Exp(rng.NormFloat64()*3)) * []float32{1, 0.5, 0, 1e-30}[rng.IntN(4)]
-			p.b[k] = float32(rng.NormFloat64()) * []float32{0, 1, 100}[rng.IntN(3)]
-			if s != 0 {
-				p.inv[k] = 1 / s
-			}
-			if rng.IntN(50) == 0 {
-				p.inv[k] = float32(math.Inf(1))
+			s := float32(math.Exp(rng.NormFloat64()*3)) * []float32{1, 0.5, 0, 1e-30, 1e-45}[rng.IntN(5)]
+			at.set(k, s, float32(rng.NormFloat64())*[]float32{0, 1, 100}[rng.IntN(3)])
+			at.on[k] = rng.IntN(4) != 0
+			if at.on[k] { // the lanes' params as lockstep.stats sets them
+				p.b[k] = at.b[k]
+				if s != 0 {
+					p.inv[k] = 1 / s
+				}
 			}
 		}
-		var a, b laneSums
-		statsLanes(&lb, &p, &a)
+		sentinel := func(f *subs) {
+			for k := range lanes {
+				f.q[k], f.qq[k], f.xq[k] = float64(k), -1, math.Inf(1)
+			}
+		}
+		var f, want subs
+		var b laneSums
 		statsLanesGo(&lb, &p, &b)
-		if !sameSums(&a, &b) {
-			t.Fatalf("it %d: stats %+v, Go %+v", it, a, b)
+		sentinel(&f)
+		sentinel(&want)
+		for k := range lanes {
+			if at.on[k] {
+				want.q[k], want.qq[k], want.xq[k] = b.a[k], b.b[k], b.c[k]
+			}
 		}
+		var lp laneParams
+		lp.qmax, lp.qmaxf = p.qmax, p.qmaxf
+		if statsPass(&lb, &lp, &at, 0, &f) {
+			if f.q != want.q || f.qq != want.qq || !sameBits(f.xq[:], want.xq[:]) {
+				t.Fatalf("it %d rows %d on %v: stats pass q %v qq %v xq %v, Go %v %v %v", it, lb.rows, at.on, f.q, f.qq, f.xq, want.q, want.qq, want.xq)
+			}
+		} else {
+			var a laneSums
+			statsLanes(&lb, &p, &a)
+			if !sameSums(&a, &b) {
+				t.Fatalf("it %d: stats %+v, Go %+v", it, a, b)
+			}
+		}
+		var a laneSums
 		a, b = laneSums{}, laneSums{}
 		momentsLanes(&lb, &a)
 		momentsLanesGo(&lb, &b)
@@ -101,16 +129,44 @@ func TestLanesMatchGo(t *testing.T) {
 		if !sameSumsU(&ua, &ub) {
 			t.Fatalf("it %d rows %d: unweighted moments %+v, Go %+v", it, lb.rows, ua, ub)
 		}
-		for k := range lanes { // the unweighted kernel serves inv < maxInv
-			if !(p.inv[k] < maxInv) {
-				p.inv[k] = maxInv / 2
+		ub = laneSumsU{}
+		statsLanesUGo(&lb, &p, &ub)
+		sentinel(&f)
+		sentinel(&want)
+		var wantSlow uint32
+		for k := range lanes {
+			switch {
+			case !at.on[k]:
+			case !(p.inv[k] < maxInv): // stats' scalar loop: the caller's
+				wantSlow |= 1 << k
+			default:
+				r := &ub.xq
+				want.q[k], want.qq[k] = float64(ub.q[k]), float64(ub.qq[k])
+				want.xq[k] = float64((r[0][k]+r[4][k])+(r[1][k]+r[5][k])) + float64((r[2][k]+r[6][k])+(r[3][k]+r[7][k]))
 			}
 		}
-		ua, ub = laneSumsU{}, laneSumsU{}
-		statsLanesU(&lb, &p, &ua)
-		statsLanesUGo(&lb, &p, &ub)
-		if !sameSumsU(&ua, &ub) {
-			t.Fatalf("it %d rows %d: unweighted stats %+v, Go %+v", it, lb.rows, ua, ub)
+		if slow, ok := statsPassU(&lb, &lp, &at, 0, &f); ok {
+			for k := range lanes { // the caller replaces a slow lane's sums
+				if wantSlow&(1<<k) != 0 {
+					want.q[k], want.qq[k], want.xq[k] = f.q[k], f.qq[k], f.xq[k]
+				}
+			}
+			if slow != wantSlow || f.q != want.q || f.qq != want.qq || !sameBits(f.xq[:], want.xq[:]) {
+				t.Fatalf("it %d rows %d on %v: unweighted stats pass slow %b q %v qq %v xq %v, Go %b %v %v %v",
+					it, lb.rows, at.on, slow, f.q, f.qq, f.xq, wantSlow, want.q, want.qq, want.xq)
+			}
+		} else {
+			for k := range lanes { // the unweighted lane kernel serves inv < maxInv
+				if !(p.inv[k] < maxInv) {
+					p.inv[k] = maxInv / 2
+				}
+			}
+			ua, ub = laneSumsU{}, laneSumsU{}
+			statsLanesU(&lb, &p, &ua)
+			statsLanesUGo(&lb, &p, &ub)
+			if !sameSumsU(&ua, &ub) {
+				t.Fatalf("it %d rows %d: unweighted stats %+v, Go %+v", it, lb.rows, ua, ub)
+			}
 		}
 	}
 }
