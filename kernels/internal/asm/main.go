@@ -6,7 +6,8 @@
 //
 // Each kernel is written once here as a short list of vector operations
 // with the exact float32 arithmetic of its Go twin (no fused
-// multiply-add: every product is rounded before it is added), and
+// multiply-add where a product would round: every such product is rounded
+// before it is added; avx2F32Q's Σq² is an FMA of small integers, exact), and
 // emitted for amd64 (AVX2 and AVX-512) and arm64 (NEON; the float vector
 // instructions Go's arm64 assembler lacks are emitted as WORD encodings
 // with the instruction as a comment). TestGenerated checks that the

@@ -13,6 +13,9 @@ import "golang.org/x/sys/cpu"
 func evalLanesAVX2(xt *float32, rows int, a *laneArgs, o *laneOut)
 
 //go:noescape
+func evalLanesF32QAVX2(xt *float32, rows int, a *laneArgs, o *laneOut)
+
+//go:noescape
 func evalLanesWeightedAVX2(xt, wt *float32, rows int, a *laneArgs, o *laneOut)
 
 //go:noescape
@@ -32,11 +35,17 @@ var vectorKernel = func() string {
 	return "go"
 }()
 
+// hasF32Q: the CPU runs evalLanesF32QAVX2 (AVX2 with FMA).
+var hasF32Q = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
 // vectorKernels are the kernels this CPU can run, for the tests.
 func vectorKernels() []string {
 	var ks []string
 	if cpu.X86.HasAVX2 {
 		ks = append(ks, "avx2")
+	}
+	if hasF32Q {
+		ks = append(ks, "avx2-f32q")
 	}
 	if cpu.X86.HasAVX512F {
 		ks = append(ks, "avx512")
@@ -45,7 +54,18 @@ func vectorKernels() []string {
 }
 
 func evalLanesVec(xt *float32, rows int, a *laneArgs, o *laneOut) {
-	evalLanesWith(vectorKernel, xt, rows, a, o)
+	k := vectorKernel
+	if k == "avx2" && hasF32Q && f32SumsExact(rows, a.qmax[0]) {
+		k = "avx2-f32q"
+	}
+	evalLanesWith(k, xt, rows, a, o)
+}
+
+// f32SumsExact reports whether float32 sums of rows codes (and squared
+// codes) of at most qmax are exact: every partial sum is an integer below
+// 2^24. qmax is the same in every lane (Batch.Reset).
+func f32SumsExact(rows int, qmax float32) bool {
+	return float64(rows)*float64(qmax)*float64(qmax) < 1<<24
 }
 
 func evalLanesWeightedVec(xt, wt *float32, rows int, a *laneArgs, o *laneOut) {
@@ -53,9 +73,12 @@ func evalLanesWeightedVec(xt, wt *float32, rows int, a *laneArgs, o *laneOut) {
 }
 
 func evalLanesWith(k string, xt *float32, rows int, a *laneArgs, o *laneOut) {
-	if k == "avx512" {
+	switch k {
+	case "avx512":
 		evalLanesAVX512(xt, rows, a, o)
-	} else {
+	case "avx2-f32q":
+		evalLanesF32QAVX2(xt, rows, a, o)
+	default:
 		evalLanesAVX2(xt, rows, a, o)
 	}
 }

@@ -277,3 +277,59 @@ func TestInterleaveLanesLayout(t *testing.T) {
 		}
 	}
 }
+
+// evalLanes picks a kernel by the group length (the float32 code sums
+// of avx2-f32q only while they are exact): at and past that limit, with
+// every code at qmax (the largest sums), the sums are the portable
+// kernel's. Only INT8 reaches the limit below maxVectorLen (INT4 would
+// at 74,565 rows, INT2 at 1.86 M).
+func TestEvalLanesCodeSumLimit(t *testing.T) {
+	for _, bits := range []int{8} {
+		qmax := float32(int64(1)<<bits - 1)
+		limit := int(float64(1<<24) / float64(qmax*qmax)) // rows·qmax² < 2^24 below it
+		for _, rows := range []int{limit - 1, limit, limit + 1, 2 * limit} {
+			var a laneArgs
+			for i := range a.s {
+				a.s[i], a.m[i], a.inv[i], a.qmax[i] = 1, 0, 1, qmax
+			}
+			xt := make([]float32, 2*Lanes*rows)
+			for i := range xt {
+				xt[i] = 1000 + float32(i%7) // every code clamps to qmax
+			}
+			xt[0] = 0.4 // one code 0, so the sums are not all multiples
+			var want, got laneOut
+			evalLanesGo(xt, &a, &want)
+			evalLanes(xt, &a, &got)
+			if got.qi != want.qi || got.qqi != want.qqi || !sameBits(got.e[:], want.e[:]) {
+				t.Fatalf("INT%d rows %d: code sums %v %v, want %v %v", bits, rows, got.qi[:2], got.qqi[:2], want.qi[:2], want.qqi[:2])
+			}
+			if wantQQ := int32(rows) * int32(qmax*qmax); want.qqi[1] != wantQQ {
+				t.Fatalf("INT%d rows %d: Σq² %d, want %d", bits, rows, want.qqi[1], wantQQ)
+			}
+		}
+	}
+}
+
+// BenchmarkEvalLanesKernel times each vector kernel alone: one pass over
+// 8 INT2 groups of 128 (no layout, no Go around it).
+func BenchmarkEvalLanesKernel(b *testing.B) {
+	for _, k := range vectorKernels() {
+		b.Run(k, func(b *testing.B) {
+			x := normal(128*Lanes, 3)
+			var bt Batch
+			bt.Reset(128, 2, false)
+			for k := 0; k < Lanes; k++ {
+				bt.Add(x[128*k:128*(k+1)], nil)
+			}
+			bt.layOut()
+			a := &bt.args
+			for k := range 2 * Lanes {
+				a.s[k], a.m[k], a.inv[k] = 0.6, -1.2, 1/0.6
+			}
+			b.SetBytes(4 * 128 * Lanes)
+			for b.Loop() {
+				evalLanesWith(k, &bt.xt[0], 64, a, &bt.out)
+			}
+		})
+	}
+}

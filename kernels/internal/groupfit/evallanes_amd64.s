@@ -91,6 +91,82 @@ done:
 	VZEROUPPER
 	RET
 
+// func evalLanesF32QAVX2(xt *float32, rows int, a *laneArgs, o *laneOut)
+TEXT ·evalLanesF32QAVX2(SB), NOSPLIT, $0-32
+	MOVQ xt+0(FP), SI
+	MOVQ rows+8(FP), CX
+	MOVQ a+16(FP), AX
+	MOVQ o+24(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y15, Y15, Y15
+	VMOVUPS ·half<>(SB), Y14
+	TESTQ CX, CX
+	JZ    done
+loop:
+	VMOVUPS    0(SI), Y10
+	VSUBPS     64(AX), Y10, Y11
+	VMULPS     128(AX), Y11, Y11
+	VADDPS     Y14, Y11, Y11
+	VMAXPS     Y15, Y11, Y11 // t < 0, -0 -> +0 (the zero is the operand returned on equality)
+	VMINPS     192(AX), Y11, Y11
+	VROUNDPS   $3, Y11, Y11 // f = trunc(t)
+	VMULPS     0(AX), Y11, Y12
+	VADDPS     64(AX), Y12, Y12
+	VSUBPS     Y12, Y10, Y12 // d = x - (float32(f*s) + m)
+	VMULPS     Y12, Y12, Y13
+	VADDPS     Y13, Y0, Y0
+	VADDPS     Y12, Y1, Y1
+	VMULPS     Y11, Y12, Y13
+	VADDPS     Y13, Y2, Y2
+	VADDPS     Y11, Y3, Y3
+	VFMADD231PS Y11, Y11, Y4
+	VMOVUPS    32(SI), Y10
+	VSUBPS     96(AX), Y10, Y11
+	VMULPS     160(AX), Y11, Y11
+	VADDPS     Y14, Y11, Y11
+	VMAXPS     Y15, Y11, Y11 // t < 0, -0 -> +0 (the zero is the operand returned on equality)
+	VMINPS     224(AX), Y11, Y11
+	VROUNDPS   $3, Y11, Y11 // f = trunc(t)
+	VMULPS     32(AX), Y11, Y12
+	VADDPS     96(AX), Y12, Y12
+	VSUBPS     Y12, Y10, Y12 // d = x - (float32(f*s) + m)
+	VMULPS     Y12, Y12, Y13
+	VADDPS     Y13, Y5, Y5
+	VADDPS     Y12, Y6, Y6
+	VMULPS     Y11, Y12, Y13
+	VADDPS     Y13, Y7, Y7
+	VADDPS     Y11, Y8, Y8
+	VFMADD231PS Y11, Y11, Y9
+	ADDQ $64, SI
+	DECQ CX
+	JNZ  loop
+done:
+	VCVTTPS2DQ Y3, Y3
+	VCVTTPS2DQ Y4, Y4
+	VCVTTPS2DQ Y8, Y8
+	VCVTTPS2DQ Y9, Y9
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y5, 32(DI)
+	VMOVUPS Y1, 64(DI)
+	VMOVUPS Y6, 96(DI)
+	VMOVUPS Y2, 128(DI)
+	VMOVUPS Y7, 160(DI)
+	VMOVUPS Y3, 320(DI)
+	VMOVUPS Y8, 352(DI)
+	VMOVUPS Y4, 384(DI)
+	VMOVUPS Y9, 416(DI)
+	VZEROUPPER
+	RET
+
 // func evalLanesWeightedAVX2(xt, wt *float32, rows int, a *laneArgs, o *laneOut)
 TEXT ·evalLanesWeightedAVX2(SB), NOSPLIT, $0-40
 	MOVQ xt+0(FP), SI
