@@ -9,6 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/modelio"
 	"github.com/arrowquant/arrowquant/schema"
@@ -54,9 +55,13 @@ func (t *modelTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, 
 		return nil, fmt.Errorf("tensor %q: %w", meta.Name, err)
 	}
 	width := vt.(arrow.FixedWidthDataType).BitWidth() / 8
-	values := memory.NewResizableBuffer(mem)
+	// Not zeroed first: the read (or the F64 decode) writes every byte of
+	// values.Bytes(), since the value type's width is the file dtype's
+	// size (F64 decodes to float32); the padding is cleared here.
+	values := memory.NewResizableBuffer(bufpool.UninitOf(mem))
 	defer values.Release()
 	values.Resize(int(n) * width)
+	clear(values.Buf()[values.Len():])
 	if t.info.DType == modelio.DType(schema.DTypeF64) {
 		raw := make([]byte, 8*n)
 		if err := t.m.ReadRaw(t.info, off, n, raw); err != nil {
