@@ -108,6 +108,10 @@ func packCodes(dst []byte, start int, codes []uint8, bits int) {
 	case 4:
 		out := dst[start/2 : start/2+(n+1)/2]
 		i := 0
+		if blocks := n / 32; useAVX2 && blocks > 0 {
+			packCodes4AVX2(&out[0], &codes[0], blocks)
+			i = 32 * blocks
+		}
 		for ; i+8 <= n; i += 8 {
 			u := binary.LittleEndian.Uint64(codes[i:])
 			u = (u | u>>4) & 0x00ff00ff00ff00ff
@@ -125,6 +129,10 @@ func packCodes(dst []byte, start int, codes []uint8, bits int) {
 	case 2:
 		out := dst[start/4 : start/4+(n+3)/4]
 		i := 0
+		if blocks := n / 32; useAVX2 && blocks > 0 {
+			packCodes2AVX2(&out[0], &codes[0], blocks)
+			i = 32 * blocks
+		}
 		for ; i+8 <= n; i += 8 {
 			u := binary.LittleEndian.Uint64(codes[i:])
 			u = (u | u>>6) & 0x000f000f000f000f

@@ -40,6 +40,12 @@ func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
 func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
 
 //go:noescape
+func packCodes4AVX2(dst *byte, codes *uint8, blocks int)
+
+//go:noescape
+func packCodes2AVX2(dst *byte, codes *uint8, blocks int)
+
+//go:noescape
 func absMaxAVX2(r, x *float32, n int)
 
 // sbPackArgs are the per-sub-block 1/s and m of packSB4AVX2, packSB2AVX2.

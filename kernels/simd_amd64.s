@@ -613,3 +613,77 @@ sb2sub:
 	JNZ          sb2loop
 	VZEROUPPER
 	RET
+
+// Byte-pair and byte-quad weights of packCodes' AVX2 loops: VPMADDUBSW by
+// (1, 16) makes c0 | c1<<4 of a code pair; by (1, 4) then VPMADDWD by
+// (1, 16) makes c0 | c1<<2 | c2<<4 | c3<<6 of a quad (codes below 2^bits:
+// the sums are the ORs).
+DATA ·pairW4<>+0(SB)/8, $0x1001100110011001
+DATA ·pairW4<>+8(SB)/8, $0x1001100110011001
+DATA ·pairW4<>+16(SB)/8, $0x1001100110011001
+DATA ·pairW4<>+24(SB)/8, $0x1001100110011001
+GLOBL ·pairW4<>(SB), RODATA|NOPTR, $32
+DATA ·pairW2<>+0(SB)/8, $0x0401040104010401
+DATA ·pairW2<>+8(SB)/8, $0x0401040104010401
+DATA ·pairW2<>+16(SB)/8, $0x0401040104010401
+DATA ·pairW2<>+24(SB)/8, $0x0401040104010401
+GLOBL ·pairW2<>(SB), RODATA|NOPTR, $32
+DATA ·quadW2<>+0(SB)/8, $0x0010000100100001
+DATA ·quadW2<>+8(SB)/8, $0x0010000100100001
+DATA ·quadW2<>+16(SB)/8, $0x0010000100100001
+DATA ·quadW2<>+24(SB)/8, $0x0010000100100001
+GLOBL ·quadW2<>(SB), RODATA|NOPTR, $32
+
+// func packCodes4AVX2(dst *byte, codes *uint8, blocks int)
+// 32 codes (one per byte, each < 16) per block into 16 bytes.
+TEXT ·packCodes4AVX2(SB), NOSPLIT, $0-24
+	MOVQ      dst+0(FP), DI
+	MOVQ      codes+8(FP), SI
+	MOVQ      blocks+16(FP), CX
+	VMOVDQU   ·pairW4<>(SB), Y15
+	TESTQ     CX, CX
+	JZ        pc4done
+
+pc4loop:
+	VMOVDQU   (SI), Y0
+	VPMADDUBSW Y15, Y0, Y0 // words c0 + 16·c1
+	VPACKUSWB Y0, Y0, Y0   // bytes: 8 of each 128-bit half, twice
+	VPERMQ    $0x08, Y0, Y0 // quads 0 and 2 to the low half
+	VMOVDQU   X0, (DI)
+	ADDQ      $32, SI
+	ADDQ      $16, DI
+	DECQ      CX
+	JNZ       pc4loop
+
+pc4done:
+	VZEROUPPER
+	RET
+
+// func packCodes2AVX2(dst *byte, codes *uint8, blocks int)
+// 32 codes (one per byte, each < 4) per block into 8 bytes.
+TEXT ·packCodes2AVX2(SB), NOSPLIT, $0-24
+	MOVQ      dst+0(FP), DI
+	MOVQ      codes+8(FP), SI
+	MOVQ      blocks+16(FP), CX
+	VMOVDQU   ·pairW2<>(SB), Y15
+	VMOVDQU   ·quadW2<>(SB), Y14
+	TESTQ     CX, CX
+	JZ        pc2done
+
+pc2loop:
+	VMOVDQU   (SI), Y0
+	VPMADDUBSW Y15, Y0, Y0 // words c0 + 4·c1
+	VPMADDWD  Y14, Y0, Y0  // dwords (c0 + 4·c1) + 16·(c2 + 4·c3)
+	VPACKUSDW Y0, Y0, Y0   // words: 4 of each 128-bit half, twice
+	VPACKUSWB Y0, Y0, Y0   // bytes: 4 of each half, four times
+	VPERMQ    $0x08, Y0, Y0 // X0: the low half's 4 bytes (dword 0), the high half's (dword 2)
+	VMOVD     X0, (DI)
+	VPEXTRD   $2, X0, 4(DI)
+	ADDQ      $32, SI
+	ADDQ      $8, DI
+	DECQ      CX
+	JNZ       pc2loop
+
+pc2done:
+	VZEROUPPER
+	RET

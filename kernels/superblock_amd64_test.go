@@ -54,3 +54,37 @@ func TestSuperBlockAVX2MatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// packCodes' AVX2 loops (32 codes per step) write the bytes of its Go
+// loops: every length to 300 (whole steps and the Go tail after them),
+// every start a multiple of 4, random codes and all-max codes, and
+// nothing past the packed length.
+func TestPackCodesAVX2MatchesGo(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("no AVX2")
+	}
+	defer func() { useAVX2 = true }()
+	rng := rand.New(rand.NewPCG(21, 22))
+	for _, bits := range []int{2, 4} {
+		for n := 0; n <= 300; n++ {
+			for _, start := range []int{0, 4, 36, 64} {
+				codes := make([]uint8, n)
+				for i := range codes {
+					codes[i] = uint8(rng.IntN(1 << bits))
+					if n%7 == 3 {
+						codes[i] = uint8(1<<bits - 1)
+					}
+				}
+				size := int(PackedLen(int64(start+n), bits)) + 16
+				got, want := bytes.Repeat([]byte{0xa5}, size), bytes.Repeat([]byte{0xa5}, size)
+				useAVX2 = true
+				packCodes(got, start, codes, bits)
+				useAVX2 = false
+				packCodes(want, start, codes, bits)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("INT%d n %d start %d:\n got %x\nwant %x", bits, n, start, got, want)
+				}
+			}
+		}
+	}
+}
