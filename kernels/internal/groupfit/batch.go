@@ -169,7 +169,15 @@ func (b *Batch) Try(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask Mask) (b
 		return 0
 	}
 	if b.vector && bits.OnesCount8(uint8(mask)) > 1 {
-		b.evalVector(st, scaleH, minH, mask)
+		b.evalVector(scaleH, minH)
+		f := finishArgs{o: &b.out, a: &b.args, sh: scaleH, mh: minH, st: st, best: &b.Best, wn: &b.wn,
+			n: float64(b.l), mask: uint8(mask), valid: uint8(b.valid), weighted: b.weighted}
+		if b.weighted {
+			f.wq = 1 << 32 // Stats.Weighted, byte 4 of the word at ScaleH
+		}
+		better = Mask(finishPass(&f))
+		b.valid |= better
+		return better
 	} else {
 		for k := 0; k < b.n; k++ {
 			if mask&(1<<k) == 0 {
@@ -194,7 +202,9 @@ func (b *Batch) Try(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask Mask) (b
 	return better
 }
 
-func (b *Batch) evalVector(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask Mask) {
+// evalVector runs the interleaved kernel for the params of every lane
+// (b.args, b.out); finishPass then reads its sums.
+func (b *Batch) evalVector(scaleH, minH *[Lanes]uint16) {
 	a, o := &b.args, &b.out
 	for k := 0; k < Lanes; k++ {
 		s, m := float32(1), float32(0) // unused lanes: harmless params
@@ -215,26 +225,57 @@ func (b *Batch) evalVector(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask M
 	} else {
 		evalLanes(b.xt, a, o)
 	}
-	n := float64(b.l)
-	for k := 0; k < b.n; k++ {
-		if mask&(1<<k) == 0 {
+}
+
+// finishArgs are finishPass's inputs (finish_amd64.s reads them by
+// offset: TestFinishArgsLayout).
+type finishArgs struct {
+	o        *laneOut
+	a        *laneArgs
+	sh, mh   *[Lanes]uint16
+	st, best *[Lanes]Stats
+	wn       *[2 * Lanes]float32
+	n        float64 // unweighted: every lane's N
+	wq       uint64  // 1<<32 when weighted: Stats.Weighted in the word at ScaleH
+	mask     uint8
+	valid    uint8
+	weighted bool
+}
+
+// finishPassGo is finishPass in Go: the kernel's sums of every lane of
+// mask into st[k] (each sum the float64 of its two parity chains), then
+// Try's keeping of the best (a lane beats its best unless valid and its
+// Err >= the best's; a NaN Err wins).
+func finishPassGo(f *finishArgs) (better uint8) {
+	o, a := f.o, f.a
+	for k := 0; k < Lanes; k++ {
+		if f.mask&(1<<k) == 0 {
 			continue
 		}
-		e, f := 2*k, 2*k+1
-		s := &st[k] // every field is set
-		s.Err = float64(o.e[e]) + float64(o.e[f])
-		s.R = float64(o.r[e]) + float64(o.r[f])
-		s.RQ = float64(o.rq[e]) + float64(o.rq[f])
-		s.Scale, s.Min, s.ScaleH, s.MinH = a.s[e], a.m[e], scaleH[k], minH[k]
-		s.Weighted = b.weighted
-		if b.weighted {
-			s.Q, s.QQ = float64(o.q[e])+float64(o.q[f]), float64(o.qq[e])+float64(o.qq[f])
-			s.N = float64(b.wn[e]) + float64(b.wn[f])
+		e, g := 2*k, 2*k+1
+		s := &f.st[k] // every field is set
+		s.Err = float64(o.e[e]) + float64(o.e[g])
+		s.R = float64(o.r[e]) + float64(o.r[g])
+		s.RQ = float64(o.rq[e]) + float64(o.rq[g])
+		s.Scale, s.Min, s.ScaleH, s.MinH = a.s[e], a.m[e], f.sh[k], f.mh[k]
+		s.Weighted = f.weighted
+		if f.weighted {
+			s.Q, s.QQ = float64(o.q[e])+float64(o.q[g]), float64(o.qq[e])+float64(o.qq[g])
+			s.N = float64(f.wn[e]) + float64(f.wn[g])
 		} else {
-			s.Q, s.QQ = float64(o.qi[e]+o.qi[f]), float64(o.qqi[e]+o.qqi[f])
-			s.N = n
+			s.Q, s.QQ = float64(o.qi[e]+o.qi[g]), float64(o.qqi[e]+o.qqi[g])
+			s.N = f.n
 		}
 	}
+	for k := 0; k < Lanes; k++ {
+		bit := uint8(1) << k
+		if f.mask&bit == 0 || (f.valid&bit != 0 && f.st[k].Err >= f.best[k].Err) {
+			continue
+		}
+		f.best[k] = f.st[k]
+		better |= bit
+	}
+	return better
 }
 
 // evalLanesGo is the portable interleaved kernel: Eval's arithmetic per

@@ -13,3 +13,14 @@ var stepVector = cpu.X86.HasAVX2 && cpu.X86.HasF16C
 func stepLanesVec(a *stepArgs, weighted bool, sh, mh *[Lanes]uint16) uint8 {
 	return stepLanesAVX2(a, weighted, sh, mh)
 }
+
+//go:noescape
+func finishPassAVX2(f *finishArgs) (better uint8)
+
+// finishPass is finishPassGo in AVX2 (as stepVector, on AVX2 machines).
+func finishPass(f *finishArgs) uint8 {
+	if stepVector {
+		return finishPassAVX2(f)
+	}
+	return finishPassGo(f)
+}

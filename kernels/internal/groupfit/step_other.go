@@ -9,3 +9,5 @@ const stepVector = false
 func stepLanesVec(a *stepArgs, weighted bool, sh, mh *[Lanes]uint16) uint8 {
 	panic("groupfit: no vector step on this build")
 }
+
+func finishPass(f *finishArgs) uint8 { return finishPassGo(f) }
