@@ -114,3 +114,55 @@ func TestFinishPassMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// gatherStepAVX2 lays out Step's inputs as gatherStepGo, bit for bit:
+// every field of the lanes of mask (each lane's own Stats, some shared),
+// the harmless inputs elsewhere (omega there is om's: not read).
+func TestGatherStepMatchesGo(t *testing.T) {
+	if !stepVector {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(41, 42))
+	f64 := func() float64 {
+		switch rng.IntN(6) {
+		case 0:
+			return math.NaN()
+		case 1:
+			return math.Copysign(0, -1)
+		case 2:
+			return rng.NormFloat64() * 1e300
+		}
+		return rng.NormFloat64() * 1e3
+	}
+	var pool [2 * Lanes]Stats
+	for it := range 5000 {
+		for i := range pool {
+			pool[i] = Stats{Err: f64(), R: f64(), RQ: f64(), Q: f64(), QQ: f64(), N: f64(),
+				Scale: float32(f64()), Min: math.Float32frombits(rng.Uint32()), ScaleH: uint16(rng.Uint32()), MinH: uint16(rng.Uint32())}
+		}
+		var base [Lanes]*Stats
+		var om [Lanes]float64
+		mask := Mask(rng.Uint32())
+		for k := range Lanes {
+			if mask&(1<<k) != 0 || rng.IntN(2) == 0 {
+				base[k] = &pool[rng.IntN(len(pool))]
+			}
+			om[k] = []float64{1, 2, 1.5}[rng.IntN(3)]
+		}
+		var got, want stepArgs
+		gatherStepAVX2(&base, &om, uint8(mask), &got)
+		gatherStepGo(&base, &om, mask, &want)
+		for k := range Lanes {
+			g := []float64{got.n[k], got.q[k], got.qq[k], got.r[k], got.rq[k], got.scale[k], got.min[k], got.omega[k]}
+			w := []float64{want.n[k], want.q[k], want.qq[k], want.r[k], want.rq[k], want.scale[k], want.min[k], want.omega[k]}
+			if mask&(1<<k) == 0 {
+				g, w = g[:7], w[:7]
+			}
+			for i := range w {
+				if math.Float64bits(g[i]) != math.Float64bits(w[i]) {
+					t.Fatalf("it %d lane %d (mask %08b) field %d: %v, Go %v", it, k, mask, i, g[i], w[i])
+				}
+			}
+		}
+	}
+}

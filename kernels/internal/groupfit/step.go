@@ -23,16 +23,7 @@ func (b *Batch) stepLanes(base *[Lanes]*Stats, om *[Lanes]float64, mask Mask, sh
 		return ok
 	}
 	a := &b.step
-	for k := range Lanes {
-		if k >= b.n || mask&(1<<k) == 0 { // harmless inputs
-			a.n[k], a.q[k], a.qq[k], a.r[k], a.rq[k] = 1, 0, 0, 0, 0
-			a.scale[k], a.min[k], a.omega[k] = 1, 0, 1
-			continue
-		}
-		st := base[k]
-		a.n[k], a.q[k], a.qq[k], a.r[k], a.rq[k] = st.N, st.Q, st.QQ, st.R, st.RQ
-		a.scale[k], a.min[k], a.omega[k] = float64(st.Scale), float64(st.Min), om[k]
-	}
+	gatherStep(base, om, mask&b.All(), a)
 	var s, m [Lanes]uint16
 	// One weighted flag for all lanes: their Stats come from this batch's
 	// evaluations, weighted as the batch is.
@@ -51,4 +42,19 @@ func (b *Batch) stepLanes(base *[Lanes]*Stats, om *[Lanes]float64, mask Mask, sh
 		}
 	}
 	return ok
+}
+
+// gatherStepGo is gatherStep in Go: the Step inputs of the lanes of mask
+// from *base[k], harmless ones (N 1, Scale 1, the rest 0) elsewhere.
+func gatherStepGo(base *[Lanes]*Stats, om *[Lanes]float64, mask Mask, a *stepArgs) {
+	for k := range Lanes {
+		if mask&(1<<k) == 0 { // harmless inputs
+			a.n[k], a.q[k], a.qq[k], a.r[k], a.rq[k] = 1, 0, 0, 0, 0
+			a.scale[k], a.min[k], a.omega[k] = 1, 0, 1
+			continue
+		}
+		st := base[k]
+		a.n[k], a.q[k], a.qq[k], a.r[k], a.rq[k] = st.N, st.Q, st.QQ, st.R, st.RQ
+		a.scale[k], a.min[k], a.omega[k] = float64(st.Scale), float64(st.Min), om[k]
+	}
 }

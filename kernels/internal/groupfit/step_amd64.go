@@ -24,3 +24,12 @@ func finishPass(f *finishArgs) uint8 {
 	}
 	return finishPassGo(f)
 }
+
+//go:noescape
+func gatherStepAVX2(base *[Lanes]*Stats, om *[Lanes]float64, mask uint8, a *stepArgs)
+
+// gatherStep is gatherStepGo in AVX2 for the lanes of mask (outside it the
+// omega is om's, not 1: those lanes' results are not read).
+func gatherStep(base *[Lanes]*Stats, om *[Lanes]float64, mask Mask, a *stepArgs) {
+	gatherStepAVX2(base, om, uint8(mask), a)
+}

@@ -11,3 +11,7 @@ func stepLanesVec(a *stepArgs, weighted bool, sh, mh *[Lanes]uint16) uint8 {
 }
 
 func finishPass(f *finishArgs) uint8 { return finishPassGo(f) }
+
+func gatherStep(base *[Lanes]*Stats, om *[Lanes]float64, mask Mask, a *stepArgs) {
+	gatherStepGo(base, om, mask, a)
+}

@@ -1,0 +1,126 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// harmlessStats is the Stats gatherStepAVX2 reads for lanes outside the
+// mask: N 1, every other sum 0, Scale 1, Min 0 (as stepLanes' Go loop).
+DATA harmlessStats<>+0(SB)/8, $0
+DATA harmlessStats<>+8(SB)/8, $0
+DATA harmlessStats<>+16(SB)/8, $0
+DATA harmlessStats<>+24(SB)/8, $0
+DATA harmlessStats<>+32(SB)/8, $0
+DATA harmlessStats<>+40(SB)/8, $0x3ff0000000000000
+DATA harmlessStats<>+48(SB)/8, $0x000000003f800000
+DATA harmlessStats<>+56(SB)/8, $0
+GLOBL harmlessStats<>(SB), RODATA|NOPTR, $64
+
+// func gatherStepAVX2(base *[8]*Stats, om *[8]float64, mask uint8, a *stepArgs)
+// stepLanes' inputs of every lane from *base[k] (lanes outside mask: the
+// harmless Stats, omega 1) into a: n 0, q 64, qq 128, r 192, rq 256,
+// scale 320, min 384, omega 448 (float64 [8] each; Scale and Min widened).
+// Stats: Err 0, R 8, RQ 16, Q 24, QQ 32, N 40, Scale 48, Min 52.
+TEXT ·gatherStepAVX2(SB), NOSPLIT, $0-32
+	MOVQ base+0(FP), BX
+	MOVQ om+8(FP), SI
+	MOVBQZX mask+16(FP), R12
+	MOVQ a+24(FP), DI
+	LEAQ harmlessStats<>(SB), R13
+
+	MOVQ 0(BX), R8
+	BTQ $0, R12
+	CMOVQCC R13, R8 // lane 0 off: harmless
+	VMOVUPD 0(R8), Y0   // Err R RQ Q
+	VMOVUPD 32(R8), Y4 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	MOVQ 8(BX), R8
+	BTQ $1, R12
+	CMOVQCC R13, R8 // lane 1 off: harmless
+	VMOVUPD 0(R8), Y1   // Err R RQ Q
+	VMOVUPD 32(R8), Y5 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	MOVQ 16(BX), R8
+	BTQ $2, R12
+	CMOVQCC R13, R8 // lane 2 off: harmless
+	VMOVUPD 0(R8), Y2   // Err R RQ Q
+	VMOVUPD 32(R8), Y6 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	MOVQ 24(BX), R8
+	BTQ $3, R12
+	CMOVQCC R13, R8 // lane 3 off: harmless
+	VMOVUPD 0(R8), Y3   // Err R RQ Q
+	VMOVUPD 32(R8), Y7 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	VUNPCKHPD Y1, Y0, Y8  // R0 R1 Q0 Q1
+	VUNPCKLPD Y1, Y0, Y9  // Err0 Err1 RQ0 RQ1
+	VUNPCKHPD Y3, Y2, Y10 // R2 R3 Q2 Q3
+	VUNPCKLPD Y3, Y2, Y11 // Err2 Err3 RQ2 RQ3
+	VPERM2F128 $0x20, Y10, Y8, Y12
+	VMOVUPD Y12, 192(DI) // r
+	VPERM2F128 $0x31, Y10, Y8, Y12
+	VMOVUPD Y12, 64(DI) // q
+	VPERM2F128 $0x31, Y11, Y9, Y12
+	VMOVUPD Y12, 256(DI) // rq
+	VUNPCKLPD Y5, Y4, Y8  // QQ0 QQ1 SM0 SM1
+	VUNPCKHPD Y5, Y4, Y9  // N0 N1 HM0 HM1
+	VUNPCKLPD Y7, Y6, Y10 // QQ2 QQ3 SM2 SM3
+	VUNPCKHPD Y7, Y6, Y11 // N2 N3 HM2 HM3
+	VPERM2F128 $0x20, Y10, Y8, Y12
+	VMOVUPD Y12, 128(DI) // qq
+	VPERM2F128 $0x20, Y11, Y9, Y12
+	VMOVUPD Y12, 0(DI) // n
+	VPERM2F128 $0x31, Y10, Y8, Y12 // SM0 SM1 SM2 SM3
+	VEXTRACTF128 $1, Y12, X13
+	VSHUFPS $0x88, X13, X12, X14 // Scale 0-3
+	VSHUFPS $0xDD, X13, X12, X15 // Min 0-3
+	VCVTPS2PD X14, Y14
+	VCVTPS2PD X15, Y15
+	VMOVUPD Y14, 320(DI) // scale
+	VMOVUPD Y15, 384(DI) // min
+	MOVQ 32(BX), R8
+	BTQ $4, R12
+	CMOVQCC R13, R8 // lane 4 off: harmless
+	VMOVUPD 0(R8), Y0   // Err R RQ Q
+	VMOVUPD 32(R8), Y4 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	MOVQ 40(BX), R8
+	BTQ $5, R12
+	CMOVQCC R13, R8 // lane 5 off: harmless
+	VMOVUPD 0(R8), Y1   // Err R RQ Q
+	VMOVUPD 32(R8), Y5 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	MOVQ 48(BX), R8
+	BTQ $6, R12
+	CMOVQCC R13, R8 // lane 6 off: harmless
+	VMOVUPD 0(R8), Y2   // Err R RQ Q
+	VMOVUPD 32(R8), Y6 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	MOVQ 56(BX), R8
+	BTQ $7, R12
+	CMOVQCC R13, R8 // lane 7 off: harmless
+	VMOVUPD 0(R8), Y3   // Err R RQ Q
+	VMOVUPD 32(R8), Y7 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+	VUNPCKHPD Y1, Y0, Y8  // R0 R1 Q0 Q1
+	VUNPCKLPD Y1, Y0, Y9  // Err0 Err1 RQ0 RQ1
+	VUNPCKHPD Y3, Y2, Y10 // R2 R3 Q2 Q3
+	VUNPCKLPD Y3, Y2, Y11 // Err2 Err3 RQ2 RQ3
+	VPERM2F128 $0x20, Y10, Y8, Y12
+	VMOVUPD Y12, 224(DI) // r
+	VPERM2F128 $0x31, Y10, Y8, Y12
+	VMOVUPD Y12, 96(DI) // q
+	VPERM2F128 $0x31, Y11, Y9, Y12
+	VMOVUPD Y12, 288(DI) // rq
+	VUNPCKLPD Y5, Y4, Y8  // QQ0 QQ1 SM0 SM1
+	VUNPCKHPD Y5, Y4, Y9  // N0 N1 HM0 HM1
+	VUNPCKLPD Y7, Y6, Y10 // QQ2 QQ3 SM2 SM3
+	VUNPCKHPD Y7, Y6, Y11 // N2 N3 HM2 HM3
+	VPERM2F128 $0x20, Y10, Y8, Y12
+	VMOVUPD Y12, 160(DI) // qq
+	VPERM2F128 $0x20, Y11, Y9, Y12
+	VMOVUPD Y12, 32(DI) // n
+	VPERM2F128 $0x31, Y10, Y8, Y12 // SM0 SM1 SM2 SM3
+	VEXTRACTF128 $1, Y12, X13
+	VSHUFPS $0x88, X13, X12, X14 // Scale 0-3
+	VSHUFPS $0xDD, X13, X12, X15 // Min 0-3
+	VCVTPS2PD X14, Y14
+	VCVTPS2PD X15, Y15
+	VMOVUPD Y14, 352(DI) // scale
+	VMOVUPD Y15, 416(DI) // min
+	VMOVUPD 0(SI), Y0
+	VMOVUPD 32(SI), Y1
+	VMOVUPD Y0, 448(DI) // omega
+	VMOVUPD Y1, 480(DI)
+	VZEROUPPER
+	RET
