@@ -178,25 +178,32 @@ func (b *Batch) Try(st *[Lanes]Stats, scaleH, minH *[Lanes]uint16, mask Mask) (b
 		better = Mask(finishPass(&f))
 		b.valid |= better
 		return better
-	} else {
-		for k := 0; k < b.n; k++ {
-			if mask&(1<<k) == 0 {
-				continue
-			}
-			if b.weighted {
-				EvalWeighted(&st[k], b.x[k], b.w[k], scaleH[k], minH[k], b.qmax)
-			} else {
-				Eval(&st[k], b.x[k], scaleH[k], minH[k], b.qmax)
-			}
-		}
 	}
 	for k := 0; k < b.n; k++ {
-		bit := Mask(1) << k
-		if mask&bit == 0 || (b.valid&bit != 0 && st[k].Err >= b.Best[k].Err) {
+		if mask&(1<<k) == 0 {
 			continue
 		}
-		b.Best[k] = st[k]
-		b.valid |= bit
+		if b.weighted {
+			EvalWeighted(&st[k], b.x[k], b.w[k], scaleH[k], minH[k], b.qmax)
+		} else {
+			Eval(&st[k], b.x[k], scaleH[k], minH[k], b.qmax)
+		}
+	}
+	better = Mask(keepBests(st, &b.Best, uint8(mask), uint8(b.valid)))
+	b.valid |= better
+	return better
+}
+
+// keepBests makes st[k] lane k's best for every lane of mask that is not
+// valid or whose Err is not >= best[k].Err (a NaN Err wins), as
+// Search.Try, and reports those lanes.
+func keepBests(st, best *[Lanes]Stats, mask, valid uint8) (better uint8) {
+	for k := 0; k < Lanes; k++ {
+		bit := uint8(1) << k
+		if mask&bit == 0 || (valid&bit != 0 && st[k].Err >= best[k].Err) {
+			continue
+		}
+		best[k] = st[k]
 		better |= bit
 	}
 	return better
@@ -244,9 +251,8 @@ type finishArgs struct {
 
 // finishPassGo is finishPass in Go: the kernel's sums of every lane of
 // mask into st[k] (each sum the float64 of its two parity chains), then
-// Try's keeping of the best (a lane beats its best unless valid and its
-// Err >= the best's; a NaN Err wins).
-func finishPassGo(f *finishArgs) (better uint8) {
+// keepBests.
+func finishPassGo(f *finishArgs) uint8 {
 	o, a := f.o, f.a
 	for k := 0; k < Lanes; k++ {
 		if f.mask&(1<<k) == 0 {
@@ -267,15 +273,7 @@ func finishPassGo(f *finishArgs) (better uint8) {
 			s.N = f.n
 		}
 	}
-	for k := 0; k < Lanes; k++ {
-		bit := uint8(1) << k
-		if f.mask&bit == 0 || (f.valid&bit != 0 && f.st[k].Err >= f.best[k].Err) {
-			continue
-		}
-		f.best[k] = f.st[k]
-		better |= bit
-	}
-	return better
+	return keepBests(f.st, f.best, f.mask, f.valid)
 }
 
 // evalLanesGo is the portable interleaved kernel: Eval's arithmetic per
