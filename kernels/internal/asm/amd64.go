@@ -47,9 +47,9 @@ func amd64EvalLanes() []byte {
 	p(&b, "DATA ·zero<>+24(SB)/8, $0")
 	p(&b, "GLOBL ·zero<>(SB), RODATA|NOPTR, $32")
 	p(&b, "")
-	avx2(&b, false)
-	avx2F32Q(&b)
-	avx2(&b, true)
+	avx2(&b, avx2Int)
+	avx2(&b, avx2F32Q)
+	avx2(&b, avx2Weighted)
 	avx512(&b, false)
 	avx512(&b, true)
 	return b.Bytes()
@@ -74,16 +74,36 @@ func prologue(b *bytes.Buffer, name string, weighted bool) {
 	p(b, "\tMOVQ o+24(FP), DI")
 }
 
+// avx2Kind selects one of the AVX2 evaluation kernels.
+type avx2Kind int
+
+const (
+	avx2Int      avx2Kind = iota // unweighted, code sums in int32 (any length)
+	avx2F32Q                     // unweighted, code sums in float32 (see below)
+	avx2Weighted                 // weighted
+)
+
 // avx2: two YMM halves per row (lanes 0-7, 8-15), params as memory
 // operands; Y0-Y4 and Y5-Y9 the sums of the halves, Y10-Y15 temporaries.
-func avx2(b *bytes.Buffer, weighted bool) {
-	name := "evalLanesAVX2"
-	if weighted {
-		name = "evalLanesWeightedAVX2"
-	}
+//
+// avx2F32Q is for groups whose code sums stay below 2^24 (rows·qmax² <
+// 2^24, checked by the caller): Σq and Σq² are summed as float32, exact
+// for such integers (Σq² by FMA: f·f and the sum are exact, so its one
+// rounding is none), and converted to int32 at the end; 0 and 0.5 are
+// held in Y15 and Y14. Two conversions and two integer adds fewer per
+// vector than avx2Int.
+func avx2(b *bytes.Buffer, kind avx2Kind) {
+	weighted := kind == avx2Weighted
+	name := [...]string{avx2Int: "evalLanesAVX2", avx2F32Q: "evalLanesF32QAVX2", avx2Weighted: "evalLanesWeightedAVX2"}[kind]
 	prologue(b, name, weighted)
 	for i := 0; i < 10; i++ {
 		p(b, "\tVXORPS Y%d, Y%d, Y%d", i, i, i)
+	}
+	half, zero := halfSym, zeroSym
+	if kind == avx2F32Q {
+		p(b, "\tVXORPS Y15, Y15, Y15")
+		p(b, "\tVMOVUPS %s, Y14", halfSym)
+		half, zero = "Y14", "Y15"
 	}
 	p(b, "\tTESTQ CX, CX")
 	p(b, "\tJZ    done")
@@ -94,37 +114,42 @@ func avx2(b *bytes.Buffer, weighted bool) {
 		p(b, "\tVMOVUPS    %d(SI), Y10", o)
 		p(b, "\tVSUBPS     %d(AX), Y10, Y11", offM+o)
 		p(b, "\tVMULPS     %d(AX), Y11, Y11", offInv+o)
-		p(b, "\tVADDPS     %s, Y11, Y11", halfSym)
-		p(b, "\tVMAXPS     %s, Y11, Y11 %s", zeroSym, zeroMaxComment)
+		p(b, "\tVADDPS     %s, Y11, Y11", half)
+		p(b, "\tVMAXPS     %s, Y11, Y11 %s", zero, zeroMaxComment)
 		p(b, "\tVMINPS     %d(AX), Y11, Y11", offQmax+o)
 		p(b, "\tVROUNDPS   $3, Y11, Y11 %s", truncComment)
 		p(b, "\tVMULPS     %d(AX), Y11, Y12", offS+o)
 		p(b, "\tVADDPS     %d(AX), Y12, Y12", offM+o)
 		p(b, "\tVSUBPS     Y12, Y10, Y12 %s", dComment)
-		if !weighted {
-			p(b, "\tVMULPS     Y12, Y12, Y13")
-			p(b, "\tVADDPS     Y13, Y%d, Y%d", e, e)
-			p(b, "\tVADDPS     Y12, Y%d, Y%d", r, r)
-			p(b, "\tVMULPS     Y11, Y12, Y13")
-			p(b, "\tVADDPS     Y13, Y%d, Y%d", rq, rq)
-			p(b, "\tVCVTTPS2DQ Y11, Y13")
-			p(b, "\tVPADDD     Y13, Y%d, Y%d", q, q)
-			p(b, "\tVMULPS     Y11, Y11, Y14")
-			p(b, "\tVCVTTPS2DQ Y14, Y14")
-			p(b, "\tVPADDD     Y14, Y%d, Y%d", qq, qq)
+		if weighted {
+			p(b, "\tVMOVUPS    %d(DX), Y10 %s", o, weightLoadComment)
+			p(b, "\tVMULPS     Y12, Y10, Y13")
+			p(b, "\tVMULPS     Y11, Y10, Y14")
+			p(b, "\tVMULPS     Y12, Y13, Y15")
+			p(b, "\tVADDPS     Y15, Y%d, Y%d", e, e)
+			p(b, "\tVADDPS     Y13, Y%d, Y%d", r, r)
+			p(b, "\tVMULPS     Y11, Y13, Y15")
+			p(b, "\tVADDPS     Y15, Y%d, Y%d", rq, rq)
+			p(b, "\tVADDPS     Y14, Y%d, Y%d", q, q)
+			p(b, "\tVMULPS     Y11, Y14, Y15")
+			p(b, "\tVADDPS     Y15, Y%d, Y%d", qq, qq)
 			continue
 		}
-		p(b, "\tVMOVUPS    %d(DX), Y10 %s", o, weightLoadComment)
-		p(b, "\tVMULPS     Y12, Y10, Y13")
-		p(b, "\tVMULPS     Y11, Y10, Y14")
-		p(b, "\tVMULPS     Y12, Y13, Y15")
-		p(b, "\tVADDPS     Y15, Y%d, Y%d", e, e)
-		p(b, "\tVADDPS     Y13, Y%d, Y%d", r, r)
-		p(b, "\tVMULPS     Y11, Y13, Y15")
-		p(b, "\tVADDPS     Y15, Y%d, Y%d", rq, rq)
-		p(b, "\tVADDPS     Y14, Y%d, Y%d", q, q)
-		p(b, "\tVMULPS     Y11, Y14, Y15")
-		p(b, "\tVADDPS     Y15, Y%d, Y%d", qq, qq)
+		p(b, "\tVMULPS     Y12, Y12, Y13")
+		p(b, "\tVADDPS     Y13, Y%d, Y%d", e, e)
+		p(b, "\tVADDPS     Y12, Y%d, Y%d", r, r)
+		p(b, "\tVMULPS     Y11, Y12, Y13")
+		p(b, "\tVADDPS     Y13, Y%d, Y%d", rq, rq)
+		if kind == avx2F32Q {
+			p(b, "\tVADDPS     Y11, Y%d, Y%d", q, q)
+			p(b, "\tVFMADD231PS Y11, Y11, Y%d", qq)
+			continue
+		}
+		p(b, "\tVCVTTPS2DQ Y11, Y13")
+		p(b, "\tVPADDD     Y13, Y%d, Y%d", q, q)
+		p(b, "\tVMULPS     Y11, Y11, Y14")
+		p(b, "\tVCVTTPS2DQ Y14, Y14")
+		p(b, "\tVPADDD     Y14, Y%d, Y%d", qq, qq)
 	}
 	p(b, "\tADDQ $%d, SI", rowBytes)
 	if weighted {
@@ -137,60 +162,12 @@ func avx2(b *bytes.Buffer, weighted bool) {
 	if weighted {
 		qo, qqo = offQ, offQQ
 	}
+	if kind == avx2F32Q {
+		for _, r := range []int{3, 4, 8, 9} {
+			p(b, "\tVCVTTPS2DQ Y%d, Y%d", r, r)
+		}
+	}
 	for i, off := range []int{offE, offR, offRQ, qo, qqo} {
-		p(b, "\tVMOVUPS Y%d, %d(DI)", i, off)
-		p(b, "\tVMOVUPS Y%d, %d(DI)", i+5, off+32)
-	}
-	p(b, "\tVZEROUPPER")
-	p(b, "\tRET")
-	p(b, "")
-}
-
-// avx2F32Q is the unweighted AVX2 kernel for groups whose code sums stay
-// below 2^24 (rows·qmax² < 2^24, checked by the caller): Σq and Σq² are
-// summed as float32, exact for such integers (Σq² by FMA: f·f and the
-// sum are exact, so one rounding is none), and converted to int32 at the
-// end; 0 and 0.5 are held in Y15 and Y14. Two conversions and two integer
-// adds fewer per vector than avx2's.
-func avx2F32Q(b *bytes.Buffer) {
-	prologue(b, "evalLanesF32QAVX2", false)
-	for i := 0; i < 10; i++ {
-		p(b, "\tVXORPS Y%d, Y%d, Y%d", i, i, i)
-	}
-	p(b, "\tVXORPS Y15, Y15, Y15")
-	p(b, "\tVMOVUPS %s, Y14", halfSym)
-	p(b, "\tTESTQ CX, CX")
-	p(b, "\tJZ    done")
-	p(b, "loop:")
-	for h := 0; h < 2; h++ {
-		o := 32 * h
-		e, r, rq, q, qq := 5*h, 5*h+1, 5*h+2, 5*h+3, 5*h+4
-		p(b, "\tVMOVUPS    %d(SI), Y10", o)
-		p(b, "\tVSUBPS     %d(AX), Y10, Y11", offM+o)
-		p(b, "\tVMULPS     %d(AX), Y11, Y11", offInv+o)
-		p(b, "\tVADDPS     Y14, Y11, Y11")
-		p(b, "\tVMAXPS     Y15, Y11, Y11 %s", zeroMaxComment)
-		p(b, "\tVMINPS     %d(AX), Y11, Y11", offQmax+o)
-		p(b, "\tVROUNDPS   $3, Y11, Y11 %s", truncComment)
-		p(b, "\tVMULPS     %d(AX), Y11, Y12", offS+o)
-		p(b, "\tVADDPS     %d(AX), Y12, Y12", offM+o)
-		p(b, "\tVSUBPS     Y12, Y10, Y12 %s", dComment)
-		p(b, "\tVMULPS     Y12, Y12, Y13")
-		p(b, "\tVADDPS     Y13, Y%d, Y%d", e, e)
-		p(b, "\tVADDPS     Y12, Y%d, Y%d", r, r)
-		p(b, "\tVMULPS     Y11, Y12, Y13")
-		p(b, "\tVADDPS     Y13, Y%d, Y%d", rq, rq)
-		p(b, "\tVADDPS     Y11, Y%d, Y%d", q, q)
-		p(b, "\tVFMADD231PS Y11, Y11, Y%d", qq)
-	}
-	p(b, "\tADDQ $%d, SI", rowBytes)
-	p(b, "\tDECQ CX")
-	p(b, "\tJNZ  loop")
-	p(b, "done:")
-	for _, r := range []int{3, 4, 8, 9} {
-		p(b, "\tVCVTTPS2DQ Y%d, Y%d", r, r)
-	}
-	for i, off := range []int{offE, offR, offRQ, offQi, offQQi} {
 		p(b, "\tVMOVUPS Y%d, %d(DI)", i, off)
 		p(b, "\tVMOVUPS Y%d, %d(DI)", i+5, off+32)
 	}
