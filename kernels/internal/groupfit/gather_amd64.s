@@ -16,36 +16,34 @@ GLOBL harmlessStats<>(SB), RODATA|NOPTR, $64
 
 // func gatherStepAVX2(base *[8]*Stats, om *[8]float64, mask uint8, a *stepArgs)
 // stepLanes' inputs of every lane from *base[k] (lanes outside mask: the
-// harmless Stats, omega 1) into a: n 0, q 64, qq 128, r 192, rq 256,
-// scale 320, min 384, omega 448 (float64 [8] each; Scale and Min widened).
-// Stats: Err 0, R 8, RQ 16, Q 24, QQ 32, N 40, Scale 48, Min 52.
+// harmless Stats) into a: n 0, q 64, qq 128, r 192, rq 256, scale 320,
+// min 384, omega 448 (float64 [8] each; Scale and Min widened; omega
+// copied from om for every lane). Stats: Err 0, R 8, RQ 16, Q 24, QQ 32,
+// N 40, Scale 48, Min 52. Two halves of 4 lanes: BX (base) moves on by
+// 32, DI (a) by 32, R12 (mask) shifts by 4.
+
+// LOADLANE(j, a, b): lane j's Stats (or the harmless one) into a (Err R
+// RQ Q) and b (QQ N (Scale, Min) (ScaleH, MinH, ...)).
+#define LOADLANE(j, a, b) \
+	MOVQ (8*j)(BX), R8; \
+	BTQ $j, R12; \
+	CMOVQCC R13, R8; \
+	VMOVUPD 0(R8), a; \
+	VMOVUPD 32(R8), b
+
 TEXT ·gatherStepAVX2(SB), NOSPLIT, $0-32
+	LEAQ harmlessStats<>(SB), R13
 	MOVQ base+0(FP), BX
 	MOVQ om+8(FP), SI
 	MOVBQZX mask+16(FP), R12
 	MOVQ a+24(FP), DI
-	LEAQ harmlessStats<>(SB), R13
+	MOVQ DI, R9 // the first half's a
 
-	MOVQ 0(BX), R8
-	BTQ $0, R12
-	CMOVQCC R13, R8 // lane 0 off: harmless
-	VMOVUPD 0(R8), Y0   // Err R RQ Q
-	VMOVUPD 32(R8), Y4 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	MOVQ 8(BX), R8
-	BTQ $1, R12
-	CMOVQCC R13, R8 // lane 1 off: harmless
-	VMOVUPD 0(R8), Y1   // Err R RQ Q
-	VMOVUPD 32(R8), Y5 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	MOVQ 16(BX), R8
-	BTQ $2, R12
-	CMOVQCC R13, R8 // lane 2 off: harmless
-	VMOVUPD 0(R8), Y2   // Err R RQ Q
-	VMOVUPD 32(R8), Y6 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	MOVQ 24(BX), R8
-	BTQ $3, R12
-	CMOVQCC R13, R8 // lane 3 off: harmless
-	VMOVUPD 0(R8), Y3   // Err R RQ Q
-	VMOVUPD 32(R8), Y7 // QQ N (Scale, Min) (ScaleH, MinH, ...)
+half:
+	LOADLANE(0, Y0, Y4)
+	LOADLANE(1, Y1, Y5)
+	LOADLANE(2, Y2, Y6)
+	LOADLANE(3, Y3, Y7)
 	VUNPCKHPD Y1, Y0, Y8  // R0 R1 Q0 Q1
 	VUNPCKLPD Y1, Y0, Y9  // Err0 Err1 RQ0 RQ1
 	VUNPCKHPD Y3, Y2, Y10 // R2 R3 Q2 Q3
@@ -72,55 +70,17 @@ TEXT ·gatherStepAVX2(SB), NOSPLIT, $0-32
 	VCVTPS2PD X15, Y15
 	VMOVUPD Y14, 320(DI) // scale
 	VMOVUPD Y15, 384(DI) // min
-	MOVQ 32(BX), R8
-	BTQ $4, R12
-	CMOVQCC R13, R8 // lane 4 off: harmless
-	VMOVUPD 0(R8), Y0   // Err R RQ Q
-	VMOVUPD 32(R8), Y4 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	MOVQ 40(BX), R8
-	BTQ $5, R12
-	CMOVQCC R13, R8 // lane 5 off: harmless
-	VMOVUPD 0(R8), Y1   // Err R RQ Q
-	VMOVUPD 32(R8), Y5 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	MOVQ 48(BX), R8
-	BTQ $6, R12
-	CMOVQCC R13, R8 // lane 6 off: harmless
-	VMOVUPD 0(R8), Y2   // Err R RQ Q
-	VMOVUPD 32(R8), Y6 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	MOVQ 56(BX), R8
-	BTQ $7, R12
-	CMOVQCC R13, R8 // lane 7 off: harmless
-	VMOVUPD 0(R8), Y3   // Err R RQ Q
-	VMOVUPD 32(R8), Y7 // QQ N (Scale, Min) (ScaleH, MinH, ...)
-	VUNPCKHPD Y1, Y0, Y8  // R0 R1 Q0 Q1
-	VUNPCKLPD Y1, Y0, Y9  // Err0 Err1 RQ0 RQ1
-	VUNPCKHPD Y3, Y2, Y10 // R2 R3 Q2 Q3
-	VUNPCKLPD Y3, Y2, Y11 // Err2 Err3 RQ2 RQ3
-	VPERM2F128 $0x20, Y10, Y8, Y12
-	VMOVUPD Y12, 224(DI) // r
-	VPERM2F128 $0x31, Y10, Y8, Y12
-	VMOVUPD Y12, 96(DI) // q
-	VPERM2F128 $0x31, Y11, Y9, Y12
-	VMOVUPD Y12, 288(DI) // rq
-	VUNPCKLPD Y5, Y4, Y8  // QQ0 QQ1 SM0 SM1
-	VUNPCKHPD Y5, Y4, Y9  // N0 N1 HM0 HM1
-	VUNPCKLPD Y7, Y6, Y10 // QQ2 QQ3 SM2 SM3
-	VUNPCKHPD Y7, Y6, Y11 // N2 N3 HM2 HM3
-	VPERM2F128 $0x20, Y10, Y8, Y12
-	VMOVUPD Y12, 160(DI) // qq
-	VPERM2F128 $0x20, Y11, Y9, Y12
-	VMOVUPD Y12, 32(DI) // n
-	VPERM2F128 $0x31, Y10, Y8, Y12 // SM0 SM1 SM2 SM3
-	VEXTRACTF128 $1, Y12, X13
-	VSHUFPS $0x88, X13, X12, X14 // Scale 0-3
-	VSHUFPS $0xDD, X13, X12, X15 // Min 0-3
-	VCVTPS2PD X14, Y14
-	VCVTPS2PD X15, Y15
-	VMOVUPD Y14, 352(DI) // scale
-	VMOVUPD Y15, 416(DI) // min
+	CMPQ DI, R9
+	JNE  omega // the second half
+	ADDQ $32, BX
+	ADDQ $32, DI
+	SHRQ $4, R12
+	JMP  half
+
+omega:
 	VMOVUPD 0(SI), Y0
 	VMOVUPD 32(SI), Y1
-	VMOVUPD Y0, 448(DI) // omega
-	VMOVUPD Y1, 480(DI)
+	VMOVUPD Y0, 448(R9)
+	VMOVUPD Y1, 480(R9)
 	VZEROUPPER
 	RET
