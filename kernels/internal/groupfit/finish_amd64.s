@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "transpose_amd64.h"
 
 DATA finishMasks<>+0(SB)/8, $0
 DATA finishMasks<>+8(SB)/8, $-1
@@ -50,18 +51,6 @@ GLOBL finishMasks<>(SB), RODATA|NOPTR, $16
 	LANEMASK(R8, j); \
 	VBLENDVPD Y8, (64*j+off)(DX), rec, Y9; \
 	VMOVUPD Y9, (64*j+off)(DX)
-
-// TRANSPOSE(a, b, c, d): the 4 rows (one field of lanes 0-3 each) into
-// Y12-Y15, lane j's 4 fields in Y(12+j).
-#define TRANSPOSE(a, b, c, d) \
-	VUNPCKLPD b, a, Y8; \
-	VUNPCKHPD b, a, Y9; \
-	VUNPCKLPD d, c, Y10; \
-	VUNPCKHPD d, c, Y11; \
-	VPERM2F128 $0x20, Y10, Y8, Y12; \
-	VPERM2F128 $0x20, Y11, Y9, Y13; \
-	VPERM2F128 $0x31, Y10, Y8, Y14; \
-	VPERM2F128 $0x31, Y11, Y9, Y15
 
 // func finishPassAVX2(f *finishArgs) (better uint8)
 // evalVector's sums of every lane of mask into st[k] as Stats, and Try's

@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "transpose_amd64.h"
 
 // harmlessStats is the Stats gatherStepAVX2 reads for lanes outside the
 // mask: N 1, every other sum 0, Scale 1, Min 0 (as stepLanes' Go loop).
@@ -44,25 +45,14 @@ half:
 	LOADLANE(1, Y1, Y5)
 	LOADLANE(2, Y2, Y6)
 	LOADLANE(3, Y3, Y7)
-	VUNPCKHPD Y1, Y0, Y8  // R0 R1 Q0 Q1
-	VUNPCKLPD Y1, Y0, Y9  // Err0 Err1 RQ0 RQ1
-	VUNPCKHPD Y3, Y2, Y10 // R2 R3 Q2 Q3
-	VUNPCKLPD Y3, Y2, Y11 // Err2 Err3 RQ2 RQ3
-	VPERM2F128 $0x20, Y10, Y8, Y12
-	VMOVUPD Y12, 192(DI) // r
-	VPERM2F128 $0x31, Y10, Y8, Y12
-	VMOVUPD Y12, 64(DI) // q
-	VPERM2F128 $0x31, Y11, Y9, Y12
-	VMOVUPD Y12, 256(DI) // rq
-	VUNPCKLPD Y5, Y4, Y8  // QQ0 QQ1 SM0 SM1
-	VUNPCKHPD Y5, Y4, Y9  // N0 N1 HM0 HM1
-	VUNPCKLPD Y7, Y6, Y10 // QQ2 QQ3 SM2 SM3
-	VUNPCKHPD Y7, Y6, Y11 // N2 N3 HM2 HM3
-	VPERM2F128 $0x20, Y10, Y8, Y12
+	TRANSPOSE(Y0, Y1, Y2, Y3) // rows Err, R, RQ, Q
+	VMOVUPD Y13, 192(DI) // r
+	VMOVUPD Y14, 256(DI) // rq
+	VMOVUPD Y15, 64(DI)  // q
+	TRANSPOSE(Y4, Y5, Y6, Y7) // rows QQ, N, (Scale, Min), (ScaleH, MinH, ...)
 	VMOVUPD Y12, 128(DI) // qq
-	VPERM2F128 $0x20, Y11, Y9, Y12
-	VMOVUPD Y12, 0(DI) // n
-	VPERM2F128 $0x31, Y10, Y8, Y12 // SM0 SM1 SM2 SM3
+	VMOVUPD Y13, 0(DI)   // n
+	VMOVAPD Y14, Y12     // (Scale, Min) of lanes 0-3
 	VEXTRACTF128 $1, Y12, X13
 	VSHUFPS $0x88, X13, X12, X14 // Scale 0-3
 	VSHUFPS $0xDD, X13, X12, X15 // Min 0-3
