@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -47,13 +48,35 @@ type Writer struct {
 	done    bool
 }
 
+// Option changes how Create writes.
+type Option func(*options)
+
+type options struct{ bypassCache bool }
+
+// BypassPageCache writes the artifact's whole blocks past the page cache
+// where the file system allows it (fsutil.DirectFile): much less system
+// time for a large artifact, which is then not in the cache. For a file
+// written once and not read soon (the CLI's output); the server's
+// artifacts are served right after their commit.
+func BypassPageCache() Option { return func(o *options) { o.bypassCache = true } }
+
 // Create starts an artifact that will be committed to path.
-func Create(path string, mem memory.Allocator) (*Writer, error) {
+func Create(path string, mem memory.Allocator, opts ...Option) (*Writer, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
 	if err != nil {
 		return nil, fmt.Errorf("artifact: create temporary file for %s: %w", path, err)
 	}
-	out := &blockWriter{buf: bufio.NewWriterSize(&fsutil.WritebackFile{F: tmp}, ioBufferSize)}
+	var buf flushWriter
+	if o.bypassCache {
+		buf = fsutil.NewDirectFile(tmp, ioBufferSize)
+	} else {
+		buf = bufio.NewWriterSize(&fsutil.WritebackFile{F: tmp}, ioBufferSize)
+	}
+	out := &blockWriter{buf: buf}
 	return &Writer{
 		path:   path,
 		mem:    mem,
@@ -116,10 +139,16 @@ func (w *Writer) Commit(meta map[string]string) (err error) {
 // first, then each message as the stream format has it, and remembers
 // where every record batch went for the footer.
 type blockWriter struct {
-	buf    *bufio.Writer
+	buf    flushWriter
 	pos    int64
 	schema bool // the schema message has been written
 	blocks []ipcguard.Block
+}
+
+// flushWriter is the buffered file under a blockWriter.
+type flushWriter interface {
+	io.Writer
+	Flush() error
 }
 
 var fileMagic = []byte("ARROW1\x00\x00") // 6 bytes and padding to 8

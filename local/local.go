@@ -68,7 +68,7 @@ func Quantize(ctx context.Context, o QuantizeOptions) (*quant.Result, error) {
 	}
 	var res *quant.Result
 	err = outdir.Write(o.OutputDir, outdir.Options{Overwrite: o.Overwrite, Force: o.Force, Inputs: []string{o.ModelDir, o.Calibration}, Command: "quantize"}, func(tmp string) error {
-		w, err := artifact.Create(filepath.Join(tmp, artifact.FileName), o.Mem)
+		w, err := artifact.Create(filepath.Join(tmp, artifact.FileName), o.Mem, artifact.BypassPageCache())
 		if err != nil {
 			return err
 		}
