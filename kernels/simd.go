@@ -186,6 +186,24 @@ func keyToFloat(k int32) float32 {
 	return math.Float32frombits(uint32(k ^ int32(uint32(k>>31)>>1)))
 }
 
+// MagnitudeMaxInto folds the magnitudes of 16-bit floats (fp16 or bf16
+// bit patterns) into r element-wise: r[i] = max(r[i], x[i] &^ 0x8000) as
+// unsigned integers, 16 at a time with AVX2. Both formats' magnitudes
+// order as their bit patterns do, so decoded, this is AbsMaxInto of the
+// decoded values (a NaN: some NaN) without decoding them.
+func MagnitudeMaxInto(r, x []uint16) {
+	r = r[:len(x)]
+	n16 := len(x) &^ 15
+	if useAVX2 && n16 > 0 {
+		magMaxAVX2(&r[0], &x[0], n16)
+	} else {
+		n16 = 0
+	}
+	for i := n16; i < len(x); i++ {
+		r[i] = max(r[i], x[i]&^0x8000)
+	}
+}
+
 // AbsMaxInto folds |x| into r element-wise: r[i] = max(r[i], |x[i]|) with
 // Go's max (a NaN on either side gives NaN), 8 at a time with AVX2.
 func AbsMaxInto(r, x []float32) {

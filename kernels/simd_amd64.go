@@ -48,6 +48,9 @@ func packCodes2AVX2(dst *byte, codes *uint8, blocks int)
 //go:noescape
 func absMaxAVX2(r, x *float32, n int)
 
+//go:noescape
+func magMaxAVX2(r, x *uint16, n int)
+
 // sbPackArgs are the per-sub-block 1/s and m of packSB4AVX2, packSB2AVX2.
 type sbPackArgs struct{ inv, m [16]float32 }
 

@@ -388,6 +388,31 @@ absmaxdone:
 	VZEROUPPER
 	RET
 
+// func magMaxAVX2(r, x *uint16, n int)
+// n a multiple of 16: r[i] = max(r[i], x[i] &^ 0x8000), unsigned.
+TEXT ·magMaxAVX2(SB), NOSPLIT, $0-24
+	MOVQ         r+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         n+16(FP), CX
+	MOVL         $0x7fff, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, Y15
+	SHRQ         $4, CX
+	JZ           magmaxdone
+
+magmaxloop:
+	VPAND   (SI), Y15, Y0
+	VPMAXUW (DI), Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     magmaxloop
+
+magmaxdone:
+	VZEROUPPER
+	RET
+
 // Super-block packing (PackSuperBlock's pack4x32 and pack2x16 for a whole
 // super-block): per sub-block j, code = trunc(clamp(float32((v+m[j])·
 // inv[j]) + 0.5, 0, qmax)) (clamping before truncation agrees with

@@ -276,3 +276,47 @@ func TestAbsMaxIntoMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// MagnitudeMaxInto of 16-bit patterns, decoded, is AbsMaxInto of the
+// decoded values for bf16 and fp16 alike (NaN for NaN), at every length
+// (the AVX2 steps and the Go tail), and touches nothing past len(x).
+func TestMagnitudeMaxIntoIsAbsMaxOfDecoded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	specials := []uint16{0, 0x8000, 0x0001, 0x8001, 0x7f80, 0xff80, 0x7fc0, 0xffff, 0x7c00, 0xfc00, 0x7e00, 0x03ff, 0x7bff, 0xfbff, 0x7f7f}
+	decoders := map[string]func(uint16) float32{
+		"bf16": func(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) },
+		"fp16": fp.HalfToFloat32,
+	}
+	for it := range 3000 {
+		n := rng.IntN(100)
+		x, r := make([]uint16, n+3), make([]uint16, n+3)
+		for i := range x {
+			x[i] = uint16(rng.Uint32())
+			if rng.IntN(4) == 0 {
+				x[i] = specials[rng.IntN(len(specials))]
+			}
+			r[i] = uint16(rng.Uint32()) &^ 0x8000
+			if rng.IntN(4) == 0 {
+				r[i] = specials[rng.IntN(len(specials))] &^ 0x8000
+			}
+		}
+		got := append([]uint16(nil), r...)
+		MagnitudeMaxInto(got[:n], x[:n])
+		if got[n] != r[n] || got[n+1] != r[n+1] || got[n+2] != r[n+2] {
+			t.Fatalf("it %d n %d: elements past the end changed", it, n)
+		}
+		for name, dec := range decoders {
+			xf, want := make([]float32, n), make([]float32, n)
+			for i := range n {
+				xf[i], want[i] = dec(x[i]), dec(r[i])
+			}
+			AbsMaxInto(want, xf)
+			for i := range n {
+				g := dec(got[i])
+				if math.Float32bits(g) != math.Float32bits(want[i]) && !(g != g && want[i] != want[i]) {
+					t.Fatalf("it %d n %d element %d (%s, kernels %s): %v, AbsMaxInto of the decoded values %v (x %#04x, r %#04x)", it, n, i, name, SIMD(), g, want[i], x[i], r[i])
+				}
+			}
+		}
+	}
+}

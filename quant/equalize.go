@@ -10,8 +10,11 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
@@ -463,6 +466,8 @@ func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers i
 			defer wg.Done()
 			defer safe.Recover(fmt.Sprintf("column ranges of %q", meta.Name), &errs[w])
 			r := make([]float32, in)
+			var r16 []uint16 // 16-bit sources: magnitude patterns, decoded at the end
+			var decode func(uint16) float32
 			for c := int64(w); c < chunks; c += int64(workers) {
 				off := c * schema.ChunkElems
 				rec, err := t.ReadChunk(ctx, mem, off, min(schema.ChunkElems, n-off))
@@ -470,13 +475,25 @@ func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers i
 					errs[w] = &TensorError{Tensor: meta.Name, Err: err}
 					return
 				}
-				x, done := chunkFloat32(rec)
-				absMaxRows(r, x, int(off%in))
-				if off < sampleN {
-					copy(sample[off:], x)
+				if bits, dec := halfPatterns(rec); bits != nil {
+					if r16 == nil {
+						r16, decode = make([]uint16, in), dec
+					}
+					magnitudeMaxRows(r16, bits, int(off%in))
+				} else {
+					x, done := chunkFloat32(rec)
+					absMaxRows(r, x, int(off%in))
+					done()
 				}
-				done()
+				if off < sampleN {
+					x, done := chunkFloat32(rec)
+					copy(sample[off:], x)
+					done()
+				}
 				rec.Release()
+			}
+			for j, b := range r16 {
+				r[j] = max(r[j], decode(b))
 			}
 			part[w] = r
 		}()
@@ -505,6 +522,29 @@ func readAll(ctx context.Context, t Tensor, mem memory.Allocator) ([]float32, er
 	x, done := chunkFloat32(rec)
 	defer done()
 	return append([]float32(nil), x...), nil
+}
+
+// halfPatterns returns the bit patterns of a one-row input record of
+// 16-bit floats (bf16, fp16) and their decoder; nil for other types.
+func halfPatterns(rec arrow.RecordBatch) ([]uint16, func(uint16) float32) {
+	switch v := rec.Column(4).(*array.List).ListValues().(type) {
+	case *array.Float16:
+		return halfBits(v), fp.HalfToFloat32
+	case *array.Uint16:
+		return v.Uint16Values(), fp.BF16ToFloat32
+	}
+	return nil, nil
+}
+
+// magnitudeMaxRows is absMaxRows on 16-bit patterns
+// (kernels.MagnitudeMaxInto): decoded, the same maxima without decoding
+// the values.
+func magnitudeMaxRows(r, x []uint16, j0 int) {
+	for len(x) > 0 {
+		seg := x[:min(len(x), len(r)-j0)]
+		kernels.MagnitudeMaxInto(r[j0:j0+len(seg)], seg)
+		x, j0 = x[len(seg):], 0
+	}
 }
 
 // absMaxRows folds x, the elements of a row-major matrix of len(r)

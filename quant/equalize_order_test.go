@@ -7,8 +7,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/schema"
 )
 
@@ -93,6 +95,80 @@ func TestTimestepLayerNames(t *testing.T) {
 	} {
 		if IsTimestepLayer(n) {
 			t.Errorf("%s: taken for timestep-conditioned", n)
+		}
+	}
+}
+
+// patternTensor is a 2-D tensor of 16-bit float patterns (bf16 or fp16),
+// read as the model source reads them (raw patterns, not decoded).
+type patternTensor struct {
+	meta TensorMeta
+	bits []uint16
+}
+
+func (t *patternTensor) Meta() TensorMeta { return t.meta }
+
+func (t *patternTensor) ReadChunk(_ context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error) {
+	vt, err := schema.ValueType(t.meta.DType)
+	if err != nil {
+		return nil, err
+	}
+	buf := memory.NewResizableBuffer(mem)
+	defer buf.Release()
+	buf.Resize(2 * int(n))
+	copy(arrow.Uint16Traits.CastFromBytes(buf.Bytes()), t.bits[off:off+n])
+	return InputRecord(mem, t.meta, off, vt, buf), nil
+}
+
+// Column ranges of bf16 and fp16 tensors, taken from their bit patterns,
+// are those of the decoded values bit for bit (NaN for a column with a
+// NaN), with any number of workers; the sample rows are the decoded ones.
+func TestColumnRangesOfHalfPatterns(t *testing.T) {
+	rows, in := int64(2*schema.ChunkElems/999+5), int64(999) // chunks start mid-row
+	specials := []uint16{0x8000, 0x0001, 0x8001, 0x7f80, 0xff80, 0x7c00, 0xfc00, 0x03ff, 0x7bff}
+	decode := map[string]func(uint16) float32{schema.DTypeBF16: fp.BF16ToFloat32, schema.DTypeF16: fp.HalfToFloat32}
+	for dtype, dec := range decode {
+		bits := make([]uint16, rows*in)
+		s := uint64(11)
+		for i := range bits {
+			s = s*6364136223846793005 + 1442695040888963407
+			bits[i] = uint16(s >> 48)
+			if dtype == schema.DTypeF16 {
+				bits[i] &^= 0x4000 // finite halves mostly, below 2
+			} else {
+				bits[i] = bits[i]&0x80ff | 0x3c00 // bf16 near 1/128..1/64
+			}
+			if s>>20%97 == 0 {
+				bits[i] = specials[s>>8%uint64(len(specials))]
+			}
+		}
+		bits[5*in+3] = 0x7fc1 // a NaN in column 3 (both formats)
+		tn := &patternTensor{meta: TensorMeta{Name: "w", Shape: []int64{rows, in}, DType: dtype}, bits: bits}
+		for _, workers := range []int{1, 3} {
+			r, sample, err := columnRanges(context.Background(), tn, memory.DefaultAllocator, workers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range in {
+				var m float32
+				for i := range rows {
+					m = max(m, float32(math.Abs(float64(dec(bits[i*in+j])))))
+				}
+				if math.Float32bits(r[j]) != math.Float32bits(m) && !(r[j] != r[j] && m != m) {
+					t.Fatalf("%s, %d workers, column %d: %v, want %v", dtype, workers, j, r[j], m)
+				}
+			}
+			if r[3] == r[3] {
+				t.Fatalf("%s: column 3 holds a NaN, range %v", dtype, r[3])
+			}
+			if int64(len(sample)) != min(rows, equalizeSampleRows)*in {
+				t.Fatalf("%s: sample of %d values", dtype, len(sample))
+			}
+			for i, v := range sample {
+				if w := dec(bits[i]); math.Float32bits(v) != math.Float32bits(w) {
+					t.Fatalf("%s: sample value %d is %v, want %v", dtype, i, v, w)
+				}
+			}
 		}
 	}
 }
