@@ -385,6 +385,26 @@ func SimilarityOf(a, b []float32) Similarity {
 	return l.similarity(len(a))
 }
 
+// SimilarityOfPieces is SimilarityOf(a, b) for a b made piece by piece,
+// so that it never exists whole: fill(off, dst) writes b[off:off+len(dst)]
+// into dst for off = 0, piece, 2·piece, ... (piece rounded up to a
+// multiple of 4; the last piece may be shorter). Every piece but the last
+// is a multiple of 4 elements, so each element lands in SimilarityOf's
+// lane and the sums are its bit for bit. A fill error stops it.
+func SimilarityOfPieces(a []float32, piece int, fill func(off int, dst []float32) error) (Similarity, error) {
+	piece = max(4, (piece+3)&^3)
+	buf := make([]float32, min(piece, len(a)))
+	var l simLanes
+	for off := 0; off < len(a); off += piece {
+		n := min(piece, len(a)-off)
+		if err := fill(off, buf[:n]); err != nil {
+			return Similarity{}, err
+		}
+		simLanesOf(&l, a[off:off+n], buf[:n])
+	}
+	return l.similarity(len(a)), nil
+}
+
 // WeightedSimilarityOf is SimilarityOf with a weight per element on every
 // sum (Dot = Σw·a·b exactly, not derived), accumulated in float64 over four
 // lanes like SimilarityOf (element i in lane i%4, a tail of fewer than 4 in

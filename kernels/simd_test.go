@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -318,5 +319,43 @@ func TestMagnitudeMaxIntoIsAbsMaxOfDecoded(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// SimilarityOfPieces gives SimilarityOf's sums bit for bit whatever the
+// piece size (rounded up to a multiple of 4) and length, fills each piece
+// once in order, and stops at a fill error.
+func TestSimilarityOfPiecesIsSimilarityOf(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for it := range 400 {
+		n := rng.IntN(3000)
+		a := adversarialRow(rng, n, 0.25, -1, it)
+		b := adversarialRow(rng, n, 0.25, -1, it+1)
+		piece := []int{1, 3, 4, 5, 17, 64, 1000, n + 9}[it%8]
+		want := SimilarityOf(a, b)
+		next := 0
+		got, err := SimilarityOfPieces(a, piece, func(off int, dst []float32) error {
+			if off != next || (off+len(dst) < n && len(dst)%4 != 0) {
+				t.Fatalf("n %d piece %d: fill(%d, %d values), want offset %d and whole pieces of a multiple of 4", n, piece, off, len(dst), next)
+			}
+			next = off + len(dst)
+			copy(dst, b[off:])
+			return nil
+		})
+		if err != nil || next != n {
+			t.Fatalf("n %d piece %d: %v, filled %d", n, piece, err, next)
+		}
+		if got != want && !(math.IsNaN(got.Dot) && math.IsNaN(want.Dot)) {
+			t.Fatalf("n %d piece %d (kernels %s): %+v, SimilarityOf %+v", n, piece, SIMD(), got, want)
+		}
+	}
+	stop := errors.New("stop")
+	if _, err := SimilarityOfPieces(make([]float32, 100), 8, func(off int, _ []float32) error {
+		if off == 16 {
+			return stop
+		}
+		return nil
+	}); !errors.Is(err, stop) {
+		t.Fatalf("fill error: %v", err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/arrowquant/arrowquant/artifact"
-	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
 )
@@ -173,29 +172,54 @@ func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64)
 
 // unsmoothedSimilarity compares a chunk's original values with its stored
 // reconstruction times 1/s: the tensor's true cosine.
+//
+// The reconstruction is made and compared in pieces of whole groups (or
+// super-blocks) of about 4096 elements, which stay in cache, instead of
+// a chunk-long buffer written once and read twice.
 func unsmoothedSimilarity(x []float32, c *chunk, bits, groupSize int, sm *smoothing) (kernels.Similarity, error) {
-	back, done := bufpool.Float32s(len(x))
-	defer done()
 	codes := c.codes.(*array.Binary).Value(0)
+	var dequantize func(off int, dst []float32) error
+	var piece int
 	if c.groupParams != nil {
-		if err := kernels.DequantizeSuperBlocks(back, codes, c.groupParams.(*array.Binary).Value(0), bits); err != nil {
+		_, _, bpsb, err := kernels.SuperBlockLayout(bits)
+		if err != nil {
 			return kernels.Similarity{}, err
 		}
+		params := c.groupParams.(*array.Binary).Value(0)
+		piece = 16 * kernels.SuperBlockElems
+		dequantize = func(off int, dst []float32) error {
+			sb := off / kernels.SuperBlockElems
+			nsb := int(kernels.NumSuperBlocks(int64(len(dst))))
+			if sb*bpsb > len(params) {
+				return fmt.Errorf("group_params: %d bytes for super-block %d", len(params), sb)
+			}
+			p := params[sb*bpsb : min(len(params), (sb+nsb)*bpsb)]
+			cd := codes[min(len(codes), off*bits/8):]
+			cd = cd[:min(len(cd), int(kernels.PackedLen(int64(len(dst)), bits)))]
+			return kernels.DequantizeSuperBlocks(dst, cd, p, bits)
+		}
 	} else {
-		kernels.DequantizeGroups(back, codes, halves(c.scales), halves(c.mins), bits, groupSize)
+		scales, mins := halfValues(c.scales), halfValues(c.mins)
+		piece = groupSize * 8 * max(1, 512/groupSize) // whole groups, whole code bytes
+		dequantize = func(off int, dst []float32) error {
+			g := off / groupSize
+			kernels.DequantizeGroups(dst, codes[min(len(codes), off*bits/8):], scales[g:], mins[g:], bits, groupSize)
+			return nil
+		}
 	}
-	artifact.ScaleChannels(back, c.off, sm.inv) // as every reader does
-	return kernels.SimilarityOf(x, back), nil
+	return kernels.SimilarityOfPieces(x, piece, func(off int, dst []float32) error {
+		if err := dequantize(off, dst); err != nil {
+			return err
+		}
+		artifact.ScaleChannels(dst, c.off+int64(off), sm.inv) // as every reader does
+		return nil
+	})
 }
 
-// halves returns the fp16 bits of a one-row list<float16>.
-func halves(a arrow.Array) []uint16 {
-	vals := a.(*array.List).ListValues().(*array.Float16).Values()
-	out := make([]uint16, len(vals))
-	for i, v := range vals {
-		out[i] = v.Uint16()
-	}
-	return out
+// halfValues returns the fp16 bits of a one-row list<float16> (a view of
+// its buffer).
+func halfValues(a arrow.Array) []uint16 {
+	return halfBits(a.(*array.List).ListValues().(*array.Float16))
 }
 
 // channelScalesArray is the channel_scales cell of a row: 1/s on the
