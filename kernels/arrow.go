@@ -5,6 +5,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/compute/exec"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -536,6 +537,10 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 				return fmt.Errorf("row %d: %w", i, err)
 			}
 			c0, c1 := start*o.Bits/8, int(int64(start)*int64(o.Bits)/8+PackedLen(int64(len(blk)), o.Bits))
+			if o.NoSimilarity {
+				quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, nil, nil)
+				continue
+			}
 			// PackGroups, DequantizeGroups and SimilarityOf in one pass.
 			var lanes simLanes
 			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon[:len(blk)], &lanes)
@@ -547,11 +552,28 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	}
 	codesData := binaryData(n, codeOffsets, codeData)
 	if weighted {
-		setOutput(out, structData(WeightedQuantizedType, n, codesData, scales.finish(), mins.finish(), similarityData(mem, sims), similarityData(mem, wsims)))
+		setOutput(out, structData(WeightedQuantizedType, n, codesData, scales.finish(), mins.finish(),
+			similarityColumn(mem, sims, o.NoSimilarity), similarityColumn(mem, wsims, o.NoSimilarity)))
 		return nil
 	}
-	setOutput(out, structData(QuantizedType, n, codesData, scales.finish(), mins.finish(), similarityData(mem, sims)))
+	setOutput(out, structData(QuantizedType, n, codesData, scales.finish(), mins.finish(), similarityColumn(mem, sims, o.NoSimilarity)))
 	return nil
+}
+
+// similarityColumn is similarityData of sims, or with skipped (the
+// caller's NoSimilarity) every row null: not measured.
+func similarityColumn(mem memory.Allocator, sims []Similarity, skipped bool) arrow.ArrayData {
+	d := similarityData(mem, sims)
+	if !skipped {
+		return d
+	}
+	defer d.Release()
+	n := len(sims)
+	validity := memory.NewResizableBuffer(mem)
+	validity.Resize(int(bitutil.BytesForBits(int64(n))))
+	clear(validity.Bytes())
+	defer validity.Release()
+	return array.NewData(CosineType, n, []*memory.Buffer{validity}, d.Children(), n, 0)
 }
 
 // similarityData builds a CosineType array from per-row sums.

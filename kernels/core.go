@@ -200,8 +200,7 @@ func PackGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize 
 	if bits != 2 && bits != 4 && bits != 8 {
 		panic(fmt.Sprintf("kernels: unsupported bit width %d", bits))
 	}
-	var l simLanes
-	quantizeGroups(dst, x, scales, mins, bits, groupSize, nil, &l)
+	quantizeGroups(dst, x, scales, mins, bits, groupSize, nil, nil)
 }
 
 // quantCode is the fast-path code formula; inv == 0 yields code 0. The

@@ -37,6 +37,11 @@ const (
 type QuantOptions struct {
 	Bits      int // 2, 4 or 8
 	GroupSize int // elements per group, a multiple of 4
+	// NoSimilarity: the quantize functions compute no similarity, for a
+	// caller that measures its own (the pipeline's smoothed tensors,
+	// against the unsmoothed values); their similarity columns are then
+	// null in every row (not measured).
+	NoSimilarity bool
 }
 
 // TypeName implements compute.FunctionOptions.

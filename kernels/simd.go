@@ -90,6 +90,20 @@ func quantSim(x []float32, p *quantArgs, codes []uint8, recon []float32, l *simL
 	}
 }
 
+// quantCodes is quantSim's codes alone.
+func quantCodes(x []float32, p *quantArgs, codes []uint8) {
+	n8 := len(x) &^ 7
+	codes = codes[:len(x)]
+	if useAVX2 && n8 > 0 {
+		quantCodesAVX2(&x[0], n8, p, &codes[0])
+	} else {
+		n8 = 0
+	}
+	for i := n8; i < len(x); i++ {
+		codes[i] = uint8(codeOf(x[i], p))
+	}
+}
+
 // codeOf is quantCode as a float32 (clamping before truncation agrees
 // with quantCode's truncation then clamp for every finite value).
 func codeOf(v float32, p *quantArgs) float32 {
@@ -155,7 +169,8 @@ func packCodes(dst []byte, start int, codes []uint8, bits int) {
 // quantizeGroups quantizes x with per-group fp16 params into packed codes
 // (dst, PackedLen(len(x), bits) bytes), the reconstruction (recon, len(x)
 // values, or nil) and the similarity lanes: PackGroups, DequantizeGroups
-// and SimilarityOf in one pass.
+// and SimilarityOf in one pass. With l nil, the codes only (recon must be
+// nil too).
 func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize int, recon []float32, l *simLanes) {
 	var codes [quantChunk]uint8
 	var scratch [quantChunk]float32
@@ -171,11 +186,15 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 		p := quantArgs{s: s, m: m, inv: inv, qmax: qmax}
 		for c := start; c < end; c += quantChunk {
 			part := x[c:min(end, c+quantChunk)]
-			rc := scratch[:len(part)]
-			if recon != nil {
-				rc = recon[c : c+len(part)]
+			if l == nil {
+				quantCodes(part, &p, codes[:len(part)])
+			} else {
+				rc := scratch[:len(part)]
+				if recon != nil {
+					rc = recon[c : c+len(part)]
+				}
+				quantSim(part, &p, codes[:len(part)], rc, l)
 			}
-			quantSim(part, &p, codes[:len(part)], rc, l)
 			packCodes(dst, c, codes[:len(part)], bits)
 		}
 	}

@@ -178,6 +178,42 @@ done:
 	VZEROUPPER
 	RET
 
+// func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8)
+// n a multiple of 8: quantSimAVX2's code bytes alone.
+TEXT ·quantCodesAVX2(SB), NOSPLIT, $0-32
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVQ         p+16(FP), AX
+	MOVQ         codes+24(FP), DI
+	VBROADCASTSS 4(AX), Y13       // m
+	VBROADCASTSS 8(AX), Y14       // inv
+	VBROADCASTSS 12(AX), Y15      // qmax
+	VXORPS       Y11, Y11, Y11    // 0
+	VMOVUPS      ·halfs<>(SB), Y10
+	SHRQ         $3, CX
+	JZ           qcdone
+
+qcloop:
+	VMOVUPS      (SI), Y3
+	VSUBPS       Y13, Y3, Y4
+	VMULPS       Y14, Y4, Y4
+	VADDPS       Y10, Y4, Y4
+	VMAXPS       Y11, Y4, Y4      // t < 0, -0 -> +0
+	VMINPS       Y15, Y4, Y4
+	VCVTTPS2DQ   Y4, Y5           // trunc
+	VEXTRACTI128 $1, Y5, X6
+	VPACKUSDW    X6, X5, X5
+	VPACKUSWB    X5, X5, X5
+	MOVQ         X5, (DI)
+	ADDQ         $32, SI
+	ADDQ         $8, DI
+	DECQ         CX
+	JNZ          qcloop
+
+qcdone:
+	VZEROUPPER
+	RET
+
 // func simAVX2(a, b *float32, n int, sums *simLanes)
 // n a multiple of 4: SimilarityOf's four float64 lanes.
 TEXT ·simAVX2(SB), NOSPLIT, $0-32

@@ -31,6 +31,8 @@ func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes) { panic("unreachable") }
 
 func absMaxAVX2(r, x *float32, n int) { panic("unreachable") }
 
+func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8) { panic("unreachable") }
+
 func magMaxAVX2(r, x *uint16, n int) { panic("unreachable") }
 
 func packCodes4AVX2(dst *byte, codes *uint8, blocks int) { panic("unreachable") }

@@ -28,16 +28,16 @@ var SuperBlockQuantizedType = arrow.StructOf(
 	arrow.Field{Name: "group_params", Type: arrow.BinaryTypes.Binary},
 )
 
-// superBlockBits reads QuantOptions, of which only Bits counts.
-func superBlockBits(ctx *exec.KernelCtx) (int, error) {
+// superBlockOptions reads QuantOptions (Bits and NoSimilarity count).
+func superBlockOptions(ctx *exec.KernelCtx) (QuantOptions, error) {
 	o, ok := ctx.State.(QuantOptions)
 	if !ok {
-		return 0, fmt.Errorf("kernels: missing QuantOptions")
+		return o, fmt.Errorf("kernels: missing QuantOptions")
 	}
 	if _, _, _, err := SuperBlockLayout(o.Bits); err != nil {
-		return 0, err
+		return o, err
 	}
-	return o.Bits, nil
+	return o, nil
 }
 
 // firstNull is the index of sp's first null row, or -1.
@@ -83,10 +83,11 @@ func newDequantizeSuperBlockFunction() compute.Function {
 }
 
 func execDequantizeSuperBlock(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
-	bits, err := superBlockBits(ctx)
+	o, err := superBlockOptions(ctx)
 	if err != nil {
 		return err
 	}
+	bits := o.Bits
 	for k, what := range []string{"codes", "group_params", "n"} {
 		if i := firstNull(&batch.Values[k].Array); i >= 0 {
 			return fmt.Errorf("kernels: dequantize_superblock: row %d: %s is null", i, what)
@@ -155,10 +156,11 @@ func binaryData(n int, offsets, data *memory.Buffer) arrow.ArrayData {
 }
 
 func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
-	bits, err := superBlockBits(ctx)
+	o, err := superBlockOptions(ctx)
 	if err != nil {
 		return err
 	}
+	bits := o.Bits
 	_, _, bpsb, _ := SuperBlockLayout(bits)
 	in, weights, err := valuesAndWeights(batch, weighted)
 	if err != nil {
@@ -193,13 +195,16 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			p0 := start / SuperBlockElems * bpsb
 			p1 := p0 + int(SuperBlockParamsLen(int64(len(blk)), bits))
 			err := fn(blk, wb, bits, rowCodes[c0:c1], rowParams[p0:p1], int64(start))
-			if err == nil {
+			if err == nil && !o.NoSimilarity {
 				err = DequantizeSuperBlocks(recon[:len(blk)], rowCodes[c0:c1], rowParams[p0:p1], bits)
 			}
 			if err != nil {
 				binaryData(n, codeOffsets, codeData).Release()
 				binaryData(n, parOffsets, parData).Release()
 				return fmt.Errorf("row %d: %w", i, err)
+			}
+			if o.NoSimilarity {
+				continue
 			}
 			s := SimilarityOf(blk, recon[:len(blk)])
 			sims[i].Add(s)
@@ -215,7 +220,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 		binaryData(n, codeOffsets, codeData),
 		newListBuilder(mem, ListF16, empty, n).finish(),
 		newListBuilder(mem, ListF16, empty, n).finish(),
-		similarityData(mem, sims), similarityData(mem, wsims),
+		similarityColumn(mem, sims, o.NoSimilarity), similarityColumn(mem, wsims, o.NoSimilarity),
 		binaryData(n, parOffsets, parData)))
 	return nil
 }

@@ -543,7 +543,8 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 			return nil, err
 		}
 		layer.Smoothing = rep
-		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, w, sm)
+		weighsOutput := importance != nil && supportsWeights(ch.m)
+		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, w, sm, weighsOutput)
 		firstPass = false
 		var pr *kernels.ParamRangeError
 		if errors.As(err, &pr) {
@@ -557,7 +558,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 		cos := sim.Cosine()
 		log.Debug().Int("bits", bits).Float64("cosine", cos).Msg("quantized")
 		if cos >= cfg.MinAccuracy {
-			if importance != nil && supportsWeights(ch.m) {
+			if weighsOutput {
 				how := "equal weight per time group"
 				if !cfg.EnableTimeAware {
 					how = "all timesteps pooled: time-aware is off; spatial smoothing's output-error objective"
@@ -716,10 +717,14 @@ func (p *pipeline) forEachChunk(ctx context.Context, t Tensor, countBytes bool, 
 // the kernel quantizes W·diag(s), importance then being the weights of
 // that domain, and the similarity returned is that of W against the
 // reconstruction times 1/s.
-func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32, sm *smoothing) ([]chunk, kernels.Similarity, error) {
+//
+// needOutput says whether the caller reads the chunks' output
+// similarity; with sm and without it, the kernel measures no similarity
+// (kernels.QuantOptions.NoSimilarity): both would go unread.
+func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes bool, importance []float32, sm *smoothing, needOutput bool) ([]chunk, kernels.Similarity, error) {
 	meta := t.Meta()
 	ch := p.methodAt(meta, bits)
-	opts := &kernels.QuantOptions{Bits: bits, GroupSize: ch.group}
+	opts := &kernels.QuantOptions{Bits: bits, GroupSize: ch.group, NoSimilarity: sm != nil && !needOutput}
 	m := ch.m
 	weighted := importance != nil && supportsWeights(m)
 	var fullChunk arrow.Array // the weights of every full chunk, when they repeat
@@ -770,7 +775,7 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 			c.groupParams = res.Field(5)
 			c.groupParams.Retain()
 		}
-		if weighted {
+		if weighted && !opts.NoSimilarity {
 			c.output = readSimilarity(res.Field(4).(*array.Struct))
 		}
 		if sm != nil {

@@ -124,7 +124,7 @@ func (p *pipeline) searchAlpha(ctx context.Context, t Tensor, bits int, importan
 		if alpha == 0 {
 			zero = sm
 		}
-		chunks, _, err := p.quantize(ctx, head, bits, false, w, sm)
+		chunks, _, err := p.quantize(ctx, head, bits, false, w, sm, true)
 		releaseChunks(chunks)
 		if err != nil {
 			return nil, nil, err
