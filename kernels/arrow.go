@@ -458,9 +458,11 @@ func newQuantizeFunction(m Method) compute.Function {
 }
 
 // newWeightedQuantizeFunction: <method>_quantize_weighted(values, weights)
-// where weights (list<float32>, one per value, >= 0) weigh each element's
-// squared error in the parameter search, e.g. the importance of its input
-// channel from calibration activations. Similarity stays unweighted.
+// where weights (list<float32>, >= 0) weigh each element's squared error
+// in the parameter search, e.g. the importance of its input channel from
+// calibration activations: one per value, or a shorter row that repeats
+// (value k takes weight k mod its length: one matrix row's worth of
+// per-input-channel weights). Similarity stays unweighted.
 func newWeightedQuantizeFunction(m Method) compute.Function {
 	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
 		return execQuantize(m.WeightedGroupParams, true, ctx, batch, out)
@@ -470,7 +472,8 @@ func newWeightedQuantizeFunction(m Method) compute.Function {
 }
 
 // valuesAndWeights reads the values rows of a fused kernel and, when
-// weighted, its weights rows (one weight per value).
+// weighted, its weights rows: one weight per value, or a shorter row that
+// repeats (blockWeights).
 func valuesAndWeights(batch *exec.ExecSpan, weighted bool) (in, weights rows, err error) {
 	if in, err = listRows(&batch.Values[0].Array, "values"); err != nil {
 		return
@@ -482,11 +485,29 @@ func valuesAndWeights(batch *exec.ExecSpan, weighted bool) (in, weights rows, er
 		return
 	}
 	for i := 0; i < int(batch.Len); i++ {
-		if weights.len(i) != in.len(i) {
-			return in, weights, fmt.Errorf("kernels: row %d: %d weights for %d values", i, weights.len(i), in.len(i))
+		if p, n := weights.len(i), in.len(i); p > n || (p == 0 && n > 0) {
+			return in, weights, fmt.Errorf("kernels: row %d: %d weights for %d values (want one per value, or a shorter row that repeats)", i, p, n)
 		}
 	}
 	return
+}
+
+// blockWeights are the weights of values [start, start+n) of a row whose
+// weights are w: w[start:start+n] when w has one per value, else w
+// repeated (value k takes w[k mod len(w)]) written into buf (n floats at
+// least). Per-input-channel weights of a row-major matrix chunk are one
+// row of them, rotated to the chunk's first column: the weights of every
+// element without a chunk-long copy.
+func blockWeights(w []float32, total, start, n int, buf []float32) []float32 {
+	if len(w) == total {
+		return w[start : start+n]
+	}
+	out := buf[:n]
+	for k := start % len(w); len(out) > 0; k = 0 {
+		c := copy(out, w[k:])
+		out = out[c:]
+	}
+	return buf[:n]
 }
 
 func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
@@ -511,7 +532,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
 	scratch := bufpool.GetFloat32s()
 	defer bufpool.PutFloat32s(scratch)
-	var recon [fusedBlock]float32
+	var recon, wbuf [fusedBlock]float32
 	codes := codeData.Bytes()
 	for i := 0; i < n; i++ {
 		x := in.float32s(i, scratch)
@@ -527,7 +548,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
 			var wb []float32
 			if w != nil {
-				wb = w[start : start+len(blk)]
+				wb = blockWeights(w, len(x), start, len(blk), wbuf[:])
 			}
 			if err := params(blk, wb, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
 				scales.finish().Release()

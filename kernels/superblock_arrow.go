@@ -176,7 +176,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
 	scratch := bufpool.GetFloat32s()
 	defer bufpool.PutFloat32s(scratch)
-	var recon [fusedBlock]float32
+	var recon, wbuf [fusedBlock]float32
 	for i := 0; i < n; i++ {
 		x := in.float32s(i, scratch)
 		var w []float32
@@ -188,7 +188,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			blk := x[start:min(len(x), start+fusedBlock)]
 			var wb []float32
 			if w != nil {
-				wb = w[start : start+len(blk)]
+				wb = blockWeights(w, len(x), start, len(blk), wbuf[:])
 			}
 			c0 := start * bits / 8
 			c1 := c0 + int(PackedLen(int64(len(blk)), bits))

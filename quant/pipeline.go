@@ -727,11 +727,6 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: ch.group, NoSimilarity: sm != nil && !needOutput}
 	m := ch.m
 	weighted := importance != nil && supportsWeights(m)
-	var fullChunk arrow.Array // the weights of every full chunk, when they repeat
-	if weighted && schema.ChunkElems%int64(len(importance)) == 0 && meta.NumElements() >= schema.ChunkElems {
-		fullChunk = channelWeights(p.o.Mem, importance, 0, schema.ChunkElems)
-		defer fullChunk.Release()
-	}
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
 		var x []float32
@@ -746,13 +741,9 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 		}
 		fn := m.QuantizeFunc()
 		if weighted {
-			if fullChunk != nil && c.n == schema.ChunkElems {
-				args = append(args, compute.NewDatum(fullChunk))
-			} else {
-				w := channelWeights(p.o.Mem, importance, c.off, c.n)
-				args = append(args, compute.NewDatum(w))
-				w.Release()
-			}
+			w := channelWeights(p.o.Mem, importance, c.off, c.n)
+			args = append(args, compute.NewDatum(w))
+			w.Release()
 			fn = m.WeightedQuantizeFunc()
 		}
 		defer func() {
@@ -792,10 +783,14 @@ func readSimilarity(s *array.Struct) kernels.Similarity {
 }
 
 // channelWeights is the one-row list of error weights of elements
-// [off, off+n) of a row-major [out, in] matrix: importance[k mod in].
+// [off, off+n) of a row-major [out, in] matrix (element k's weight
+// importance[k mod in]) in the form the weighted kernels repeat: one
+// matrix row's worth (min(n, in) values), rotated to the chunk's first
+// column, instead of n values.
 func channelWeights(mem memory.Allocator, importance []float32, off, n int64) arrow.Array {
-	return float32List(mem, int(n), func(dst []float32) {
-		j := int(off % int64(len(importance)))
+	in := int64(len(importance))
+	return float32List(mem, int(min(n, in)), func(dst []float32) {
+		j := int(off % in)
 		for len(dst) > 0 {
 			k := copy(dst, importance[j:])
 			dst, j = dst[k:], 0
