@@ -84,18 +84,6 @@ func (b *Batch) Add(x, w []float32) {
 	b.x[k], b.w[k] = x, w
 	b.n++
 	b.laidOut = false
-	if !b.vector {
-		return
-	}
-	if b.weighted {
-		// Σw is the same for every evaluation: EvalWeighted's two chains.
-		var n0, n1 float32
-		for i := 0; i+2 <= len(w); i += 2 {
-			n0 += w[i]
-			n1 += w[i+1]
-		}
-		b.wn[2*k], b.wn[2*k+1] = n0, n1
-	}
 }
 
 // layOut interleaves the lanes' groups (once per batch, at the first
@@ -108,6 +96,20 @@ func (b *Batch) layOut() {
 	interleaveLanes(b.xt, &b.x, b.n)
 	if b.weighted {
 		interleaveLanes(b.wt, &b.w, b.n)
+		// Σw is the same for every evaluation: EvalWeighted's two chains,
+		// of the 8 lanes at once.
+		pairSums(b.wt, &b.wn)
+	}
+}
+
+// pairSumsGo is pairSums' portable form.
+func pairSumsGo(wt []float32, wn *[2 * Lanes]float32) {
+	*wn = [2 * Lanes]float32{}
+	for j := 0; j+2*Lanes <= len(wt); j += 2 * Lanes {
+		row := wt[j : j+2*Lanes : j+2*Lanes]
+		for i := range wn {
+			wn[i] += row[i]
+		}
 	}
 }
 

@@ -92,6 +92,19 @@ func evalLanesWeightedWith(k string, xt, wt *float32, rows int, a *laneArgs, o *
 }
 
 //go:noescape
+func pairSumsAVX2(wt *float32, pairs int, wn *[2 * Lanes]float32)
+
+// pairSums sets wn[2k+p] to the sum of lane k's elements of parity p in
+// the layout wt, in element order.
+func pairSums(wt []float32, wn *[2 * Lanes]float32) {
+	if !cpu.X86.HasAVX2 || len(wt) < 2*Lanes {
+		pairSumsGo(wt, wn)
+		return
+	}
+	pairSumsAVX2(&wt[0], len(wt)/(2*Lanes), wn)
+}
+
+//go:noescape
 func interleave8AVX2(dst *float32, src *[Lanes]*float32, quads int)
 
 // interleaveVec lays out the first pairs of all 8 lanes (groups of one

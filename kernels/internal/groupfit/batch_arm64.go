@@ -34,3 +34,5 @@ func evalLanesWeightedWith(_ string, xt, wt *float32, rows int, a *laneArgs, o *
 }
 
 func interleaveVec(dst []float32, lanes *[Lanes][]float32) int { return 0 }
+
+func pairSums(wt []float32, wn *[2 * Lanes]float32) { pairSumsGo(wt, wn) }

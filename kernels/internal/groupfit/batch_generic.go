@@ -15,3 +15,5 @@ func evalLanesWeighted(xt, wt []float32, a *laneArgs, o *laneOut) {
 func Kernel() string { return "go" }
 
 func interleaveVec(dst []float32, lanes *[Lanes][]float32) int { return 0 }
+
+func pairSums(wt []float32, wn *[2 * Lanes]float32) { pairSumsGo(wt, wn) }

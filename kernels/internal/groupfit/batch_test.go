@@ -333,3 +333,42 @@ func BenchmarkEvalLanesKernel(b *testing.B) {
 		})
 	}
 }
+
+// The weights' sums the weighted finish takes (wn) are each lane's two
+// float32 chains over its even and odd elements in element order, as
+// EvalWeighted sums them, bit for bit, for every batch size and group
+// length, with weights of very different magnitudes (where the order of
+// the additions shows).
+func TestPairSumsAreTheLanesChains(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for trial := range 300 {
+		l := 2 * (1 + rng.IntN(160))
+		n := 1 + rng.IntN(Lanes)
+		var bt Batch
+		bt.Reset(l, 2+2*rng.IntN(2), true)
+		ws := make([][]float32, n)
+		for k := range n {
+			ws[k] = make([]float32, l)
+			for i := range ws[k] {
+				ws[k][i] = float32(math.Exp(rng.NormFloat64() * 6))
+			}
+			bt.Add(normal(l, uint64(trial*Lanes+k)), ws[k])
+		}
+		bt.layOut()
+		for k := range n {
+			var n0, n1 float32
+			for i := 0; i < l; i += 2 {
+				n0 += ws[k][i]
+				n1 += ws[k][i+1]
+			}
+			if got := [2]float32{bt.wn[2*k], bt.wn[2*k+1]}; math.Float32bits(got[0]) != math.Float32bits(n0) || math.Float32bits(got[1]) != math.Float32bits(n1) {
+				t.Fatalf("l=%d n=%d lane %d: sums %v, want %v", l, n, k, got, [2]float32{n0, n1})
+			}
+		}
+		var goSums [2 * Lanes]float32
+		pairSumsGo(bt.wt, &goSums)
+		if goSums != bt.wn {
+			t.Fatalf("l=%d n=%d: pairSums %v, its Go form %v", l, n, bt.wn, goSums)
+		}
+	}
+}

@@ -62,3 +62,29 @@ iloop:
 idone:
 	VZEROUPPER
 	RET
+
+// func pairSumsAVX2(wt *float32, pairs int, wn *[16]float32)
+// Each lane's sums of its even and of its odd elements over a layout of
+// pairs rows of 16 floats, each in element order (one float32 add per
+// row, as the Go loop).
+TEXT ·pairSumsAVX2(SB), NOSPLIT, $0-24
+	MOVQ   wt+0(FP), SI
+	MOVQ   pairs+8(FP), CX
+	MOVQ   wn+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ  CX, CX
+	JZ     pdone
+
+ploop:
+	VADDPS 0(SI), Y0, Y0
+	VADDPS 32(SI), Y1, Y1
+	ADDQ   $64, SI
+	DECQ   CX
+	JNZ    ploop
+
+pdone:
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VZEROUPPER
+	RET
