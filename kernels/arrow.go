@@ -126,6 +126,22 @@ func (r rows) float32s(i int, scratch *[]float32) []float32 {
 	return dst
 }
 
+// block returns values [start, start+n) of row i as float32: a view of a
+// float32 row, else decoded into buf (n floats at least).
+func (r rows) block(i, start, n int, buf []float32) []float32 {
+	lo := int(r.offsets[i]) + start
+	if r.elem == arrow.FLOAT32 {
+		return r.f32[lo : lo+n]
+	}
+	dst, src := buf[:n], r.u16[lo:lo+n]
+	if r.elem == arrow.FLOAT16 {
+		fp.DecodeHalves(dst, src)
+	} else {
+		fp.DecodeBF16s(dst, src)
+	}
+	return dst
+}
+
 // uint16s returns row i of a list<float16> span as raw bits.
 func (r rows) uint16s(i int) []uint16 { return r.u16[r.offsets[i]:r.offsets[i+1]] }
 
@@ -530,25 +546,23 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	codeOffsets, codeData := newBinaryBuffers(mem, n, func(i int) int64 { return PackedLen(int64(in.len(i)), o.Bits) })
 	offs := arrow.Int32Traits.CastFromBytes(codeOffsets.Bytes())
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	scratch := bufpool.GetFloat32s()
-	defer bufpool.PutFloat32s(scratch)
-	var recon, wbuf [fusedBlock]float32
+	var recon, wbuf, xbuf [fusedBlock]float32
 	codes := codeData.Bytes()
 	for i := 0; i < n; i++ {
-		x := in.float32s(i, scratch)
+		rowLen := in.len(i)
 		var w []float32
 		if weighted {
 			w = weights.f32[weights.offsets[i]:weights.offsets[i+1]]
 		}
 		rowCodes := codes[offs[i]:offs[i+1]]
 		sc, mn := scales.uint16s(i), mins.uint16s(i)
-		for start := 0; start < len(x); start += fusedBlock {
-			blk := x[start:min(len(x), start+fusedBlock)]
+		for start := 0; start < rowLen; start += fusedBlock {
+			blk := in.block(i, start, min(rowLen-start, fusedBlock), xbuf[:]) // fp16/bf16 decoded block by block, in cache
 			g0 := start / o.GroupSize
 			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
 			var wb []float32
 			if w != nil {
-				wb = blockWeights(w, len(x), start, len(blk), wbuf[:])
+				wb = blockWeights(w, rowLen, start, len(blk), wbuf[:])
 			}
 			if err := params(blk, wb, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
 				scales.finish().Release()

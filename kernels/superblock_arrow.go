@@ -10,7 +10,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute/exec"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/arrowquant/arrowquant/internal/bufpool"
 )
 
 // SuperBlockQuantizedType is the output of a super-block method's
@@ -174,21 +173,19 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 	pOffs := arrow.Int32Traits.CastFromBytes(parOffsets.Bytes())
 	codes, params := codeData.Bytes(), parData.Bytes()
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	scratch := bufpool.GetFloat32s()
-	defer bufpool.PutFloat32s(scratch)
-	var recon, wbuf [fusedBlock]float32
+	var recon, wbuf, xbuf [fusedBlock]float32
 	for i := 0; i < n; i++ {
-		x := in.float32s(i, scratch)
+		rowLen := in.len(i)
 		var w []float32
 		if weighted {
 			w = weights.f32[weights.offsets[i]:weights.offsets[i+1]]
 		}
 		rowCodes, rowParams := codes[cOffs[i]:cOffs[i+1]], params[pOffs[i]:pOffs[i+1]]
-		for start := 0; start < len(x); start += fusedBlock {
-			blk := x[start:min(len(x), start+fusedBlock)]
+		for start := 0; start < rowLen; start += fusedBlock {
+			blk := in.block(i, start, min(rowLen-start, fusedBlock), xbuf[:]) // fp16/bf16 decoded block by block, in cache
 			var wb []float32
 			if w != nil {
-				wb = blockWeights(w, len(x), start, len(blk), wbuf[:])
+				wb = blockWeights(w, rowLen, start, len(blk), wbuf[:])
 			}
 			c0 := start * bits / 8
 			c1 := c0 + int(PackedLen(int64(len(blk)), bits))
