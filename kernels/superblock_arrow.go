@@ -9,7 +9,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/compute/exec"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-
 )
 
 // SuperBlockQuantizedType is the output of a super-block method's
