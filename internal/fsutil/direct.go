@@ -17,10 +17,10 @@ var setDirectFunc = setDirect
 
 // DirectFile writes a new file sequentially through one aligned buffer
 // and, where the file system allows it (Linux O_DIRECT), hands each full
-// buffer to the disk without copying it into the page cache. On these
-// machines a 3.8 GB artifact costs 0.4 CPU-s of system time written so,
-// and 2.3-8 s through the page cache (its pages allocated, then written
-// back and reclaimed under the model being read). The file's last partial
+// buffer to the disk without copying it into the page cache: 0.13 system
+// CPU-s per GiB on these machines against 1.26 through the page cache
+// (bench's BenchmarkArtifactWrite; more while a model being read fills
+// the cache). The file's last partial
 // block is written through the page cache (Flush). Where the bypass is
 // refused (tmpfs on older kernels, non-Linux systems) or a bypassed write
 // fails with EINVAL, it writes through the page cache instead; Direct

@@ -48,7 +48,6 @@ func TestHalfInputsAreTheirFloat32Values(t *testing.T) {
 		half, f32 := f.list(r1, r2), e.ListF32(r1, r2)
 		for _, name := range set.Names() {
 			m, _ := set.Lookup(name)
-			fns := [][]arrow.Array{{half}, {f32}}
 			funcs := []string{m.QuantizeFunc()}
 			if m.WeightedGroupParams != nil || m.IsSuperBlock() {
 				funcs = append(funcs, m.WeightedQuantizeFunc())
@@ -62,8 +61,8 @@ func TestHalfInputsAreTheirFloat32Values(t *testing.T) {
 						}
 						return []arrow.Array{v}
 					}
-					got := e.MustCall(fn, opts, args(fns[0][0])...)
-					want := e.MustCall(fn, opts, args(fns[1][0])...)
+					got := e.MustCall(fn, opts, args(half)...)
+					want := e.MustCall(fn, opts, args(f32)...)
 					if !array.Equal(got, want) {
 						t.Fatalf("%s INT%d, %s input: differs from its float32 values", fn, bits, f.name)
 					}
