@@ -75,6 +75,23 @@ reduce:
 	VZEROUPPER
 	RET
 
+// CODES8: the codes of the 8 values at (SI) into 8 bytes at (DI), as
+// quantCode: f = trunc(clamp(float32(float32(v-m)*inv) + 0.5, 0, qmax))
+// (Y13 m, Y14 inv, Y15 qmax, Y11 zero); leaves v in Y3 and f in Y4.
+#define CODES8 \
+	VMOVUPS      (SI), Y3; \
+	VSUBPS       Y13, Y3, Y4; \
+	VMULPS       Y14, Y4, Y4; \
+	VADDPS       ·halfs<>(SB), Y4, Y4; \
+	VMAXPS       Y11, Y4, Y4; \
+	VMINPS       Y15, Y4, Y4; \
+	VROUNDPS     $3, Y4, Y4; \
+	VCVTTPS2DQ   Y4, Y5; \
+	VEXTRACTI128 $1, Y5, X6; \
+	VPACKUSDW    X6, X5, X5; \
+	VPACKUSWB    X5, X5, X5; \
+	MOVQ         X5, (DI)
+
 // func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
 // n a multiple of 4. Per element, as quantCode and DequantizeValue:
 // f = trunc(clamp(float32(float32(v-m)*inv) + 0.5, 0, qmax)), code byte
@@ -101,18 +118,7 @@ TEXT ·quantSimAVX2(SB), NOSPLIT, $0-48
 	JLT          tail4
 
 loop8:
-	VMOVUPS      (SI), Y3
-	VSUBPS       Y13, Y3, Y4
-	VMULPS       Y14, Y4, Y4
-	VADDPS       ·halfs<>(SB), Y4, Y4
-	VMAXPS       Y11, Y4, Y4      // t < 0, -0 -> +0
-	VMINPS       Y15, Y4, Y4
-	VROUNDPS     $3, Y4, Y4       // f = trunc(t)
-	VCVTTPS2DQ   Y4, Y5           // codes
-	VEXTRACTI128 $1, Y5, X6
-	VPACKUSDW    X6, X5, X5
-	VPACKUSWB    X5, X5, X5
-	MOVQ         X5, (DI)
+	CODES8
 	VMULPS       Y12, Y4, Y4
 	VADDPS       Y13, Y4, Y4      // x̂ = float32(f*s) + m
 	VMOVUPS      Y4, (DX)
@@ -189,22 +195,11 @@ TEXT ·quantCodesAVX2(SB), NOSPLIT, $0-32
 	VBROADCASTSS 8(AX), Y14       // inv
 	VBROADCASTSS 12(AX), Y15      // qmax
 	VXORPS       Y11, Y11, Y11    // 0
-	VMOVUPS      ·halfs<>(SB), Y10
 	SHRQ         $3, CX
 	JZ           qcdone
 
 qcloop:
-	VMOVUPS      (SI), Y3
-	VSUBPS       Y13, Y3, Y4
-	VMULPS       Y14, Y4, Y4
-	VADDPS       Y10, Y4, Y4
-	VMAXPS       Y11, Y4, Y4      // t < 0, -0 -> +0
-	VMINPS       Y15, Y4, Y4
-	VCVTTPS2DQ   Y4, Y5           // trunc
-	VEXTRACTI128 $1, Y5, X6
-	VPACKUSDW    X6, X5, X5
-	VPACKUSWB    X5, X5, X5
-	MOVQ         X5, (DI)
+	CODES8
 	ADDQ         $32, SI
 	ADDQ         $8, DI
 	DECQ         CX
