@@ -479,7 +479,7 @@ func columnRanges(ctx context.Context, t Tensor, mem memory.Allocator, workers i
 					if r16 == nil {
 						r16, decode = make([]uint16, in), dec
 					}
-					magnitudeMaxRows(r16, bits, int(off%in))
+					foldRows(r16, bits, int(off%in), kernels.MagnitudeMaxInto)
 				} else {
 					x, done := chunkFloat32(rec)
 					absMaxRows(r, x, int(off%in))
@@ -536,24 +536,17 @@ func halfPatterns(rec arrow.RecordBatch) ([]uint16, func(uint16) float32) {
 	return nil, nil
 }
 
-// magnitudeMaxRows is absMaxRows on 16-bit patterns
-// (kernels.MagnitudeMaxInto): decoded, the same maxima without decoding
-// the values.
-func magnitudeMaxRows(r, x []uint16, j0 int) {
+// foldRows folds x, the elements of a row-major matrix of len(r) columns
+// starting at column j0, into r with fold (r[j] = max(r[j], |x[k]|) for
+// each x[k] of column j: kernels.AbsMaxInto, or MagnitudeMaxInto on
+// 16-bit patterns), row segment by row segment.
+func foldRows[T any](r, x []T, j0 int, fold func(r, x []T)) {
 	for len(x) > 0 {
 		seg := x[:min(len(x), len(r)-j0)]
-		kernels.MagnitudeMaxInto(r[j0:j0+len(seg)], seg)
+		fold(r[j0:j0+len(seg)], seg)
 		x, j0 = x[len(seg):], 0
 	}
 }
 
-// absMaxRows folds x, the elements of a row-major matrix of len(r)
-// columns starting at column j0, into r: r[j] = max(r[j], |x[k]|) for
-// each x[k] of column j, row segment by row segment.
-func absMaxRows(r, x []float32, j0 int) {
-	for len(x) > 0 {
-		seg := x[:min(len(x), len(r)-j0)]
-		kernels.AbsMaxInto(r[j0:j0+len(seg)], seg)
-		x, j0 = x[len(seg):], 0
-	}
-}
+// absMaxRows is foldRows with kernels.AbsMaxInto.
+func absMaxRows(r, x []float32, j0 int) { foldRows(r, x, j0, kernels.AbsMaxInto) }
