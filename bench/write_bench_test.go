@@ -43,7 +43,7 @@ func BenchmarkArtifactWrite(b *testing.B) {
 					Flush() error
 				}
 				if mode == "bypassed" {
-					d := fsutil.NewDirectFile(f, 4<<20)
+					d := fsutil.NewDirectFile(f, 4<<20, 8)
 					if !d.Direct() {
 						b.Skipf("%s: the page cache cannot be bypassed here", dir)
 					}

@@ -3,10 +3,13 @@ package fsutil
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+	"unsafe"
 )
 
 // writeRandomly writes n bytes to w in pieces of random sizes (some larger
@@ -62,7 +65,7 @@ func TestDirectFileWritesEverything(t *testing.T) {
 			if refuse {
 				setDirectFunc = func(*os.File, bool) error { return errors.ErrUnsupported }
 			}
-			w := NewDirectFile(f, 4*directAlign)
+			w := NewDirectFile(f, 4*directAlign, 3)
 			setDirectFunc = setDirect
 			direct := w.Direct()
 			if refuse && direct {
@@ -72,6 +75,7 @@ func TestDirectFileWritesEverything(t *testing.T) {
 				t.Logf("%s: the page cache cannot be bypassed here; only the buffered path is tested", path)
 			}
 			want := writeRandomly(t, w, rng, n)
+			w.wait()
 			if w.Direct() != direct {
 				t.Fatalf("n=%d: Direct() %v after the writes, %v before: a full buffer's write was refused", n, w.Direct(), direct)
 			}
@@ -104,12 +108,18 @@ func TestDirectFileFallsBackOnEINVAL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	w := NewDirectFile(f, 2*directAlign)
+	w := NewDirectFile(f, 2*directAlign, 2)
 	if !w.Direct() {
 		t.Skipf("%s: the page cache cannot be bypassed here", path)
 	}
-	w.buf = w.raw[1 : 1+2*directAlign : 1+2*directAlign] // misaligned
+	for range 2 { // misaligned buffers
+		<-w.free
+		raw := make([]byte, 3*directAlign+1)
+		skip := (directAlign-int(uintptr(unsafe.Pointer(&raw[0]))%directAlign))%directAlign + 1
+		w.free <- raw[skip : skip+2*directAlign : skip+2*directAlign]
+	}
 	want := writeRandomly(t, w, rand.New(rand.NewPCG(3, 4)), 10*directAlign+5)
+	w.wait()
 	if w.Direct() {
 		t.Fatal("Direct() after a write from a misaligned buffer: the write was not refused")
 	}
@@ -119,23 +129,74 @@ func TestDirectFileFallsBackOnEINVAL(t *testing.T) {
 	checkFile(t, path, want)
 }
 
-// A failed write is reported with the file's name, by that call and every
-// later one.
+// A failed write is reported with the file's name, by Flush at the
+// latest (full buffers are written in the background) and by every call
+// after it.
 func TestDirectFileReportsWriteErrors(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewDirectFile(f, directAlign)
+	w := NewDirectFile(f, directAlign, 2)
 	f.Close()
-	if _, err := w.Write(make([]byte, directAlign)); err == nil || !bytes.Contains([]byte(err.Error()), []byte(path)) {
-		t.Fatalf("Write to a closed file: %v, want an error naming %s", err, path)
+	_, werr := w.Write(make([]byte, directAlign))
+	ferr := w.Flush()
+	if ferr == nil || !bytes.Contains([]byte(ferr.Error()), []byte(path)) {
+		t.Fatalf("Flush after a write to a closed file: %v (the Write: %v), want an error naming %s", ferr, werr, path)
 	}
 	if _, err := w.Write([]byte{1}); err == nil {
 		t.Error("Write after a failed write: no error")
 	}
 	if err := w.Flush(); err == nil {
 		t.Error("Flush after a failed write: no error")
+	}
+}
+
+// Full buffers are written behind the caller: with the file stuck (a pipe
+// nobody reads yet), Write still takes as many full buffers as there are,
+// and everything arrives in order once the file moves.
+func TestDirectFileWritesBehind(t *testing.T) {
+	r, f, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	setDirectFunc = func(*os.File, bool) error { return errors.ErrUnsupported }
+	defer func() { setDirectFunc = setDirect }()
+	const size, buffers = 256 << 10, 3 // each write is larger than a pipe's buffer
+	w := NewDirectFile(f, size, buffers)
+	want := make([]byte, size*buffers)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	returned := make(chan error, 1)
+	go func() {
+		_, err := w.Write(want)
+		returned <- err
+	}()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write of as many full buffers as there are waited for the file")
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	tail := []byte("tail")
+	if _, err := w.Write(tail); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if b := <-got; !bytes.Equal(b, append(want, tail...)) {
+		t.Fatalf("the reader got %d bytes, want %d, or their order differs", len(b), len(want)+len(tail))
 	}
 }
