@@ -320,13 +320,25 @@ func (eq *equalizer) plan(ctx context.Context, tensors map[string]Tensor) error 
 // equalizingSource yields src's tensors in order, holding back a block's
 // pair members (and whatever follows them) until the block is complete
 // and planned, so every consumer's scaling is known when it is yielded.
+// While a block's tensors are being yielded and quantized, the next
+// block is read and planned in the background, so the pipeline does not
+// wait for planning at each block.
 type equalizingSource struct {
-	src     Source
-	eq      *equalizer
+	src Source
+	eq  *equalizer
+	// Owned by advance (run by one goroutine at a time):
 	groups  map[string]map[string]Tensor // incomplete blocks: prefix -> members so far
-	pending []Tensor                     // read, not yet yielded
-	ready   []Tensor
+	pending []Tensor                     // read, not yet handed out
 	eof     bool
+	// Owned by Next:
+	ready []Tensor           // planned, not yet yielded
+	ahead chan plannedTensors // the next tensors, planned in the background; nil when none is under way
+}
+
+// plannedTensors is one advance's outcome.
+type plannedTensors struct {
+	tensors []Tensor
+	err     error
 }
 
 func newEqualizingSource(src Source, eq *equalizer) *equalizingSource {
@@ -334,13 +346,42 @@ func newEqualizingSource(src Source, eq *equalizer) *equalizingSource {
 }
 
 func (s *equalizingSource) Next(ctx context.Context) (Tensor, error) {
-	for {
-		if len(s.ready) > 0 {
-			t := s.ready[0]
-			s.ready = s.ready[1:]
-			s.eq.yield(t.Meta().Name)
-			return t, nil
+	if len(s.ready) == 0 {
+		var next plannedTensors
+		if s.ahead != nil {
+			select {
+			case next = <-s.ahead:
+				s.ahead = nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		} else {
+			next.tensors, next.err = s.advance(ctx)
 		}
+		if next.err != nil {
+			return nil, next.err
+		}
+		s.ready = next.tensors
+		ahead := make(chan plannedTensors, 1)
+		s.ahead = ahead
+		go func() {
+			var next plannedTensors
+			defer func() { ahead <- next }()
+			defer safe.Recover("plan channel equalization", &next.err)
+			next.tensors, next.err = s.advance(ctx)
+		}()
+	}
+	t := s.ready[0]
+	s.ready = s.ready[1:]
+	s.eq.yield(t.Meta().Name)
+	return t, nil
+}
+
+// advance reads src up to the end of the next complete block (or of
+// src), plans it, and returns the tensors read: those are ready to be
+// yielded. io.EOF once src is exhausted and everything was returned.
+func (s *equalizingSource) advance(ctx context.Context) ([]Tensor, error) {
+	for {
 		if s.eof {
 			return nil, io.EOF
 		}
@@ -353,13 +394,16 @@ func (s *equalizingSource) Next(ctx context.Context) (Tensor, error) {
 				}
 			}
 			s.groups = nil
-			s.ready, s.pending = s.pending, nil
-			continue
+			if len(s.pending) > 0 {
+				return s.takePending(), nil
+			}
+			return nil, io.EOF
 		}
 		if err != nil {
 			return nil, err
 		}
 		name := t.Meta().Name
+		s.pending = append(s.pending, t)
 		if prefix, ok := pairMember(name); ok {
 			g := s.groups[prefix]
 			if g == nil {
@@ -374,11 +418,30 @@ func (s *equalizingSource) Next(ctx context.Context) (Tensor, error) {
 				delete(s.groups, prefix)
 			}
 		}
-		s.pending = append(s.pending, t)
 		if len(s.groups) == 0 {
-			s.ready, s.pending = s.pending, nil
+			return s.takePending(), nil
 		}
 	}
+}
+
+func (s *equalizingSource) takePending() []Tensor {
+	out := s.pending
+	s.pending = nil
+	return out
+}
+
+// Release waits for the background planning and releases every tensor
+// read and not handed out (a run that stopped early).
+func (s *equalizingSource) Release() {
+	if s.ahead != nil {
+		next := <-s.ahead
+		s.ahead = nil
+		s.ready = append(s.ready, next.tensors...)
+	}
+	for _, t := range append(s.ready, s.takePending()...) {
+		releaseTensor(t)
+	}
+	s.ready = nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -3,9 +3,13 @@ package quant
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -152,6 +156,160 @@ func TestColumnRangesOfHalfPatterns(t *testing.T) {
 					t.Fatalf("%s: sample value %d is %v, want %v", dtype, i, v, w)
 				}
 			}
+		}
+	}
+}
+
+// releaseCounter is a tensor that counts its releases.
+type releaseCounter struct {
+	Tensor
+	released *int
+}
+
+func (r releaseCounter) Release() { *r.released++ }
+
+// twoBlocks is the tensors of two Llama blocks of width 64, in file
+// order, each counting its releases in released[name].
+func twoBlocks(released map[string]*int) []Tensor {
+	var ts []Tensor
+	for l := range 2 {
+		for _, suf := range []string{"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+			"post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"} {
+			shape := []int64{64, 64}
+			if strings.HasSuffix(suf, "norm.weight") {
+				shape = []int64{64}
+			}
+			v := make([]float32, schema.NumElements(shape))
+			for i := range v {
+				v[i] = float32((i*(l+3))%11) - 5 + float32(i%64)/8
+			}
+			name := fmt.Sprintf("model.layers.%d.%s", l, suf)
+			released[name] = new(int)
+			ts = append(ts, releaseCounter{SliceTensor(TensorMeta{Name: name, Shape: shape, DType: schema.DTypeF32}, v), released[name]})
+		}
+	}
+	return ts
+}
+
+// gatedSource yields tensors in order; before tensors[gateAt] it waits
+// for gate to close, and at failAt it fails.
+type gatedSource struct {
+	tensors        []Tensor
+	i              int
+	gateAt, failAt int
+	gate           chan struct{}
+}
+
+func (s *gatedSource) Next(ctx context.Context) (Tensor, error) {
+	if s.i == s.gateAt {
+		<-s.gate
+	}
+	if s.i == s.failAt {
+		return nil, errors.New("the source failed")
+	}
+	if s.i == len(s.tensors) {
+		return nil, io.EOF
+	}
+	s.i++
+	return s.tensors[s.i-1], nil
+}
+
+func consideredPairs(eq *equalizer) int {
+	eq.mu.RLock()
+	defer eq.mu.RUnlock()
+	return eq.res.Considered
+}
+
+// The next block is read and planned while the current one is handed
+// out, without waiting for another Next; the tensors come out in source
+// order, then io.EOF.
+func TestEqualizingSourcePlansTheNextBlockAhead(t *testing.T) {
+	released := map[string]*int{}
+	tensors := twoBlocks(released)
+	eq := newEqualizer(memory.DefaultAllocator, 32)
+	gated := &gatedSource{tensors: tensors, gateAt: 9, failAt: -1, gate: make(chan struct{})}
+	src := newEqualizingSource(gated, eq)
+	type result struct {
+		t   Tensor
+		err error
+	}
+	firstCh := make(chan result, 1)
+	go func() {
+		tn, err := src.Next(context.Background())
+		firstCh <- result{tn, err}
+	}()
+	var r result
+	select {
+	case r = <-firstCh:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Next waited for the second block to be read")
+	}
+	first, err := r.t, r.err
+	if err != nil || first.Meta().Name != tensors[0].Meta().Name {
+		t.Fatalf("first Next: %v, %v", first, err)
+	}
+	close(gated.gate)
+	deadline := time.Now().Add(10 * time.Second)
+	for consideredPairs(eq) < 6 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := consideredPairs(eq); n != 6 {
+		t.Fatalf("after the first Next, %d pairs planned, want both blocks' 6", n)
+	}
+	got := []string{first.Meta().Name}
+	for {
+		tn, err := src.Next(context.Background())
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tn.Meta().Name)
+	}
+	for i, tn := range tensors {
+		if i >= len(got) || got[i] != tn.Meta().Name {
+			t.Fatalf("yielded %v, want the source order", got)
+		}
+	}
+	if len(got) != len(tensors) {
+		t.Fatalf("yielded %d tensors, want %d", len(got), len(tensors))
+	}
+	src.Release()
+	for name, n := range released {
+		if *n != 0 {
+			t.Errorf("%s: released %d times by the source after it was handed out", name, *n)
+		}
+	}
+}
+
+// A run that stops early releases, once, every tensor the source read
+// and never handed out (the rest of a block, and those read ahead before
+// the source failed), and none it handed out.
+func TestEqualizingSourceReleasesWhatItDidNotHandOut(t *testing.T) {
+	released := map[string]*int{}
+	tensors := twoBlocks(released)
+	eq := newEqualizer(memory.DefaultAllocator, 32)
+	const failAt = 12 // the second block's fourth tensor
+	src := newEqualizingSource(&gatedSource{tensors: tensors, gateAt: -1, failAt: failAt}, eq)
+	handed := map[string]bool{}
+	for range 3 {
+		tn, err := src.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		handed[tn.Meta().Name] = true
+	}
+	src.Release()
+	for i, tn := range tensors {
+		name := tn.Meta().Name
+		n := released[name]
+		want := 1
+		if handed[name] || i >= failAt {
+			want = 0
+		}
+		if *n != want {
+			t.Errorf("%s: released %d times, want %d", name, *n, want)
 		}
 	}
 }

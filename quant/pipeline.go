@@ -246,6 +246,12 @@ func (p *pipeline) quantizeAll(ctx context.Context, cancel context.CancelFunc, s
 	if rerr := <-readErr; err == nil || (rerr != nil && errors.Is(err, context.Canceled) && !errors.Is(rerr, context.Canceled)) {
 		err = rerr
 	}
+	if err != nil {
+		cancel() // background work of the source (planning ahead) stops
+	}
+	if r, ok := src.(Releaser); ok { // what it read and never handed out
+		r.Release()
+	}
 	if err == nil {
 		err = ctx.Err()
 	}
