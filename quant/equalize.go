@@ -331,7 +331,7 @@ type equalizingSource struct {
 	pending []Tensor                     // read, not yet handed out
 	eof     bool
 	// Owned by Next:
-	ready []Tensor           // planned, not yet yielded
+	ready []Tensor            // planned, not yet yielded
 	ahead chan plannedTensors // the next tensors, planned in the background; nil when none is under way
 }
 
