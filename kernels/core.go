@@ -384,24 +384,26 @@ func SimilarityOf(a, b []float32) Similarity {
 	return l.similarity(len(a))
 }
 
-// SimilarityOfPieces is SimilarityOf(a, b) for a b made piece by piece,
-// so that it never exists whole: fill(off, dst) writes b[off:off+len(dst)]
-// into dst for off = 0, piece, 2·piece, ... (piece rounded up to a
-// multiple of 4; the last piece may be shorter). Every piece but the last
-// is a multiple of 4 elements, so each element lands in SimilarityOf's
-// lane and the sums are its bit for bit. A fill error stops it.
-func SimilarityOfPieces(a []float32, piece int, fill func(off int, dst []float32) error) (Similarity, error) {
+// SimilarityOfPieces is SimilarityOf(a, b) of n values for an a and a b
+// made piece by piece, so that neither exists whole: fill(off, dst)
+// writes b[off:off+len(dst)] into dst and returns a's same piece, for off
+// = 0, piece, 2·piece, ... (piece rounded up to a multiple of 4; the last
+// piece may be shorter). Every piece but the last is a multiple of 4
+// elements, so each element lands in SimilarityOf's lane and the sums
+// are its bit for bit. A fill error stops it.
+func SimilarityOfPieces(n, piece int, fill func(off int, dst []float32) (a []float32, err error)) (Similarity, error) {
 	piece = max(4, (piece+3)&^3)
-	buf := make([]float32, min(piece, len(a)))
+	buf := make([]float32, min(piece, n))
 	var l simLanes
-	for off := 0; off < len(a); off += piece {
-		n := min(piece, len(a)-off)
-		if err := fill(off, buf[:n]); err != nil {
+	for off := 0; off < n; off += piece {
+		k := min(piece, n-off)
+		a, err := fill(off, buf[:k])
+		if err != nil {
 			return Similarity{}, err
 		}
-		simLanesOf(&l, a[off:off+n], buf[:n])
+		simLanesOf(&l, a[:k], buf[:k])
 	}
-	return l.similarity(len(a)), nil
+	return l.similarity(n), nil
 }
 
 // WeightedSimilarityOf is SimilarityOf with a weight per element on every

@@ -334,13 +334,13 @@ func TestSimilarityOfPiecesIsSimilarityOf(t *testing.T) {
 		piece := []int{1, 3, 4, 5, 17, 64, 1000, n + 9}[it%8]
 		want := SimilarityOf(a, b)
 		next := 0
-		got, err := SimilarityOfPieces(a, piece, func(off int, dst []float32) error {
+		got, err := SimilarityOfPieces(n, piece, func(off int, dst []float32) ([]float32, error) {
 			if off != next || (off+len(dst) < n && len(dst)%4 != 0) {
 				t.Fatalf("n %d piece %d: fill(%d, %d values), want offset %d and whole pieces of a multiple of 4", n, piece, off, len(dst), next)
 			}
 			next = off + len(dst)
 			copy(dst, b[off:])
-			return nil
+			return a[off : off+len(dst)], nil
 		})
 		if err != nil || next != n {
 			t.Fatalf("n %d piece %d: %v, filled %d", n, piece, err, next)
@@ -350,11 +350,11 @@ func TestSimilarityOfPiecesIsSimilarityOf(t *testing.T) {
 		}
 	}
 	stop := errors.New("stop")
-	if _, err := SimilarityOfPieces(make([]float32, 100), 8, func(off int, _ []float32) error {
+	if _, err := SimilarityOfPieces(100, 8, func(off int, dst []float32) ([]float32, error) {
 		if off == 16 {
-			return stop
+			return nil, stop
 		}
-		return nil
+		return dst, nil
 	}); !errors.Is(err, stop) {
 		t.Fatalf("fill error: %v", err)
 	}

@@ -11,10 +11,8 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/kernels"
 	"github.com/arrowquant/arrowquant/schema"
@@ -590,13 +588,8 @@ func readAll(ctx context.Context, t Tensor, mem memory.Allocator) ([]float32, er
 // halfPatterns returns the bit patterns of a one-row input record of
 // 16-bit floats (bf16, fp16) and their decoder; nil for other types.
 func halfPatterns(rec arrow.RecordBatch) ([]uint16, func(uint16) float32) {
-	switch v := rec.Column(4).(*array.List).ListValues().(type) {
-	case *array.Float16:
-		return halfBits(v), fp.HalfToFloat32
-	case *array.Uint16:
-		return v.Uint16Values(), fp.BF16ToFloat32
-	}
-	return nil, nil
+	v := valuesOf(rec)
+	return v.bits, v.decodeOne
 }
 
 // foldRows folds x, the elements of a row-major matrix of len(r) columns

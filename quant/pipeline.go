@@ -735,13 +735,11 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	weighted := importance != nil && supportsWeights(m)
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
-		var x []float32
+		var x chunkValues
 		if sm != nil {
-			var done func()
-			x, done = chunkFloat32(rec)
-			defer done()
+			x = valuesOf(rec)
 			args[0].Release()
-			smoothed := smoothedValues(p.o.Mem, x, sm, c.off)
+			smoothed := smoothedValues(p.o.Mem, &x, sm, c.off)
 			args[0] = compute.NewDatum(smoothed)
 			smoothed.Release()
 		}
@@ -776,7 +774,7 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 			c.output = readSimilarity(res.Field(4).(*array.Struct))
 		}
 		if sm != nil {
-			return unsmoothedSimilarity(x, c, bits, opts.GroupSize, sm)
+			return unsmoothedSimilarity(&x, c, bits, opts.GroupSize, sm)
 		}
 		return readSimilarity(res.Field(3).(*array.Struct)), nil
 	})
@@ -890,19 +888,55 @@ var errHalfOverflow = errors.New("value beyond the fp16 range")
 // bfloat16 are decoded into a pooled buffer) and a func that
 // gives the buffer back once x is no longer used.
 func chunkFloat32(rec arrow.RecordBatch) (x []float32, done func()) {
+	v := valuesOf(rec)
+	if v.decode == nil {
+		return v.f32, func() {}
+	}
+	out, done := bufpool.Float32s(len(v.bits))
+	v.decode(out, v.bits)
+	return out, done
+}
+
+// chunkValues are a one-row input record's values as stored: float32, or
+// 16-bit patterns (fp16, bf16) with their decoders, decoded on demand.
+type chunkValues struct {
+	f32       []float32
+	bits      []uint16
+	decode    func(dst []float32, src []uint16) // fp.DecodeHalves or fp.DecodeBF16s
+	decodeOne func(uint16) float32
+	buf       []float32 // piece's decoded values
+}
+
+func valuesOf(rec arrow.RecordBatch) chunkValues {
 	switch v := rec.Column(4).(*array.List).ListValues().(type) {
 	case *array.Float32:
-		return v.Float32Values(), func() {}
+		return chunkValues{f32: v.Float32Values()}
 	case *array.Float16:
-		out, done := bufpool.Float32s(v.Len())
-		fp.DecodeHalves(out, halfBits(v))
-		return out, done
+		return chunkValues{bits: halfBits(v), decode: fp.DecodeHalves, decodeOne: fp.HalfToFloat32}
 	case *array.Uint16:
-		out, done := bufpool.Float32s(v.Len())
-		fp.DecodeBF16s(out, v.Uint16Values())
-		return out, done
+		return chunkValues{bits: v.Uint16Values(), decode: fp.DecodeBF16s, decodeOne: fp.BF16ToFloat32}
 	}
-	return nil, func() {}
+	return chunkValues{}
+}
+
+func (v *chunkValues) len() int {
+	if v.decode != nil {
+		return len(v.bits)
+	}
+	return len(v.f32)
+}
+
+// piece returns values [off, off+n): a view of float32 values, or the
+// 16-bit ones decoded into v's buffer, valid until the next call.
+func (v *chunkValues) piece(off, n int) []float32 {
+	if v.decode == nil {
+		return v.f32[off : off+n]
+	}
+	if cap(v.buf) < n {
+		v.buf = make([]float32, n)
+	}
+	v.decode(v.buf[:n], v.bits[off:off+n])
+	return v.buf[:n]
 }
 
 func rawChunk(mem memory.Allocator, meta TensorMeta, rec arrow.RecordBatch, c *chunk, method string) (kernels.Similarity, error) {

@@ -163,10 +163,16 @@ type headTensor struct {
 func (h *headTensor) Meta() TensorMeta { return h.meta }
 
 // smoothedValues is the one-row float32 list of a chunk's values times
-// s[k mod in].
-func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64) arrow.Array {
-	return float32List(mem, len(x), func(dst []float32) {
-		artifact.ScaleChannelsInto(dst, x, off, sm.scale)
+// s[k mod in]. 16-bit values are decoded a cache-sized piece at a time,
+// not into a chunk-long float32 buffer first.
+func smoothedValues(mem memory.Allocator, x *chunkValues, sm *smoothing, off int64) arrow.Array {
+	const piece = 4096
+	n := x.len()
+	return float32List(mem, n, func(dst []float32) {
+		for o := 0; o < n; o += piece {
+			k := min(piece, n-o)
+			artifact.ScaleChannelsInto(dst[o:o+k], x.piece(o, k), off+int64(o), sm.scale)
+		}
 	})
 }
 
@@ -175,8 +181,9 @@ func smoothedValues(mem memory.Allocator, x []float32, sm *smoothing, off int64)
 //
 // The reconstruction is made and compared in pieces of whole groups (or
 // super-blocks) of about 4096 elements, which stay in cache, instead of
-// a chunk-long buffer written once and read twice.
-func unsmoothedSimilarity(x []float32, c *chunk, bits, groupSize int, sm *smoothing) (kernels.Similarity, error) {
+// a chunk-long buffer written once and read twice; so are 16-bit
+// original values decoded.
+func unsmoothedSimilarity(x *chunkValues, c *chunk, bits, groupSize int, sm *smoothing) (kernels.Similarity, error) {
 	codes := c.codes.(*array.Binary).Value(0)
 	var dequantize func(off int, dst []float32) error
 	var piece int
@@ -207,12 +214,12 @@ func unsmoothedSimilarity(x []float32, c *chunk, bits, groupSize int, sm *smooth
 			return nil
 		}
 	}
-	return kernels.SimilarityOfPieces(x, piece, func(off int, dst []float32) error {
+	return kernels.SimilarityOfPieces(x.len(), piece, func(off int, dst []float32) ([]float32, error) {
 		if err := dequantize(off, dst); err != nil {
-			return err
+			return nil, err
 		}
 		artifact.ScaleChannels(dst, c.off+int64(off), sm.inv) // as every reader does
-		return nil
+		return x.piece(off, len(dst)), nil
 	})
 }
 
