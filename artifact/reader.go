@@ -330,14 +330,7 @@ func ScaleChannels(v []float32, off int64, scales []float32) { ScaleChannelsInto
 // ScaleChannelsInto is ScaleChannels of x written to dst (len(x) values;
 // dst may be x).
 func ScaleChannelsInto(dst, x []float32, off int64, scales []float32) {
-	k := int(off % int64(len(scales)))
-	dst = dst[:len(x)]
-	for len(x) > 0 {
-		sc := scales[k:]
-		n := min(len(x), len(sc))
-		fp.MulInto(dst[:n], x[:n], sc[:n])
-		x, dst, k = x[n:], dst[n:], 0
-	}
+	fp.MulPeriodicInto(dst, x, off, scales)
 }
 
 func decodeRaw(mem memory.Allocator, method string, codes *array.Binary, elems *array.Int64) (*array.List, error) {

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -214,11 +215,32 @@ func newKernel(in []exec.InputType, out arrow.DataType, fn exec.ArrayKernelExec)
 }
 
 func options(ctx *exec.KernelCtx, needBits bool) (QuantOptions, error) {
+	o, err := quantizeOptions(ctx, needBits)
+	if err == nil {
+		err = o.noChannelScales()
+	}
+	return o, err
+}
+
+// quantizeOptions is options for the quantize functions, the ones that
+// apply ChannelScales.
+func quantizeOptions(ctx *exec.KernelCtx, needBits bool) (QuantOptions, error) {
 	o, ok := ctx.State.(QuantOptions)
 	if !ok {
 		return o, fmt.Errorf("kernels: missing QuantOptions")
 	}
 	return o, o.Validate(needBits)
+}
+
+// ErrChannelScales is QuantOptions.ChannelScales given to a function
+// other than a quantize function, which would ignore them.
+var ErrChannelScales = errors.New("kernels: QuantOptions.ChannelScales apply to the quantize functions only")
+
+func (o QuantOptions) noChannelScales() error {
+	if len(o.ChannelScales) > 0 {
+		return ErrChannelScales
+	}
+	return nil
 }
 
 // newValuesFunction builds a function whose first argument is a list of
@@ -527,7 +549,7 @@ func blockWeights(w []float32, total, start, n int, buf []float32) []float32 {
 }
 
 func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
-	o, err := options(ctx, true)
+	o, err := quantizeOptions(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -546,7 +568,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	codeOffsets, codeData := newBinaryBuffers(mem, n, func(i int) int64 { return PackedLen(int64(in.len(i)), o.Bits) })
 	offs := arrow.Int32Traits.CastFromBytes(codeOffsets.Bytes())
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	var recon, wbuf, xbuf [fusedBlock]float32
+	var recon, wbuf, xbuf, ybuf [fusedBlock]float32
 	codes := codeData.Bytes()
 	for i := 0; i < n; i++ {
 		rowLen := in.len(i)
@@ -557,7 +579,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 		rowCodes := codes[offs[i]:offs[i+1]]
 		sc, mn := scales.uint16s(i), mins.uint16s(i)
 		for start := 0; start < rowLen; start += fusedBlock {
-			blk := in.block(i, start, min(rowLen-start, fusedBlock), xbuf[:]) // fp16/bf16 decoded block by block, in cache
+			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), xbuf[:], ybuf[:]) // block by block, in cache
 			g0 := start / o.GroupSize
 			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
 			var wb []float32

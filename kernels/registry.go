@@ -15,6 +15,8 @@
 package kernels
 
 import (
+	"github.com/arrowquant/arrowquant/internal/fp"
+
 	"context"
 	"fmt"
 	"slices"
@@ -42,6 +44,27 @@ type QuantOptions struct {
 	// against the unsmoothed values); their similarity columns are then
 	// null in every row (not measured).
 	NoSimilarity bool
+	// ChannelScales: the quantize functions quantize x[k]·ChannelScales[
+	// (ChannelOffset+k) mod len] instead of x[k] (k the value's index in
+	// its row): W·diag(s) for a chunk of a row-major matrix of
+	// len(ChannelScales) columns starting at element ChannelOffset. The
+	// product is made block by block in cache, as it would be in float32
+	// beforehand, so the output is that of the scaled values bit for bit
+	// (their similarity too), without a scaled copy of the input.
+	ChannelScales []float32
+	ChannelOffset int64
+}
+
+// inputBlock is values [start, start+n) of row i as the quantize
+// functions take them: fp16/bf16 decoded into xbuf, and with channel
+// scales, times them into ybuf (n floats each at least).
+func (o *QuantOptions) inputBlock(in rows, i, start, n int, xbuf, ybuf []float32) []float32 {
+	blk := in.block(i, start, n, xbuf)
+	if len(o.ChannelScales) == 0 {
+		return blk
+	}
+	fp.MulPeriodicInto(ybuf[:n], blk, o.ChannelOffset+int64(start), o.ChannelScales)
+	return ybuf[:n]
 }
 
 // TypeName implements compute.FunctionOptions.

@@ -26,7 +26,8 @@ var SuperBlockQuantizedType = arrow.StructOf(
 	arrow.Field{Name: "group_params", Type: arrow.BinaryTypes.Binary},
 )
 
-// superBlockOptions reads QuantOptions (Bits and NoSimilarity count).
+// superBlockOptions reads QuantOptions (Bits, NoSimilarity and
+// ChannelScales count).
 func superBlockOptions(ctx *exec.KernelCtx) (QuantOptions, error) {
 	o, ok := ctx.State.(QuantOptions)
 	if !ok {
@@ -82,6 +83,9 @@ func newDequantizeSuperBlockFunction() compute.Function {
 
 func execDequantizeSuperBlock(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
 	o, err := superBlockOptions(ctx)
+	if err == nil {
+		err = o.noChannelScales()
+	}
 	if err != nil {
 		return err
 	}
@@ -172,7 +176,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 	pOffs := arrow.Int32Traits.CastFromBytes(parOffsets.Bytes())
 	codes, params := codeData.Bytes(), parData.Bytes()
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	var recon, wbuf, xbuf [fusedBlock]float32
+	var recon, wbuf, xbuf, ybuf [fusedBlock]float32
 	for i := 0; i < n; i++ {
 		rowLen := in.len(i)
 		var w []float32
@@ -181,7 +185,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 		}
 		rowCodes, rowParams := codes[cOffs[i]:cOffs[i+1]], params[pOffs[i]:pOffs[i+1]]
 		for start := 0; start < rowLen; start += fusedBlock {
-			blk := in.block(i, start, min(rowLen-start, fusedBlock), xbuf[:]) // fp16/bf16 decoded block by block, in cache
+			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), xbuf[:], ybuf[:]) // block by block, in cache
 			var wb []float32
 			if w != nil {
 				wb = blockWeights(w, rowLen, start, len(blk), wbuf[:])

@@ -736,12 +736,12 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
 		var x chunkValues
-		if sm != nil {
+		o := opts
+		if sm != nil { // the kernel quantizes W·diag(s), scaling block by block
 			x = valuesOf(rec)
-			args[0].Release()
-			smoothed := smoothedValues(p.o.Mem, &x, sm, c.off)
-			args[0] = compute.NewDatum(smoothed)
-			smoothed.Release()
+			scaled := *opts
+			scaled.ChannelScales, scaled.ChannelOffset = sm.scale, c.off
+			o = &scaled
 		}
 		fn := m.QuantizeFunc()
 		if weighted {
@@ -755,7 +755,7 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 				a.Release()
 			}
 		}()
-		out, err := compute.CallFunction(p.ctx, fn, opts, args...)
+		out, err := compute.CallFunction(p.ctx, fn, o, args...)
 		if err != nil {
 			return kernels.Similarity{}, tensorErr(meta, c.off, err)
 		}

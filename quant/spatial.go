@@ -162,20 +162,6 @@ type headTensor struct {
 
 func (h *headTensor) Meta() TensorMeta { return h.meta }
 
-// smoothedValues is the one-row float32 list of a chunk's values times
-// s[k mod in]. 16-bit values are decoded a cache-sized piece at a time,
-// not into a chunk-long float32 buffer first.
-func smoothedValues(mem memory.Allocator, x *chunkValues, sm *smoothing, off int64) arrow.Array {
-	const piece = 4096
-	n := x.len()
-	return float32List(mem, n, func(dst []float32) {
-		for o := 0; o < n; o += piece {
-			k := min(piece, n-o)
-			artifact.ScaleChannelsInto(dst[o:o+k], x.piece(o, k), off+int64(o), sm.scale)
-		}
-	})
-}
-
 // unsmoothedSimilarity compares a chunk's original values with its stored
 // reconstruction times 1/s: the tensor's true cosine.
 //

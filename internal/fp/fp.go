@@ -189,6 +189,20 @@ func decodeBF16Go(dst []float32, src []uint16) {
 	}
 }
 
+// MulPeriodicInto sets dst[k] = x[k] * s[(off+k) mod len(s)] for the
+// len(x) values (float32 products; dst may be x): element off+k of a
+// row-major matrix of len(s) columns times its column's scale.
+func MulPeriodicInto(dst, x []float32, off int64, s []float32) {
+	k := int(off % int64(len(s)))
+	dst = dst[:len(x)]
+	for len(x) > 0 {
+		sc := s[k:]
+		n := min(len(x), len(sc))
+		MulInto(dst[:n], x[:n], sc[:n])
+		x, dst, k = x[n:], dst[n:], 0
+	}
+}
+
 // MulInto sets dst[i] = a[i] * b[i] for the len(a) values (float32
 // products, 8 at a time with AVX2 where the CPU has it; dst may be a).
 func MulInto(dst, a, b []float32) {
