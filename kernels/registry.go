@@ -15,8 +15,6 @@
 package kernels
 
 import (
-	"github.com/arrowquant/arrowquant/internal/fp"
-
 	"context"
 	"fmt"
 	"slices"
@@ -25,6 +23,8 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/compute"
+
+	"github.com/arrowquant/arrowquant/internal/fp"
 )
 
 // Function names registered by this package.
