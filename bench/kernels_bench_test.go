@@ -175,7 +175,7 @@ func BenchmarkWeightedQuantize(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if m.WeightedGroupParams == nil && !m.IsSuperBlock() {
+		if !m.Weighted() {
 			continue
 		}
 		for _, bits := range []int{2, 4} {

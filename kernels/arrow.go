@@ -108,23 +108,11 @@ func (r rows) len(i int) int { return int(r.offsets[i+1] - r.offsets[i]) }
 
 // float32s returns row i as float32, decoding float16/bf16 into scratch.
 func (r rows) float32s(i int, scratch *[]float32) []float32 {
-	lo, hi := r.offsets[i], r.offsets[i+1]
-	switch r.elem {
-	case arrow.FLOAT32:
-		return r.f32[lo:hi]
-	}
-	n := int(hi - lo)
-	if cap(*scratch) < n {
+	n := r.len(i)
+	if r.elem != arrow.FLOAT32 && cap(*scratch) < n {
 		*scratch = make([]float32, n)
 	}
-	dst := (*scratch)[:n]
-	src := r.u16[lo:hi]
-	if r.elem == arrow.FLOAT16 {
-		fp.DecodeHalves(dst, src)
-	} else {
-		fp.DecodeBF16s(dst, src)
-	}
-	return dst
+	return r.block(i, 0, n, *scratch)
 }
 
 // block returns values [start, start+n) of row i as float32: a view of a

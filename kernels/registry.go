@@ -122,9 +122,22 @@ type SuperBlockFunc func(x, w []float32, bits int, codes, params []byte, base in
 // IsSuperBlock reports whether m quantizes to the super-block format.
 func (m Method) IsSuperBlock() bool { return m.SuperBlock != nil }
 
+// Weighted reports whether m registers WeightedQuantizeFunc: methods
+// with WeightedGroupParams and every super-block method.
+func (m Method) Weighted() bool { return m.WeightedGroupParams != nil || m.IsSuperBlock() }
+
 // WeightedQuantizeFunc is the registered name of the fused kernel with
-// per-element error weights (only for methods with WeightedGroupParams).
+// per-element error weights (only for Weighted methods).
 func (m Method) WeightedQuantizeFunc() string { return m.Name + "_quantize_weighted" }
+
+// QuantizeFuncs are m's fused kernels: QuantizeFunc, then
+// WeightedQuantizeFunc when m is Weighted.
+func (m Method) QuantizeFuncs() []string {
+	if m.Weighted() {
+		return []string{m.QuantizeFunc(), m.WeightedQuantizeFunc()}
+	}
+	return []string{m.QuantizeFunc()}
+}
 
 // ParamsFunc is the registered function name of the method's group parameters.
 func (m Method) ParamsFunc() string { return m.Name + "_group_params" }

@@ -214,6 +214,22 @@ func (s *gatedSource) Next(ctx context.Context) (Tensor, error) {
 	return s.tensors[s.i-1], nil
 }
 
+// eachTensor calls fn for every tensor of src in order, failing t on a
+// source error.
+func eachTensor(t *testing.T, src Source, fn func(Tensor)) {
+	t.Helper()
+	for {
+		tn, err := src.Next(context.Background())
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(tn)
+	}
+}
+
 func consideredPairs(eq *equalizer) int {
 	eq.mu.RLock()
 	defer eq.mu.RUnlock()
@@ -257,16 +273,7 @@ func TestEqualizingSourcePlansTheNextBlockAhead(t *testing.T) {
 		t.Fatalf("after the first Next, %d pairs planned, want both blocks' 6", n)
 	}
 	got := []string{first.Meta().Name}
-	for {
-		tn, err := src.Next(context.Background())
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, tn.Meta().Name)
-	}
+	eachTensor(t, src, func(tn Tensor) { got = append(got, tn.Meta().Name) })
 	for i, tn := range tensors {
 		if i >= len(got) || got[i] != tn.Meta().Name {
 			t.Fatalf("yielded %v, want the source order", got)

@@ -2,7 +2,6 @@ package quant
 
 import (
 	"context"
-	"io"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -60,18 +59,13 @@ func readModel(t *testing.T, dir string) map[string][]float32 {
 	defer m.Close()
 	src := ModelSource(m)
 	out := map[string][]float32{}
-	for {
-		tn, err := src.Next(context.Background())
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTensor(t, src, func(tn Tensor) {
+		var err error
 		if out[tn.Meta().Name], err = readAll(context.Background(), tn, memory.NewGoAllocator()); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
+	return out
 }
 
 // Channel equalization on the generated tiny model (outlier input columns

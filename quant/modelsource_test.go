@@ -3,7 +3,6 @@ package quant
 import (
 	"bytes"
 	"context"
-	"io"
 	"path/filepath"
 	"testing"
 
@@ -49,14 +48,7 @@ func TestReadChunkOnDirtyPool(t *testing.T) {
 		}
 		src := ModelSource(m)
 		chunks := 0
-		for {
-			tn, err := src.Next(context.Background())
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		eachTensor(t, src, func(tn Tensor) {
 			n := tn.Meta().NumElements()
 			dirty()
 			spans := [][2]int64{{0, min(3001, n)}, {n / 3, min(2049, n-n/3)}} // ragged, pooled: padding to clear
@@ -87,7 +79,7 @@ func TestReadChunkOnDirtyPool(t *testing.T) {
 				want.Release()
 				chunks++
 			}
-		}
+		})
 		m.Close()
 		if chunks < 10 {
 			t.Fatalf("%s: only %d chunks read", dt, chunks)

@@ -549,7 +549,7 @@ func (p *pipeline) processTensor(ctx context.Context, t Tensor) (*tensorOutput, 
 			return nil, err
 		}
 		layer.Smoothing = rep
-		weighsOutput := importance != nil && supportsWeights(ch.m)
+		weighsOutput := importance != nil && ch.m.Weighted()
 		chunks, sim, err := p.quantize(ctx, t, bits, firstPass, w, sm, weighsOutput)
 		firstPass = false
 		var pr *kernels.ParamRangeError
@@ -614,7 +614,7 @@ func (p *pipeline) attemptScaling(ctx context.Context, t Tensor, bits int, m ker
 	if eq != nil {
 		equalizing = eq.scale
 	}
-	if mag := p.smoothable(t.Meta()); mag != nil && importance != nil && supportsWeights(m) {
+	if mag := p.smoothable(t.Meta()); mag != nil && importance != nil && m.Weighted() {
 		if sm, rep, err = p.searchAlpha(ctx, t, bits, importance, mag, equalizing); err != nil || sm == nil {
 			return sm, importance, rep, err
 		}
@@ -624,7 +624,7 @@ func (p *pipeline) attemptScaling(ctx context.Context, t Tensor, bits int, m ker
 		return nil, importance, nil, nil
 	}
 	sm = newSmoothing(nil, 0, equalizing)
-	if !supportsWeights(m) {
+	if !m.Weighted() {
 		return sm, nil, nil, nil
 	}
 	imp := importance
@@ -732,7 +732,7 @@ func (p *pipeline) quantize(ctx context.Context, t Tensor, bits int, countBytes 
 	ch := p.methodAt(meta, bits)
 	opts := &kernels.QuantOptions{Bits: bits, GroupSize: ch.group, NoSimilarity: sm != nil && !needOutput}
 	m := ch.m
-	weighted := importance != nil && supportsWeights(m)
+	weighted := importance != nil && m.Weighted()
 	return p.forEachChunk(ctx, t, countBytes, func(rec arrow.RecordBatch, c *chunk) (kernels.Similarity, error) {
 		args := []compute.Datum{compute.NewDatum(rec.Column(4))}
 		var x chunkValues
@@ -1058,9 +1058,6 @@ func (p *pipeline) methodAt(meta TensorMeta, bits int) choice {
 	m, _ := methodset.Default().Lookup(DefaultMethodFor(4))
 	return choice{m, 32}
 }
-
-// supportsWeights reports whether a method has a weighted search.
-func supportsWeights(m kernels.Method) bool { return m.WeightedGroupParams != nil || m.IsSuperBlock() }
 
 // groupSizeOf is the group size a method's rows report at bits: its
 // sub-block size for super-block methods, else the configured one.

@@ -52,11 +52,7 @@ func TestChannelScalesAreTheScaledValues(t *testing.T) {
 		for _, in := range []arrow.Array{e.ListF32(x1, x2), e.ListBF16(x1, x2)} {
 			for _, name := range set.Names() {
 				m, _ := set.Lookup(name)
-				funcs := []string{m.QuantizeFunc()}
-				if m.WeightedGroupParams != nil || m.IsSuperBlock() {
-					funcs = append(funcs, m.WeightedQuantizeFunc())
-				}
-				for k, fn := range funcs {
+				for k, fn := range m.QuantizeFuncs() {
 					for _, bits := range []int{2, 4} {
 						args := func(v arrow.Array) []arrow.Array {
 							if k == 1 {

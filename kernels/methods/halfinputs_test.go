@@ -48,11 +48,7 @@ func TestHalfInputsAreTheirFloat32Values(t *testing.T) {
 		half, f32 := f.list(r1, r2), e.ListF32(r1, r2)
 		for _, name := range set.Names() {
 			m, _ := set.Lookup(name)
-			funcs := []string{m.QuantizeFunc()}
-			if m.WeightedGroupParams != nil || m.IsSuperBlock() {
-				funcs = append(funcs, m.WeightedQuantizeFunc())
-			}
-			for k, fn := range funcs {
+			for k, fn := range m.QuantizeFuncs() {
 				for _, bits := range []int{2, 4} {
 					opts := &kernels.QuantOptions{Bits: bits, GroupSize: 64}
 					args := func(v arrow.Array) []arrow.Array {

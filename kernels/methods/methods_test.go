@@ -18,10 +18,7 @@ func TestDefaultHasEveryMethodAndItsKernels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fns := []string{m.QuantizeFunc()}
-		if m.WeightedGroupParams != nil || m.IsSuperBlock() {
-			fns = append(fns, m.WeightedQuantizeFunc())
-		}
+		fns := m.QuantizeFuncs()
 		if !m.IsSuperBlock() {
 			fns = append(fns, m.ParamsFunc())
 		}

@@ -38,7 +38,7 @@ func TestNoSimilarityKeepsTheCodes(t *testing.T) {
 			args []arrow.Array
 		}
 		calls := []call{{m.QuantizeFunc(), []arrow.Array{values}}}
-		if m.WeightedGroupParams != nil || m.IsSuperBlock() {
+		if m.Weighted() {
 			calls = append(calls, call{m.WeightedQuantizeFunc(), []arrow.Array{values, weights}})
 		}
 		for _, bits := range []int{2, 4, 8} {

@@ -31,7 +31,7 @@ func TestPeriodicWeightsAreTheRepeatedOnes(t *testing.T) {
 		values, short, long := e.ListF32(x), e.ListF32(period), e.ListF32(full)
 		for _, name := range set.Names() {
 			m, _ := set.Lookup(name)
-			if m.WeightedGroupParams == nil && !m.IsSuperBlock() {
+			if !m.Weighted() {
 				continue
 			}
 			for _, bits := range []int{2, 4} {
