@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -471,9 +472,11 @@ func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 
 // putSender sends PutResults from one goroutine, so the upload never
 // waits on a client that reads acknowledgements late. Acks are cumulative
-// progress: when maxQueuedAcks are waiting, a new ack replaces the newest
-// queued one, so the queue stays bounded however slowly the client reads.
-// The final result is never dropped.
+// progress of their kind (received, quantized): when maxQueuedAcks are
+// waiting, a new ack replaces the newest queued one of its kind (never
+// one of another kind, whose latest count would be lost), so the queue
+// stays bounded however slowly the client reads. The final result is
+// never dropped.
 type putSender struct {
 	stream flight.FlightService_DoPutServer
 	watch  *idleWatch
@@ -487,6 +490,7 @@ type putSender struct {
 
 type queuedAck struct {
 	b     []byte
+	kind  reflect.Type // the acknowledgement's Go type
 	final bool
 }
 
@@ -510,17 +514,28 @@ func (p *putSender) enqueue(v any, final bool) {
 	if err != nil { // only a value with NaN/Inf; say so rather than send nothing
 		b, _ = json.Marshal(map[string]string{"error": "cannot encode acknowledgement: " + err.Error()})
 	}
+	a := queuedAck{b: b, kind: reflect.TypeOf(v), final: final}
 	p.mu.Lock()
-	if n := len(p.queue); !final && n >= maxQueuedAcks && !p.queue[n-1].final {
-		p.queue[n-1] = queuedAck{b: b}
-	} else {
-		p.queue = append(p.queue, queuedAck{b: b, final: final})
-	}
+	p.queue = coalesce(p.queue, a)
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
+}
+
+// coalesce adds a to q: in place of the newest queued ack of its kind
+// when q is full (maxQueuedAcks), else at the end.
+func coalesce(q []queuedAck, a queuedAck) []queuedAck {
+	if !a.final && len(q) >= maxQueuedAcks {
+		for i := len(q) - 1; i >= 0; i-- {
+			if !q[i].final && q[i].kind == a.kind {
+				q[i] = a
+				return q
+			}
+		}
+	}
+	return append(q, a)
 }
 
 func (p *putSender) queued() int {
