@@ -22,9 +22,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/arrowquant/arrowquant/artifact"
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/fsutil"
 	"github.com/arrowquant/arrowquant/internal/outdir"
@@ -40,12 +42,12 @@ const DefaultMaxMessageBytes = 256 << 20
 
 // Options say how to reach and authenticate to a server.
 type Options struct {
-	Server          string // grpc://HOST:PORT, grpc+tls://HOST:PORT or HOST:PORT
-	Token           string // bearer token (server --auth-token)
-	User, Password  string // basic auth (server --auth-basic)
-	TLSCAFile       string // CA for grpc+tls (default: system roots)
-	MaxMessageBytes int    // 0 = DefaultMaxMessageBytes
-	Mem             memory.Allocator
+	Server          string           // grpc://HOST:PORT, grpc+tls://HOST:PORT or HOST:PORT
+	Token           string           // bearer token (server --auth-token)
+	User, Password  string           // basic auth (server --auth-basic)
+	TLSCAFile       string           // CA for grpc+tls (default: system roots)
+	MaxMessageBytes int              // 0 = DefaultMaxMessageBytes
+	Mem             memory.Allocator // nil: a pooling allocator (internal/bufpool)
 }
 
 // Client talks to one server.
@@ -65,7 +67,8 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if max == 0 {
 		max = DefaultMaxMessageBytes
 	}
-	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max), grpc.MaxCallSendMsgSize(max))}
+	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max), grpc.MaxCallSendMsgSize(max)),
+		experimental.WithBufferPool(bufpool.Transport)}
 	if useTLS {
 		creds := credentials.NewTLS(nil)
 		if o.TLSCAFile != "" {
@@ -83,7 +86,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	}
 	c := &Client{fc: fc, auth: context.Background(), mem: o.Mem}
 	if c.mem == nil {
-		c.mem = memory.DefaultAllocator
+		c.mem = bufpool.New() // a push reads every chunk into a buffer of the same size
 	}
 	switch {
 	case o.Token != "":
@@ -301,7 +304,7 @@ func (c *Client) sendTensors(ctx context.Context, m *modelio.Model, w *flight.Wr
 func (c *Client) readChunk(m *modelio.Model, t modelio.TensorInfo, off, n int64, wire arrow.DataType, raw *[]byte) (arrow.RecordBatch, error) {
 	meta := quant.TensorMeta{Name: t.Name, Shape: t.Shape, DType: string(t.DType)}
 	width := int64(wire.(arrow.FixedWidthDataType).BitWidth() / 8)
-	buf := memory.NewResizableBuffer(c.mem)
+	buf := memory.NewResizableBuffer(bufpool.UninitOf(c.mem)) // filled in full below
 	defer buf.Release()
 	buf.Resize(int(n * width))
 	native, _ := schema.ValueType(string(t.DType))

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/checked"
 	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/internal/safe"
@@ -186,7 +187,7 @@ func (t *spoolTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, 
 	if err := t.WaitFor(ctx, off, n); err != nil {
 		return nil, err
 	}
-	buf := memory.NewResizableBuffer(mem)
+	buf := memory.NewResizableBuffer(bufpool.UninitOf(mem)) // ReadAt fills it
 	defer buf.Release()
 	buf.Resize(int(n * t.width))
 	if _, err := t.f.ReadAt(buf.Bytes(), off*t.width); err != nil {

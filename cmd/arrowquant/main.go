@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/arrowquant/arrowquant/calib"
 	"github.com/arrowquant/arrowquant/config"
@@ -207,6 +208,13 @@ func relaxGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(streamGCPercent)
 	}
+}
+
+func init() {
+	// gRPC's proto codec takes its marshal and unmarshal buffers from the
+	// process's default pool, which clears each one (1.8 s of a 15 GB
+	// push's client CPU); the server and client options set the rest.
+	experimental.SetDefaultBufferPool(bufpool.Transport)
 }
 
 func main() {

@@ -8,6 +8,8 @@ import (
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec flightCodec falls back to
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 )
 
 // OutgoingData is a Flight FlightData message (data_header and data_body;
@@ -90,15 +92,5 @@ func NewBodyBuffer(alloc memory.Allocator, n int) (mem.Buffer, []byte) {
 		return mem.SliceBuffer(b), b
 	}
 	b := alloc.Allocate(n)
-	return mem.NewBuffer(&b, allocPool{alloc}), b
+	return mem.NewBuffer(&b, bufpool.BytePool{Alloc: alloc}), b
 }
-
-// allocPool returns NewBodyBuffer's bytes to their allocator.
-type allocPool struct{ alloc memory.Allocator }
-
-func (p allocPool) Get(n int) *[]byte {
-	b := p.alloc.Allocate(n)
-	return &b
-}
-
-func (p allocPool) Put(b *[]byte) { p.alloc.Free(*b) }

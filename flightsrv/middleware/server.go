@@ -11,8 +11,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/arrowquant/arrowquant/internal/bufpool"
 )
 
 // writeBufferBytes is the per-connection transport write buffer.
@@ -50,6 +53,7 @@ func NewServer(c Config) (*grpc.Server, *health.Server, error) {
 		// on loopback; docs/PERF.md). gRPC returns it to a pool between
 		// writes, so idle connections do not hold it.
 		grpc.WriteBufferSize(writeBufferBytes),
+		experimental.BufferPool(bufpool.Transport),
 		grpc.ChainUnaryInterceptor(rec.unary, obs.unary, auth.unary),
 		grpc.ChainStreamInterceptor(rec.stream, obs.stream, auth.stream),
 	}
@@ -117,7 +121,7 @@ func ClientDialOptions(maxMessageBytes int, tlsCAFile string, insecureSkipVerify
 	opts := []grpc.DialOption{grpc.WithDefaultCallOptions(
 		grpc.MaxCallRecvMsgSize(maxMessageBytes),
 		grpc.MaxCallSendMsgSize(maxMessageBytes),
-	)}
+	), experimental.WithBufferPool(bufpool.Transport)}
 	switch {
 	case tlsCAFile != "":
 		pem, err := os.ReadFile(tlsCAFile)
