@@ -228,7 +228,7 @@ func (r *batchReader) Next() (Row, error) {
 			}
 		}
 	}
-	row := Row{Layer: r.layer.(interface{ Value(int) string }).Value(i)}
+	row := Row{Layer: strings.Clone(r.layer.(interface{ Value(int) string }).Value(i))} // not an alias of the batch's buffer
 	switch t := r.ts.(type) {
 	case *array.Float64:
 		row.Timestep = t.Value(i)

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -251,9 +252,12 @@ func (in *ingestor) batch(rec arrow.RecordBatch) (wire.Ack, error) {
 	dtypes := rec.Column(in.cols.dtype)
 	offs := rec.Column(in.cols.off).(*array.Int64)
 	values := rec.Column(in.cols.values).(*array.List)
+	// A string array's Value aliases the message body; a name kept in a
+	// tensor's meta would keep the whole body alive (the first body of
+	// every tensor: 720 MB of a 15 GB push), so keep copies.
 	str := func(a arrow.Array, i int) string {
 		if s, ok := a.(interface{ Value(int) string }); ok {
-			return s.Value(i)
+			return strings.Clone(s.Value(i))
 		}
 		return ""
 	}

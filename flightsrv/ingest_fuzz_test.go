@@ -260,3 +260,50 @@ func FuzzIngestRows(f *testing.F) {
 		}
 	})
 }
+
+// The tensor a batch starts keeps its own name and dtype, not views of
+// the batch's buffers (which would keep every tensor's first message body
+// alive until the upload ends): overwriting those buffers after the batch
+// changes nothing.
+func TestIngestKeepsNoViewOfTheBatch(t *testing.T) {
+	sc := schema.Input(arrow.PrimitiveTypes.Float32)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer b.Release()
+	b.Field(0).(*array.StringBuilder).Append("model.layers.0.mlp.up_proj.weight")
+	lb := b.Field(1).(*array.ListBuilder)
+	lb.Append(true)
+	lb.ValueBuilder().(*array.Int64Builder).AppendValues([]int64{2, 4}, nil)
+	b.Field(2).(*array.StringBuilder).Append("F32")
+	b.Field(3).(*array.Int64Builder).Append(0)
+	vb := b.Field(4).(*array.ListBuilder)
+	vb.Append(true)
+	vb.ValueBuilder().(*array.Float32Builder).AppendValues(make([]float32, 8), nil)
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+
+	src, err := newFlightSource(t.TempDir(), ".spool", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.close()
+	in := newIngestor(src, 1<<20)
+	if err := in.setSchema(sc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.batch(rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []int{0, 2} {
+		data := rec.Column(col).Data().Buffers()[2].Bytes()
+		for i := range data {
+			data[i] = 'x'
+		}
+	}
+	meta := src.all[0].meta
+	if meta.Name != "model.layers.0.mlp.up_proj.weight" || meta.DType != "F32" {
+		t.Fatalf("spooled tensor: name %q dtype %q after the batch's buffers changed", meta.Name, meta.DType)
+	}
+	if !in.seen["model.layers.0.mlp.up_proj.weight"] {
+		t.Fatalf("seen: %v", in.seen)
+	}
+}
