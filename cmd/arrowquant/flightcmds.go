@@ -48,6 +48,7 @@ func newServeCmd() *cobra.Command {
 			if maxMessageMB <= 0 {
 				return usagef("--max-message-mb must be positive")
 			}
+			relaxGC(serveGCPercent)
 			if cmd.Flags().Changed("auth-token") && strings.TrimSpace(c.AuthToken) == "" {
 				return usagef("--auth-token is empty: give a token (a server without --auth-token runs without authentication, which must be a choice, not an accident)")
 			}
@@ -233,7 +234,7 @@ func newPullCmd() *cobra.Command {
 		if format == "arrow" && (exact || runnable) {
 			return usagef("--exact and --runnable apply to --format gguf")
 		}
-		relaxGC()
+		relaxGC(streamGCPercent)
 		c, err := cl.dial(cmd.Context())
 		if err != nil {
 			return err
