@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/arrowquant/arrowquant/flightsrv/middleware"
 	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/checked"
 	"github.com/arrowquant/arrowquant/internal/ipcguard"
@@ -450,9 +451,15 @@ type metadataTolerantStream struct {
 	flight.FlightService_DoPutServer
 	watch      *idleWatch
 	onMetadata func([]byte)
+	prev       *flight.FlightData // the message Recv returned last
 }
 
 func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
+	// The IPC reader releases the batch read from the previous message
+	// before it asks for the next one, and the ingestor keeps no view of
+	// it: its body goes back to the codec's pool.
+	middleware.ReleaseFlightDataBody(s.prev)
+	s.prev = nil
 	for {
 		s.watch.begin(waitRecv)
 		d, err := s.FlightService_DoPutServer.Recv()
@@ -471,6 +478,7 @@ func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 				return nil, status.Errorf(codes.InvalidArgument, "DoPut stream: %v", err)
 			}
 		}
+		s.prev = d
 		return d, nil
 	}
 }

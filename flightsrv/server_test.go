@@ -3,9 +3,12 @@ package flightsrv_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -733,5 +736,55 @@ func TestPushWithCalibration(t *testing.T) {
 	params, _ := tg["activation_params"].(map[string]any)
 	if len(params["model.layers.0.mlp.up_proj"].([]any)) != 4 {
 		t.Errorf("FlightInfo time_groups: %v", tg)
+	}
+}
+
+// Received bodies go back to a pool once their batch is spooled and are
+// reused for the next messages: the kept source of an upload in batches of
+// 256 KB bodies is the values sent, byte for byte.
+func TestPooledBodiesSpoolWhatWasSent(t *testing.T) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{KeepSource: true})
+	const rows, cols, per = 64, 8192, 65536 // 8 batches of 65,536 float32
+	vals := normal(rows*cols, 11)
+	_, err := rawPut(t, ts.addr, cmdDesc(map[string]any{"model": "pooled", "config": map[string]any{"bit_width": 8}}), func(w *flight.Writer) error {
+		for off := 0; off < len(vals); off += per {
+			rec := f32Batch(memory.DefaultAllocator, "w", []int64{rows, cols}, "F32", int64(off), vals[off:off+per])
+			err := w.Write(rec)
+			rec.Release()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ts.store.Get(context.Background(), "pooled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file string
+	for f := range e.Files {
+		if strings.HasPrefix(f, "source/") && strings.HasSuffix(f, ".bin") {
+			file = f
+		}
+	}
+	f, err := ts.store.Open(context.Background(), "pooled", file)
+	if err != nil {
+		t.Fatalf("kept source %q of %v: %v", file, e.Files, err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4*len(vals) {
+		t.Fatalf("kept source: %d bytes, want %d", len(got), 4*len(vals))
+	}
+	for i, v := range vals {
+		if g := math.Float32frombits(binary.LittleEndian.Uint32(got[4*i:])); math.Float32bits(g) != math.Float32bits(v) {
+			t.Fatalf("value %d: %v, sent %v", i, g, v)
+		}
 	}
 }

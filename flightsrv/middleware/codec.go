@@ -1,13 +1,16 @@
 package middleware
 
 import (
+	"bytes"
 	"fmt"
 
+	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec flightCodec falls back to
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/arrowquant/arrowquant/internal/bufpool"
 )
@@ -76,10 +79,120 @@ func (c flightCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c flightCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if _, ok := v.(*OutgoingData); ok {
+	switch m := v.(type) {
+	case *OutgoingData:
 		return fmt.Errorf("flight codec: OutgoingData is send-only")
+	case *flight.FlightData:
+		if unmarshalWithPooledBody(data, m) {
+			return nil
+		}
 	}
 	return c.proto.Unmarshal(data, v)
+}
+
+// Field numbers of FlightData read by unmarshalWithPooledBody.
+const (
+	fieldFlightDescriptor protowire.Number = 1
+	fieldAppMetadata      protowire.Number = 3
+)
+
+// minPooledBody is the smallest data_body unmarshalWithPooledBody takes
+// (smaller messages: proto's path, whose copies are cheap at that size).
+const minPooledBody = 64 << 10
+
+// bodyPool holds the data_body buffers of received FlightData.
+var bodyPool = bufpool.New().Uninit()
+
+// unmarshalWithPooledBody decodes a FlightData whose last field is a
+// data_body of at least minPooledBody bytes the way proto.Unmarshal does,
+// except that the body is copied once, from gRPC's buffers straight into
+// a buffer of bodyPool: proto's path first joins the message into one
+// buffer, then copies the body out of it into fresh heap, which is then
+// garbage (15 GB of it in a push of the Dream 7B layout). Anything else
+// (another field order, unknown fields, a field in the way) reports false
+// and is left to proto. The caller gives the body back with
+// ReleaseFlightDataBody once nothing refers to it.
+func unmarshalWithPooledBody(data mem.BufferSlice, fd *flight.FlightData) bool {
+	total := data.Len()
+	if total < minPooledBody {
+		return false
+	}
+	var head [4096]byte
+	prefix := head[:copyRange(head[:], data, 0)]
+	var desc *flight.FlightDescriptor
+	var header, appMeta []byte
+	for p := 0; p < len(prefix); {
+		num, typ, n := protowire.ConsumeTag(prefix[p:])
+		if n < 0 || typ != protowire.BytesType {
+			return false
+		}
+		length, m := protowire.ConsumeVarint(prefix[p+n:])
+		if m < 0 || length > uint64(total) {
+			return false
+		}
+		start := p + n + m
+		end := start + int(length)
+		if num == fieldDataBody {
+			if end != total || length < minPooledBody {
+				return false
+			}
+			body := bodyPool.Allocate(int(length))
+			copyRange(body, data, start)
+			fd.Reset()
+			fd.FlightDescriptor, fd.DataHeader, fd.AppMetadata, fd.DataBody = desc, header, appMeta, body
+			return true
+		}
+		if end > len(prefix) {
+			return false
+		}
+		field := prefix[start:end]
+		switch num {
+		case fieldFlightDescriptor:
+			if desc == nil {
+				desc = new(flight.FlightDescriptor)
+			}
+			if (proto.UnmarshalOptions{Merge: true}).Unmarshal(field, desc) != nil {
+				return false
+			}
+		case fieldDataHeader:
+			header = bytes.Clone(field)
+		case fieldAppMetadata:
+			appMeta = bytes.Clone(field)
+		default:
+			return false
+		}
+		p = end
+	}
+	return false
+}
+
+// copyRange copies data's bytes from offset off into dst, as many as fit,
+// and returns how many it copied.
+func copyRange(dst []byte, data mem.BufferSlice, off int) int {
+	n := 0
+	for _, b := range data {
+		src := b.ReadOnlyData()
+		if off >= len(src) {
+			off -= len(src)
+			continue
+		}
+		n += copy(dst[n:], src[off:])
+		off = 0
+		if n == len(dst) {
+			break
+		}
+	}
+	return n
+}
+
+// ReleaseFlightDataBody gives back the data_body of a received FlightData
+// once nothing refers to it (nor to the record batch read from it). Bodies
+// that did not come from the pool are left to the GC.
+func ReleaseFlightDataBody(fd *flight.FlightData) {
+	if fd != nil && cap(fd.DataBody) >= minPooledBody {
+		bodyPool.Free(fd.DataBody)
+		fd.DataBody = nil
+	}
 }
 
 // NewBodyBuffer returns a buffer of n bytes from alloc (not zeroed when alloc

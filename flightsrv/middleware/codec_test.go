@@ -7,6 +7,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -100,5 +101,89 @@ func TestOutgoingDataIsSendOnly(t *testing.T) {
 	}
 	if err := newFlightCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(enc)}, &OutgoingData{}); err == nil {
 		t.Error("decoding into OutgoingData succeeded")
+	}
+}
+
+// split cuts b into a BufferSlice of pieces of n bytes (gRPC hands the
+// codec a message as the frames it arrived in).
+func split(b []byte, n int) mem.BufferSlice {
+	var s mem.BufferSlice
+	for len(b) > 0 {
+		k := min(n, len(b))
+		s = append(s, mem.SliceBuffer(b[:k]))
+		b = b[k:]
+	}
+	return s
+}
+
+// A received FlightData decodes as proto decodes it, however its bytes are
+// split; a data_body of minPooledBody or more that comes last is taken
+// from the pool, and every other layout is left to proto.
+func TestFlightDataDecodesAsProto(t *testing.T) {
+	c := newFlightCodec()
+	big := make([]byte, 300_000)
+	for i := range big {
+		big[i] = byte(i*7 + i>>8)
+	}
+	desc := &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(`{"model":"m"}`)}
+	unknown := protowire.AppendString(protowire.AppendTag(nil, 9, protowire.BytesType), "x")
+	for _, tc := range []struct {
+		name   string
+		msg    *flight.FlightData
+		extra  []byte // appended to the encoding
+		pooled bool
+	}{
+		{"body", &flight.FlightData{DataHeader: []byte("hdr"), DataBody: big}, nil, true},
+		{"descriptor-metadata-body", &flight.FlightData{FlightDescriptor: desc, DataHeader: []byte("hdr"), AppMetadata: []byte("note"), DataBody: big}, nil, true},
+		{"body-at-threshold", &flight.FlightData{DataHeader: []byte("h"), DataBody: big[:minPooledBody]}, nil, true},
+		{"small-body", &flight.FlightData{DataHeader: []byte("h"), DataBody: big[:minPooledBody-1]}, nil, false},
+		{"field-after-body", &flight.FlightData{DataHeader: []byte("h"), DataBody: big}, unknown, false},
+		{"header-only", &flight.FlightData{DataHeader: bytes.Repeat([]byte("h"), 70_000)}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(tc.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc = append(enc, tc.extra...)
+			var want flight.FlightData
+			if err := proto.Unmarshal(enc, &want); err != nil {
+				t.Fatal(err)
+			}
+			for _, piece := range []int{1, 7, 4096, 16384, len(enc)} {
+				got := &flight.FlightData{AppMetadata: []byte("stale")}
+				if err := c.Unmarshal(split(enc, piece), got); err != nil {
+					t.Fatalf("pieces of %d: %v", piece, err)
+				}
+				if !proto.Equal(got, &want) {
+					t.Fatalf("pieces of %d: decoded %v, want %v", piece, got.String()[:min(100, len(got.String()))], want.String()[:min(100, len(want.String()))])
+				}
+				ReleaseFlightDataBody(got)
+				direct := &flight.FlightData{}
+				if pooled := unmarshalWithPooledBody(split(enc, piece), direct); pooled != tc.pooled {
+					t.Fatalf("pieces of %d: body from the pool %v, want %v", piece, pooled, tc.pooled)
+				} else if pooled && !proto.Equal(direct, &want) {
+					t.Fatalf("pieces of %d: the pooled decoding differs", piece)
+				}
+				ReleaseFlightDataBody(direct)
+			}
+		})
+	}
+}
+
+// Malformed messages fail as they fail in proto, never panic.
+func TestMalformedFlightDataFails(t *testing.T) {
+	c := newFlightCodec()
+	enc, _ := proto.Marshal(&flight.FlightData{DataHeader: []byte("hdr"), DataBody: make([]byte, 100_000)})
+	for _, bad := range [][]byte{
+		enc[:len(enc)-1], // body shorter than its length
+		append(enc[:8:8], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), // a varint too long
+	} {
+		bad = append(bad, make([]byte, 70_000-len(bad)%70_000)...) // past minPooledBody
+		var got flight.FlightData
+		wantErr := proto.Unmarshal(bad, &flight.FlightData{}) != nil
+		if err := c.Unmarshal(split(bad, 4096), &got); (err != nil) != wantErr {
+			t.Errorf("%d bytes: error %v, proto fails: %v", len(bad), err, wantErr)
+		}
 	}
 }
