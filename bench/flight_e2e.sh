@@ -2,14 +2,16 @@
 # Flight end to end on the real Dream 7B layout: start `arrowquant serve`
 # under /usr/bin/time -v, push the generated dream-7b model (15.2 GB BF16)
 # with a profile, pull it back, and report push/pull wall time, throughput
-# and the server's peak RSS. Needs ~25 GB of free disk.
+# and the CPU time and peak RSS of the server and of the push client. Needs
+# ~25 GB of free disk.
 #   bash bench/flight_e2e.sh [profile] [workdir]     (defaults: edge, a temp dir)
+#   AQ_BIN=/path/to/arrowquant bash bench/flight_e2e.sh ...   (that binary, not built: A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-edge}
 work=${2:-$(mktemp -d -p "${TMPDIR:-/tmp}" aq-flight-e2e-XXXX)}
-bin=./bin/arrowquant
-go build -o "$bin" ./cmd/arrowquant
+bin=${AQ_BIN:-./bin/arrowquant}
+[ -n "${AQ_BIN:-}" ] || go build -o "$bin" ./cmd/arrowquant
 export ARROW_QUANT_NO_PROGRESS=1
 if [ ! -f "$work/dream-7b/model.safetensors.index.json" ]; then
   "$bin" gen-model --preset dream-7b --dtype bf16 --output "$work/dream-7b" --seed 1
@@ -21,7 +23,7 @@ server=$!
 for _ in $(seq 100); do grep -q serving "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
 src_bytes=$(du -cb "$work"/dream-7b/*.safetensors | tail -1 | cut -f1)
 t0=$(date +%s.%N)
-"$bin" push --server grpc://127.0.0.1:$port --model "$work/dream-7b" --name dream-7b --profile "$profile" --json >"$work/push-$profile.json"
+/usr/bin/time -v -o "$work/push-time.txt" "$bin" push --server grpc://127.0.0.1:$port --model "$work/dream-7b" --name dream-7b --profile "$profile" --json >"$work/push-$profile.json"
 t1=$(date +%s.%N)
 "$bin" pull --server grpc://127.0.0.1:$port --name dream-7b --output "$work/pulled-$profile" >/dev/null
 t2=$(date +%s.%N)
@@ -32,10 +34,15 @@ import json, os, sys
 work, profile, src, t0, t1, t2 = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:])
 r = json.load(open(f"{work}/push-{profile}.json"))
 art = os.path.getsize(f"{work}/pulled-{profile}/model.arrow")
-rss = [l for l in open(f"{work}/serve-time.txt") if "Maximum resident" in l][0].split()[-1]
+def usage(path):
+    kv = {l.split(":", 1)[0].strip(): l.rsplit(":", 1)[-1].strip() for l in open(path) if ":" in l}
+    return float(kv["User time (seconds)"]), float(kv["System time (seconds)"]), int(kv["Maximum resident set size (kbytes)"]) / 1024
+su, ss, rss = usage(f"{work}/serve-time.txt")
+cu, cs, crss = usage(f"{work}/push-time.txt")
 print(f"push --profile {profile}: {t1-t0:.1f} s for {src/1e9:.2f} GB of BF16 -> {src/(t1-t0)/1e9:.3f} GB/s (quantization included)")
 print(f"pull: {t2-t1:.1f} s for {art/1e9:.2f} GB -> {art/(t2-t1)/1e9:.3f} GB/s")
-print(f"server peak RSS: {int(rss)/1024:.0f} MB")
+print(f"server peak RSS: {rss:.0f} MB; server CPU {su:.1f} user + {ss:.1f} sys s (push and pull)")
+print(f"push client: {cu:.1f} user + {cs:.1f} sys s, peak RSS {crss:.0f} MB")
 print(f"cosine {r['cosine_similarity']:.4f}, artifact {r['model_size_mb']:.0f} MB, fallbacks {len(r['fallbacks'])}")
 PY
 echo "(work dir: $work)"
