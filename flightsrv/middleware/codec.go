@@ -186,8 +186,9 @@ func copyRange(dst []byte, data mem.BufferSlice, off int) int {
 }
 
 // ReleaseFlightDataBody gives back the data_body of a received FlightData
-// once nothing refers to it (nor to the record batch read from it). Bodies
-// that did not come from the pool are left to the GC.
+// once nothing refers to it (nor to the record batch read from it). A body
+// proto decoded joins the pool too when its capacity is one of the pool's
+// sizes (it is as unused); bodies of other sizes are left to the GC.
 func ReleaseFlightDataBody(fd *flight.FlightData) {
 	if fd != nil && cap(fd.DataBody) >= minPooledBody {
 		bodyPool.Free(fd.DataBody)
