@@ -176,10 +176,10 @@ func TestMalformedFlightDataFails(t *testing.T) {
 	c := newFlightCodec()
 	enc, _ := proto.Marshal(&flight.FlightData{DataHeader: []byte("hdr"), DataBody: make([]byte, 100_000)})
 	for _, bad := range [][]byte{
-		enc[:len(enc)-1], // body shorter than its length
+		enc[:len(enc)-1], // the body cut short, then zero bytes: the body field ends early and tag 0 follows
 		append(enc[:8:8], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), // a varint too long
 	} {
-		bad = append(bad, make([]byte, 70_000-len(bad)%70_000)...) // past minPooledBody
+		bad = append(bad, make([]byte, 70_000-len(bad)%70_000)...) // zero bytes past minPooledBody
 		var got flight.FlightData
 		wantErr := proto.Unmarshal(bad, &flight.FlightData{}) != nil
 		if err := c.Unmarshal(split(bad, 4096), &got); (err != nil) != wantErr {
