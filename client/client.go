@@ -47,7 +47,7 @@ type Options struct {
 	User, Password  string           // basic auth (server --auth-basic)
 	TLSCAFile       string           // CA for grpc+tls (default: system roots)
 	MaxMessageBytes int              // 0 = DefaultMaxMessageBytes
-	Mem             memory.Allocator // nil: a pooling allocator (internal/bufpool)
+	Mem             memory.Allocator // nil: memory.DefaultAllocator (the CLI's is an internal/bufpool pool)
 }
 
 // Client talks to one server.
@@ -86,7 +86,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	}
 	c := &Client{fc: fc, auth: context.Background(), mem: o.Mem}
 	if c.mem == nil {
-		c.mem = bufpool.New() // a push reads every chunk into a buffer of the same size
+		c.mem = memory.DefaultAllocator
 	}
 	switch {
 	case o.Token != "":

@@ -203,10 +203,11 @@ func stopProfile() error {
 // 25 the collector took a third of its CPU (docs/PERF.md).
 const streamGCPercent = 200
 
-// serveGCPercent is the collector's target for serve. A push's received
-// message bodies are its garbage (15 GB for the Dream 7B layout) over a
-// live heap of about 110 MB: at 25 that took 2,552 collections and 6 CPU-s
-// of marking; at 50 the server's peak RSS was 564 MB (docs/PERF.md).
+// serveGCPercent is the collector's target for serve: a push's live heap
+// is about 110 MB, and what it allocates per received batch made 2,552
+// collections at 25 before the bodies were pooled. With pooled bodies a
+// push took 59.6 s and 443 MB at 25, 53.5-56.4 s and 529-534 MB at 50
+// (docs/PERF.md).
 const serveGCPercent = 50
 
 // relaxGC raises the GC target to percent unless GOGC is set.

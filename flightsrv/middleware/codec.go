@@ -28,8 +28,10 @@ type OutgoingData struct {
 
 // Field numbers of arrow.flight.protocol.FlightData.
 const (
-	fieldDataHeader protowire.Number = 2
-	fieldDataBody   protowire.Number = 1000
+	fieldFlightDescriptor protowire.Number = 1
+	fieldDataHeader       protowire.Number = 2
+	fieldAppMetadata      protowire.Number = 3
+	fieldDataBody         protowire.Number = 1000
 )
 
 // WireSize is the message's encoded size (as proto.Size of the same
@@ -89,12 +91,6 @@ func (c flightCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	return c.proto.Unmarshal(data, v)
 }
-
-// Field numbers of FlightData read by unmarshalWithPooledBody.
-const (
-	fieldFlightDescriptor protowire.Number = 1
-	fieldAppMetadata      protowire.Number = 3
-)
 
 // minPooledBody is the smallest data_body unmarshalWithPooledBody takes
 // (smaller messages: proto's path, whose copies are cheap at that size).
