@@ -1,12 +1,9 @@
 package flightsrv
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -17,12 +14,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/flight"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/flightsrv/middleware"
-	"github.com/arrowquant/arrowquant/internal/bufpool"
 	"github.com/arrowquant/arrowquant/internal/checked"
 	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/internal/safe"
@@ -30,190 +25,6 @@ import (
 	"github.com/arrowquant/arrowquant/schema"
 	"github.com/arrowquant/arrowquant/wire"
 )
-
-// The DoPut stream is spooled to disk tensor by tensor as it arrives; the
-// pipeline reads chunks from the spool as soon as they are complete, so
-// quantization overlaps the upload and memory stays bounded whatever the
-// client's batch sizes. With keep-source the spool becomes the model's
-// stored FP source (source/manifest.json + one raw file per tensor).
-
-// sourceEntry describes one spooled tensor.
-type sourceEntry struct {
-	Name     string  `json:"name"`
-	Shape    []int64 `json:"shape"`
-	DType    string  `json:"dtype"`
-	File     string  `json:"file"` // relative to the model, raw little-endian values of the wire type
-	Elements int64   `json:"elements"`
-}
-
-// flightSource is a quant.Source fed by the DoPut stream.
-type flightSource struct {
-	dir  string // spool directory
-	rel  string // its path relative to the model dir ("source" when kept)
-	keep bool
-
-	mu       sync.Mutex
-	notify   chan struct{} // closed and replaced on every change
-	queue    []*spoolTensor
-	all      []*spoolTensor
-	finished bool
-	closed   bool // close ran: no new spool files
-	err      error
-}
-
-func newFlightSource(dir, rel string, keep bool) (*flightSource, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create spool: %w", err)
-	}
-	return &flightSource{dir: dir, rel: rel, keep: keep, notify: make(chan struct{})}, nil
-}
-
-func (s *flightSource) changedLocked() {
-	close(s.notify)
-	s.notify = make(chan struct{})
-}
-
-// fail records the first error; readers waiting on data see it.
-func (s *flightSource) fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.changedLocked()
-}
-
-func (s *flightSource) failure() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-func (s *flightSource) Next(ctx context.Context) (quant.Tensor, error) {
-	for {
-		s.mu.Lock()
-		if s.err != nil {
-			err := s.err
-			s.mu.Unlock()
-			return nil, err
-		}
-		if len(s.queue) > 0 {
-			t := s.queue[0]
-			s.queue = s.queue[1:]
-			s.mu.Unlock()
-			return t, nil
-		}
-		if s.finished {
-			s.mu.Unlock()
-			return nil, io.EOF
-		}
-		ch := s.notify
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// manifest lists the spooled tensors in order.
-func (s *flightSource) manifest() []sourceEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]sourceEntry, len(s.all))
-	for i, t := range s.all {
-		out[i] = sourceEntry{Name: t.meta.Name, Shape: t.meta.Shape, DType: t.meta.DType,
-			File: filepath.ToSlash(filepath.Join(s.rel, filepath.Base(t.path))), Elements: t.have}
-	}
-	return out
-}
-
-// close releases every spool file (they stay when kept).
-func (s *flightSource) close() {
-	s.mu.Lock()
-	all := s.all
-	s.closed = true
-	s.mu.Unlock()
-	for _, t := range all {
-		t.closeFile()
-		if !s.keep {
-			os.Remove(t.path)
-		}
-	}
-}
-
-// spoolTensor is one tensor being received.
-type spoolTensor struct {
-	src   *flightSource
-	meta  quant.TensorMeta
-	vt    arrow.DataType
-	width int64
-	path  string
-	f     *os.File
-	n     int64
-
-	have     int64 // elements spooled (guarded by src.mu)
-	complete bool
-	closed   bool
-}
-
-func (t *spoolTensor) Meta() quant.TensorMeta { return t.meta }
-
-// WaitFor returns once [off, off+n) has arrived (quant.Arriving).
-func (t *spoolTensor) WaitFor(ctx context.Context, off, n int64) error {
-	s := t.src
-	for {
-		s.mu.Lock()
-		if s.err != nil {
-			err := s.err
-			s.mu.Unlock()
-			return err
-		}
-		ready := t.have >= off+n
-		ch := s.notify
-		s.mu.Unlock()
-		if ready {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// ReadChunk waits until [off, off+n) has arrived, then reads it back.
-func (t *spoolTensor) ReadChunk(ctx context.Context, mem memory.Allocator, off, n int64) (arrow.RecordBatch, error) {
-	if err := t.WaitFor(ctx, off, n); err != nil {
-		return nil, err
-	}
-	buf := memory.NewResizableBuffer(bufpool.UninitOf(mem)) // ReadAt fills it
-	defer buf.Release()
-	buf.Resize(int(n * t.width))
-	if _, err := t.f.ReadAt(buf.Bytes(), off*t.width); err != nil {
-		return nil, fmt.Errorf("read spool of %q: %w", t.meta.Name, err)
-	}
-	return quant.InputRecord(mem, t.meta, off, t.vt, buf), nil
-}
-
-// Release drops the spool file once the tensor is written (kept with keep-source).
-func (t *spoolTensor) Release() {
-	t.closeFile()
-	if !t.src.keep {
-		os.Remove(t.path)
-	}
-}
-
-func (t *spoolTensor) closeFile() {
-	t.src.mu.Lock()
-	defer t.src.mu.Unlock()
-	if !t.closed {
-		t.closed = true
-		t.f.Close()
-	}
-}
 
 // ingestor turns DoPut rows into spooled tensors, checking the input contract.
 type ingestor struct {
@@ -341,14 +152,7 @@ func (in *ingestor) row(name string, shape []int64, dtype string, off int64, val
 	data := child.Data()
 	raw := data.Buffers()[1].Bytes()[(int64(data.Offset())+s)*t.width : (int64(data.Offset())+e)*t.width]
 	in.bytes += int64(len(raw))
-	if _, err := t.f.Write(raw); err != nil {
-		return status.Errorf(codes.Internal, "spool tensor %q: %v", name, errors.Unwrap(err))
-	}
-	in.src.mu.Lock()
-	t.have += n
-	in.src.changedLocked()
-	in.src.mu.Unlock()
-	return nil
+	return t.store(raw)
 }
 
 func (in *ingestor) start(name string, shape []int64, dtype string, vt arrow.DataType) error {
@@ -367,22 +171,21 @@ func (in *ingestor) start(name string, shape []int64, dtype string, vt arrow.Dat
 	in.declared = size
 	in.seen[name] = true
 	idx := len(in.seen)
-	path := filepath.Join(in.src.dir, strconv.Itoa(idx)+".bin")
-	f, err := os.Create(path)
-	if err != nil {
-		return status.Errorf(codes.Internal, "spool tensor %q: %v", name, errors.Unwrap(err))
+	t := &spoolTensor{
+		src: in.src, meta: quant.TensorMeta{Name: name, Shape: shape, DType: dtype},
+		vt: vt, width: width, path: filepath.Join(in.src.dir, strconv.Itoa(idx)+".bin"), n: elems,
+	}
+	if in.src.budget == nil { // every value goes to the file, which exists even for an empty tensor
+		if err := t.openFile(0); err != nil {
+			return err
+		}
 	}
 	in.src.mu.Lock()
 	closed := in.src.closed
 	in.src.mu.Unlock()
 	if closed { // the call ended while this batch was on its way
-		f.Close()
-		os.Remove(path)
-		return status.Error(codes.Canceled, "the upload was ended")
-	}
-	t := &spoolTensor{
-		src: in.src, meta: quant.TensorMeta{Name: name, Shape: shape, DType: dtype},
-		vt: vt, width: width, path: path, f: f, n: elems,
+		t.Release()
+		return errUploadEnded
 	}
 	in.cur = t
 	in.src.mu.Lock()

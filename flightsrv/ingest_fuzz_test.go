@@ -2,6 +2,7 @@ package flightsrv
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"math"
@@ -164,7 +165,7 @@ func FuzzIngest(f *testing.F) {
 			}
 			return
 		}
-		src, err := newFlightSource(t.TempDir(), ".spool", false)
+		src, err := newFlightSource(t.TempDir(), ".spool", false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +203,7 @@ func TestIngestSeedsBehave(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		src, _ := newFlightSource(t.TempDir(), ".spool", false)
+		src, _ := newFlightSource(t.TempDir(), ".spool", false, nil)
 		in := newIngestor(src, 1<<20)
 		in.setSchema(rdr.Schema())
 		err = receive(rdr, in, func(wire.Ack) {})
@@ -235,10 +236,13 @@ func FuzzIngestRows(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a well-formed stream did not decode: %v", err)
 		}
-		src, err := newFlightSource(t.TempDir(), ".spool", false)
+		// In memory, in pages of 3 values; the budget holds the upload
+		// limit, so the receiver never waits for a reader.
+		src, err := newFlightSource(t.TempDir(), ".spool", false, newSpoolMemory(1<<24, mem))
 		if err != nil {
 			t.Fatal(err)
 		}
+		src.pageElems = 3
 		in := newIngestor(src, 1<<24)
 		if err := in.setSchema(rdr.Schema()); err != nil {
 			t.Fatal(err)
@@ -246,8 +250,25 @@ func FuzzIngestRows(f *testing.F) {
 		err = receive(rdr, in, func(wire.Ack) {})
 		if err == nil {
 			for _, st := range src.all {
-				if st.have != st.n {
-					t.Fatalf("accepted %q with %d of %d elements", st.meta.Name, st.have, st.n)
+				if st.have != st.n || st.inMem != st.n {
+					t.Fatalf("accepted %q with %d of %d elements, %d in memory", st.meta.Name, st.have, st.n, st.inMem)
+				}
+				if st.n > 0 {
+					rec, err := st.ReadChunk(context.Background(), mem, 0, st.n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := rec.Column(4).(*array.List).ListValues().(*array.Float32).Float32Values()
+					for i, v := range got { // ipcStream's values restart at every row
+						j := i
+						if j >= int(n1) {
+							j -= int(n1)
+						}
+						if want := float32(j%7) - 3; v != want {
+							t.Fatalf("%q value %d is %v, want %v", st.meta.Name, i, v, want)
+						}
+					}
+					rec.Release()
 				}
 			}
 		} else if c := status.Code(err); c != codes.InvalidArgument && c != codes.ResourceExhausted {
@@ -281,7 +302,7 @@ func TestIngestKeepsNoViewOfTheBatch(t *testing.T) {
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 
-	src, err := newFlightSource(t.TempDir(), ".spool", false)
+	src, err := newFlightSource(t.TempDir(), ".spool", false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,12 +25,13 @@ import (
 
 // ServerConfig is everything `arrowquant serve` sets.
 type ServerConfig struct {
-	Addr            string
-	DataDir         string
-	Defaults        config.DiffusionQuantConfig
-	KeepSource      bool
-	MaxUploadBytes  int64
-	MaxMessageBytes int
+	Addr             string
+	DataDir          string
+	Defaults         config.DiffusionQuantConfig
+	KeepSource       bool
+	MaxUploadBytes   int64
+	MaxMessageBytes  int
+	SpoolMemoryBytes int64 // Options.SpoolMemoryBytes
 	// Upload limits and the idle timeout (Options; 0 = defaults).
 	MaxUploads, MaxUploadsPerClient int
 	IdleTimeout                     time.Duration
@@ -107,6 +108,7 @@ func Serve(ctx context.Context, c ServerConfig) error {
 			Identity:    middleware.Identity,
 		},
 		MaxUploads: c.MaxUploads, MaxUploadsPerClient: c.MaxUploadsPerClient, IdleTimeout: c.IdleTimeout,
+		SpoolMemoryBytes: c.SpoolMemoryBytes,
 	})
 	if err != nil {
 		return err

@@ -159,9 +159,19 @@ func artifactRows(t *testing.T, path string) ([]string, map[string]string) {
 	return rows, md
 }
 
-// push -> pull gives the same artifact rows and metadata as a local quantize.
+// push -> pull gives the same artifact rows and metadata as a local
+// quantize, whether the server spools to files, to memory, or to memory
+// too small for a tensor (which spills).
 func TestPushPullEqualsLocalQuantize(t *testing.T) {
-	ts := startServer(t, middleware.Config{}, flightsrv.Options{})
+	for _, spoolMemory := range []int64{0, 256 << 20, 16 << 10} {
+		t.Run(fmt.Sprintf("spool memory %d", spoolMemory), func(t *testing.T) {
+			testPushPullEqualsLocalQuantize(t, spoolMemory)
+		})
+	}
+}
+
+func testPushPullEqualsLocalQuantize(t *testing.T, spoolMemory int64) {
+	ts := startServer(t, middleware.Config{}, flightsrv.Options{SpoolMemoryBytes: spoolMemory})
 	c := dial(t, ts.addr, client.Options{})
 	ctx := context.Background()
 	cfg := config.FromProfile(config.Edge)

@@ -52,9 +52,13 @@ type Options struct {
 	// IdleTimeout ends an upload whose client stalls (DefaultIdleTimeout
 	// when 0, never when negative).
 	IdleTimeout time.Duration
-	Mem         memory.Allocator
-	Logger      zerolog.Logger
-	Hooks       Hooks
+	// SpoolMemoryBytes is the memory all uploads together may hold
+	// received values in before they are quantized; the rest goes through
+	// files (0: every value does).
+	SpoolMemoryBytes int64
+	Mem              memory.Allocator
+	Logger           zerolog.Logger
+	Hooks            Hooks
 }
 
 // Hooks let the server observe the service (metrics, request logs).
@@ -75,6 +79,7 @@ type Service struct {
 	closing atomic.Bool
 	started time.Time
 	uploads *uploadLimiter
+	spool   *spoolMemory // nil: uploads spool to files only
 
 	mu      sync.Mutex
 	puts    int64
@@ -103,6 +108,9 @@ func New(o Options) (*Service, error) {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
 	s := &Service{o: o, bodyMem: bufpool.UninitOf(o.Mem), started: time.Now(), uploads: newUploadLimiter(max(o.MaxUploads, 0), max(o.MaxUploadsPerClient, 0))}
+	if o.SpoolMemoryBytes > 0 {
+		s.spool = newSpoolMemory(o.SpoolMemoryBytes, o.Mem)
+	}
 	s.reportModels(context.Background())
 	return s, nil
 }
@@ -352,7 +360,7 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 	if s.o.KeepSource || s.o.IngestOnly {
 		spoolRel = "source"
 	}
-	src, err := newFlightSource(filepath.Join(stage.Dir(), spoolRel), spoolRel, s.o.KeepSource || s.o.IngestOnly)
+	src, err := newFlightSource(filepath.Join(stage.Dir(), spoolRel), spoolRel, s.o.KeepSource || s.o.IngestOnly, s.spool)
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -433,7 +441,7 @@ func (s *Service) doPut(stream flight.FlightService_DoPutServer) (err error) {
 		s.o.Hooks.Quantized(time.Duration(res.QuantizationTimeS*float64(time.Second)), len(res.Fallbacks))
 	}
 	s.o.Logger.Info().Str("model", cmd.Model).Int("tensors", res.NumTensors).Float64("cosine", res.CosineSimilarity).
-		Int64("metadata_messages", metaMsgs.Load()).Msg("model committed")
+		Int64("metadata_messages", metaMsgs.Load()).Int64("spilled_bytes", src.spilledBytes()).Msg("model committed")
 	sender.sendFinal(res)
 	return sender.close()
 }

@@ -30,6 +30,7 @@ func newServeCmd() *cobra.Command {
 		configFile   string
 		maxMessageMB int
 		maxUploadGB  float64
+		spoolMemMB   int64
 		shutdown     time.Duration
 		stdinEOF     bool
 	)
@@ -64,6 +65,10 @@ func newServeCmd() *cobra.Command {
 			c.Defaults = defaults
 			c.MaxMessageBytes = maxMessageMB << 20
 			c.MaxUploadBytes = int64(maxUploadGB * (1 << 30))
+			if spoolMemMB < 0 {
+				return usagef("--spool-memory-mb must not be negative (0 = spool to files only)")
+			}
+			c.SpoolMemoryBytes = spoolMemMB << 20
 			c.ShutdownTimeout = shutdown
 			c.Logger = newLogger()
 			c.Ready = func(a net.Addr) {
@@ -94,6 +99,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key (PEM)")
 	f.IntVar(&maxMessageMB, "max-message-mb", 256, "largest gRPC message accepted or sent, in MiB")
 	f.Float64Var(&maxUploadGB, "max-upload-gb", 0, "largest DoPut upload in GiB of values (0 = unlimited)")
+	f.Int64Var(&spoolMemMB, "spool-memory-mb", 0, "memory in MiB all uploads together may hold received values in before they are quantized, instead of spool files (1200 holds two Dream-7B layers); past it an upload waits for quantization, or spills to files (0 = files only)")
 	f.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)")
 	f.DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long running calls may finish after SIGINT/SIGTERM")
 	f.IntVar(&c.MaxUploads, "max-uploads", flightsrv.DefaultMaxUploads, "concurrent uploads (DoPut, quantize action) in all; over it a call gets ResourceExhausted (-1 = unlimited)")
