@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/arrowquant/arrowquant/flightsrv/middleware"
 	"github.com/arrowquant/arrowquant/internal/checked"
+	"github.com/arrowquant/arrowquant/internal/flightcodec"
 	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/internal/safe"
 	"github.com/arrowquant/arrowquant/quant"
@@ -261,7 +261,7 @@ func (s *metadataTolerantStream) Recv() (*flight.FlightData, error) {
 	// The IPC reader releases the batch read from the previous message
 	// before it asks for the next one, and the ingestor keeps no view of
 	// it: its body goes back to the codec's pool.
-	middleware.ReleaseFlightDataBody(s.prev)
+	flightcodec.ReleaseFlightDataBody(s.prev)
 	s.prev = nil
 	for {
 		s.watch.begin(waitRecv)

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/arrowquant/arrowquant/artifact"
-	"github.com/arrowquant/arrowquant/flightsrv/middleware"
+	"github.com/arrowquant/arrowquant/internal/flightcodec"
 	"github.com/arrowquant/arrowquant/internal/ipcguard"
 	"github.com/arrowquant/arrowquant/quant"
 	"github.com/arrowquant/arrowquant/schema"
@@ -248,7 +248,7 @@ func (s *Service) streamStored(ctx context.Context, model string, f store.File, 
 		if err != nil {
 			return fail(fmt.Errorf("batch %d: %w", b, err))
 		}
-		err = stream.SendMsg(&middleware.OutgoingData{Header: meta, Body: body})
+		err = stream.SendMsg(&flightcodec.OutgoingData{Header: meta, Body: mem.BufferSlice{body}})
 		body.Free()
 		whole.Free()
 		if err != nil {
@@ -260,12 +260,12 @@ func (s *Service) streamStored(ctx context.Context, model string, f store.File, 
 
 // readStoredBatch reads one stored batch's IPC message as it is in the
 // file into a pooled buffer (whole) and checks its metadata. Sent as
-// middleware.OutgoingData, the body (a reference into whole) goes to the
+// flightcodec.OutgoingData, the body (a reference into whole) goes to the
 // transport without a copy and back to the pool once written; the caller
 // frees whole and body after the send.
 func (s *Service) readStoredBatch(f store.File, blk ipcguard.Block) (whole, body mem.Buffer, meta []byte, err error) {
 	size := int64(blk.MetaLen) + blk.BodyLen
-	whole, msg := middleware.NewBodyBuffer(s.bodyMem, int(size))
+	whole, msg := flightcodec.NewBodyBuffer(s.bodyMem, int(size))
 	if _, err := f.ReadAt(msg, blk.Offset); err != nil {
 		whole.Free()
 		return nil, nil, nil, err

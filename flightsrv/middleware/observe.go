@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/arrowquant/arrowquant/internal/flightcodec"
 )
 
 // callInfo is the per-RPC mutable record the logging interceptor puts in the
@@ -85,7 +87,7 @@ func ShortMethod(fullMethod string) string {
 }
 
 func msgSize(m any) int64 {
-	if d, ok := m.(*OutgoingData); ok {
+	if d, ok := m.(*flightcodec.OutgoingData); ok {
 		return int64(d.WireSize())
 	}
 	if pm, ok := m.(proto.Message); ok {

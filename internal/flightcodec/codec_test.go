@@ -1,4 +1,4 @@
-package middleware
+package flightcodec
 
 import (
 	"bytes"
@@ -14,27 +14,42 @@ import (
 // OutgoingData encodes to the bytes proto gives the same FlightData, and
 // its size is proto.Size's.
 func TestOutgoingDataEncodesAsFlightData(t *testing.T) {
-	c := newFlightCodec()
+	c := New()
 	big := bytes.Repeat([]byte{7, 0, 255}, 100_000) // past gRPC's pooling threshold
+	desc := &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(`{"model":"m"}`)}
 	for _, tc := range []struct {
 		name         string
+		desc         *flight.FlightDescriptor
 		header, body []byte
+		piece        int // the body is sent in pieces of this many bytes (0: one)
 	}{
-		{"header-and-body", []byte("meta"), []byte("some body bytes")},
-		{"large-body", bytes.Repeat([]byte{1}, 300), big},
-		{"header-only", []byte("schema message"), nil},
-		{"empty-body", []byte("h"), []byte{}},
-		{"body-only", nil, []byte{1, 2, 3}},
-		{"nothing", nil, nil},
+		{"header-and-body", nil, []byte("meta"), []byte("some body bytes"), 0},
+		{"large-body", nil, bytes.Repeat([]byte{1}, 300), big, 0},
+		{"large-body-in-pieces", nil, bytes.Repeat([]byte{1}, 300), big, 7777},
+		{"descriptor-and-schema", desc, []byte("schema message"), nil, 0},
+		{"everything-in-pieces", desc, []byte("meta"), big, 65536},
+		{"header-only", nil, []byte("schema message"), nil, 0},
+		{"empty-body", nil, []byte("h"), []byte{}, 0},
+		{"body-only", nil, nil, []byte{1, 2, 3}, 1},
+		{"nothing", nil, nil, nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&flight.FlightData{DataHeader: tc.header, DataBody: tc.body})
+			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&flight.FlightData{FlightDescriptor: tc.desc, DataHeader: tc.header, DataBody: tc.body})
 			if err != nil {
 				t.Fatal(err)
 			}
 			d := &OutgoingData{Header: tc.header}
-			if tc.body != nil {
-				d.Body = mem.SliceBuffer(tc.body)
+			if tc.desc != nil {
+				if d.Descriptor, err = proto.Marshal(tc.desc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch {
+			case tc.body == nil:
+			case tc.piece == 0:
+				d.Body = mem.BufferSlice{mem.SliceBuffer(tc.body)}
+			default:
+				d.Body = split(tc.body, tc.piece)
 			}
 			got, err := c.Marshal(d)
 			if err != nil {
@@ -54,6 +69,9 @@ func TestOutgoingDataEncodesAsFlightData(t *testing.T) {
 			if !bytes.Equal(back.DataHeader, tc.header) || !bytes.Equal(back.DataBody, tc.body) {
 				t.Errorf("decoded header %d / body %d bytes, want %d / %d", len(back.DataHeader), len(back.DataBody), len(tc.header), len(tc.body))
 			}
+			if !proto.Equal(back.FlightDescriptor, tc.desc) {
+				t.Errorf("decoded descriptor %v, want %v", back.FlightDescriptor, tc.desc)
+			}
 			got.Free()
 		})
 	}
@@ -69,7 +87,7 @@ func TestOutgoingDataBodyReferences(t *testing.T) {
 		b[i] = byte(i)
 	}
 	body := whole.Slice(16, n)
-	got, err := newFlightCodec().Marshal(&OutgoingData{Header: b[:16], Body: body})
+	got, err := New().Marshal(&OutgoingData{Header: b[:16], Body: mem.BufferSlice{body}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +117,7 @@ func TestOutgoingDataIsSendOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := newFlightCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(enc)}, &OutgoingData{}); err == nil {
+	if err := New().Unmarshal(mem.BufferSlice{mem.SliceBuffer(enc)}, &OutgoingData{}); err == nil {
 		t.Error("decoding into OutgoingData succeeded")
 	}
 }
@@ -120,7 +138,7 @@ func split(b []byte, n int) mem.BufferSlice {
 // split; a data_body of minPooledBody or more that comes last is taken
 // from the pool, and every other layout is left to proto.
 func TestFlightDataDecodesAsProto(t *testing.T) {
-	c := newFlightCodec()
+	c := New()
 	big := make([]byte, 300_000)
 	for i := range big {
 		big[i] = byte(i*7 + i>>8)
@@ -173,7 +191,7 @@ func TestFlightDataDecodesAsProto(t *testing.T) {
 
 // Malformed messages fail as they fail in proto, never panic.
 func TestMalformedFlightDataFails(t *testing.T) {
-	c := newFlightCodec()
+	c := New()
 	enc, _ := proto.Marshal(&flight.FlightData{DataHeader: []byte("hdr"), DataBody: make([]byte, 100_000)})
 	for _, bad := range [][]byte{
 		enc[:len(enc)-1], // the body cut short, then zero bytes: the body field ends early and tag 0 follows

@@ -1,4 +1,8 @@
-package middleware
+// Package flightcodec is the gRPC codec of ArrowQuant's Flight server and
+// DoPut client: proto's, except that large FlightData bodies are neither
+// joined nor copied into fresh heap. OutgoingData sends a body without
+// copying it; a received FlightData's body is copied once, into a pool.
+package flightcodec
 
 import (
 	"bytes"
@@ -15,15 +19,17 @@ import (
 	"github.com/arrowquant/arrowquant/internal/bufpool"
 )
 
-// OutgoingData is a Flight FlightData message (data_header and data_body;
-// no descriptor or app_metadata) whose body the server's codec hands to
-// gRPC's transport without copying it: send it with the stream's SendMsg.
-// The codec copies Header during SendMsg and takes a reference to Body,
-// which the transport frees once it has written the frame; the caller
-// frees its own reference after SendMsg returns.
+// OutgoingData is a Flight FlightData message (flight_descriptor,
+// data_header and data_body; no app_metadata) whose body the codec hands
+// to gRPC's transport without copying it: send it with the stream's
+// SendMsg. The codec copies Descriptor and Header during SendMsg and
+// takes a reference to each piece of Body, which the transport frees once
+// it has written the frame; the caller frees its own references after
+// SendMsg returns.
 type OutgoingData struct {
-	Header []byte
-	Body   mem.Buffer // nil or empty: no data_body field
+	Descriptor []byte          // a marshaled FlightDescriptor (a DoPut's first message), or nil
+	Header     []byte          // data_header
+	Body       mem.BufferSlice // data_body, in pieces sent in order; empty: no data_body field
 }
 
 // Field numbers of arrow.flight.protocol.FlightData.
@@ -38,38 +44,55 @@ const (
 // FlightData).
 func (d *OutgoingData) WireSize() int {
 	n := 0
+	if len(d.Descriptor) > 0 {
+		n += protowire.SizeTag(fieldFlightDescriptor) + protowire.SizeBytes(len(d.Descriptor))
+	}
 	if len(d.Header) > 0 {
 		n += protowire.SizeTag(fieldDataHeader) + protowire.SizeBytes(len(d.Header))
 	}
-	if d.Body != nil && d.Body.Len() > 0 {
-		n += protowire.SizeTag(fieldDataBody) + protowire.SizeBytes(d.Body.Len())
+	if b := d.Body.Len(); b > 0 {
+		n += protowire.SizeTag(fieldDataBody) + protowire.SizeBytes(b)
 	}
 	return n
 }
 
 // marshal encodes d as proto's deterministic encoding of the same
 // FlightData: the fields in number order, empty ones left out. The
-// header and the body's tag and length are one small buffer; the body
-// follows as is.
+// descriptor, header and the body's tag and length are one small buffer;
+// the body's pieces follow as they are.
 func (d *OutgoingData) marshal() mem.BufferSlice {
 	var prefix []byte
+	if len(d.Descriptor) > 0 {
+		prefix = protowire.AppendTag(prefix, fieldFlightDescriptor, protowire.BytesType)
+		prefix = protowire.AppendBytes(prefix, d.Descriptor)
+	}
 	if len(d.Header) > 0 {
 		prefix = protowire.AppendTag(prefix, fieldDataHeader, protowire.BytesType)
 		prefix = protowire.AppendBytes(prefix, d.Header)
 	}
-	if d.Body == nil || d.Body.Len() == 0 {
+	size := d.Body.Len()
+	if size == 0 {
 		return mem.BufferSlice{mem.SliceBuffer(prefix)}
 	}
 	prefix = protowire.AppendTag(prefix, fieldDataBody, protowire.BytesType)
-	prefix = protowire.AppendVarint(prefix, uint64(d.Body.Len()))
-	d.Body.Ref()
-	return mem.BufferSlice{mem.SliceBuffer(prefix), d.Body}
+	prefix = protowire.AppendVarint(prefix, uint64(size))
+	out := make(mem.BufferSlice, 0, 1+len(d.Body))
+	out = append(out, mem.SliceBuffer(prefix))
+	for _, b := range d.Body {
+		if b.Len() > 0 {
+			b.Ref()
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // flightCodec is gRPC's proto codec, except for OutgoingData.
 type flightCodec struct{ proto encoding.CodecV2 }
 
-func newFlightCodec() flightCodec { return flightCodec{proto: encoding.GetCodecV2("proto")} }
+// New returns the codec: the server's (grpc.ForceServerCodecV2) and a DoPut client's
+// (grpc.ForceCodecV2).
+func New() encoding.CodecV2 { return flightCodec{proto: encoding.GetCodecV2("proto")} }
 
 func (c flightCodec) Name() string { return "proto" }
 
