@@ -24,9 +24,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/arrowquant/arrowquant/artifact"
 	"github.com/arrowquant/arrowquant/internal/bufpool"
+	"github.com/arrowquant/arrowquant/internal/flightcodec"
 	"github.com/arrowquant/arrowquant/internal/fp"
 	"github.com/arrowquant/arrowquant/internal/fsutil"
 	"github.com/arrowquant/arrowquant/internal/outdir"
@@ -192,12 +194,15 @@ func (c *Client) Push(ctx context.Context, dir string, o PushOptions) (*quant.Re
 	body, _ := json.Marshal(cmd)
 
 	vt := wireType(m)
-	stream, err := c.fc.DoPut(c.withAuth(ctx))
+	descriptor, err := proto.Marshal(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: body})
+	if err != nil {
+		return nil, fmt.Errorf("client: encode the upload's descriptor: %w", err)
+	}
+	stream, err := c.fc.DoPut(c.withAuth(ctx), grpc.ForceCodecV2(flightcodec.New()))
 	if err != nil {
 		return nil, err
 	}
-	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema.Input(vt)), ipc.WithAllocator(c.mem))
-	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: body})
+	w := newPutWriter(stream, descriptor, ipc.WithSchema(schema.Input(vt)), ipc.WithAllocator(c.mem))
 
 	// Read acknowledgements concurrently; the last message is the result.
 	type outcome struct {
@@ -269,7 +274,7 @@ func wireType(m *modelio.Model) arrow.DataType {
 	return arrow.PrimitiveTypes.Float32
 }
 
-func (c *Client) sendTensors(ctx context.Context, m *modelio.Model, w *flight.Writer, wire arrow.DataType, o PushOptions) error {
+func (c *Client) sendTensors(ctx context.Context, m *modelio.Model, w *putWriter, wire arrow.DataType, o PushOptions) error {
 	total, sent := m.SourceBytes(), int64(0)
 	raw := []byte{}
 	for _, t := range m.Tensors {
