@@ -9,7 +9,7 @@ same batches, same run:
 Each is the best of --runs (DoGet: --get-runs, as its transfers are short and a shared machine's noise is
 large next to them), alternating servers. Prints a JSON summary with the load average.
 
-    python bench/flight_ratio.py [--gb 1] [--runs 3] [--get-runs 10] [--profile local]
+    python bench/flight_ratio.py [--gb 1] [--runs 3] [--get-runs 10] [--profile local] [--serve-arg=FLAG ...]
 """
 import argparse
 import json
@@ -88,12 +88,14 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--get-runs", type=int, default=10)
     ap.add_argument("--profile", default="local")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="an extra flag of `arrowquant serve` (repeat it: --serve-arg=--spool-memory-mb --serve-arg=1200)")
     args = ap.parse_args()
     schema, bs = batches(args.gb)
     nbytes = sum(b.nbytes for b in bs)
     with tempfile.TemporaryDirectory() as tmp:
         aq, aq_loc = start([args.bin, "serve", "--addr", "127.0.0.1:0", "--data", os.path.join(tmp, "data"),
-                            "--exit-on-stdin-eof"])
+                            "--exit-on-stdin-eof", *args.serve_arg])
         base, base_loc = start([sys.executable, os.path.join(ROOT, "bench", "pyarrow_server.py")])
         try:
             cfg = {"modality": "text"}
@@ -122,6 +124,7 @@ def main():
     gbs = lambda n, s: n / s / 1e9  # noqa: E731
     res = {
         "values_gb": round(nbytes / 1e9, 3), "profile": args.profile, "runs": args.runs, "get_runs": args.get_runs,
+        "serve_args": args.serve_arg,
         "doput_gbps": {"arrowquant": round(gbs(nbytes, min(put_ours)), 3), "pyarrow": round(gbs(nbytes, min(put_base)), 3)},
         "doget_gbps": {"arrowquant": round(gbs(get_ours[0][1], min(s for s, _ in get_ours)), 3),
                        "pyarrow": round(gbs(get_base[0][1], min(s for s, _ in get_base)), 3)},

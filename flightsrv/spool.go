@@ -24,9 +24,10 @@ import (
 // quantization overlaps the upload.
 //
 // By default a tensor's values go to a file, and a released tensor's file
-// is reused by a later one (spareFile): writing a 15 GB push into new
-// page-cache pages cost the server 16.5 CPU-s, overwriting cached ones
-// about a third of that (docs/PERF.md).
+// is reused by a later one (spareFile): its pages are overwritten where
+// the page cache holds them instead of new ones being taken and freed
+// (writing a 15 GB push into new pages cost the server 16.5 CPU-s;
+// docs/PERF.md).
 //
 // With a memory budget (serve --spool-memory-mb, shared by all uploads)
 // values go to memory pages while it has room, and a whole-page read is a
@@ -310,9 +311,7 @@ type spoolTensor struct {
 
 func (t *spoolTensor) Meta() quant.TensorMeta { return t.meta }
 
-// spareFile is the file of a released tensor, kept for the next one:
-// overwriting pages the page cache already holds cost a third of the
-// CPU of writing new ones (docs/PERF.md).
+// spareFile is the file of a released tensor, kept for the next one.
 type spareFile struct {
 	f    *os.File
 	path string
