@@ -34,10 +34,10 @@ import (
 // view of its page. When the budget is full the receiver waits, so the
 // upload goes at the pipeline's pace, until a tensor is written and its
 // pages freed. If a pipeline reader waits on data that has not arrived
-// meanwhile, waiting longer could never end (the budget is held by
-// tensors the pipeline cannot finish without that data: channel
-// equalization holds a whole layer back until its last tensor), so the
-// rest of the tensor spills to a file.
+// meanwhile, waiting could deadlock (the budget may be held by tensors
+// the pipeline cannot finish without that data: channel equalization
+// holds a whole layer back until its last tensor), so the rest of the
+// tensor spills to a file.
 //
 // With keep-source the spool becomes the model's stored FP source
 // (source/manifest.json + one raw file per tensor): every value goes to
