@@ -204,7 +204,6 @@ func (in *ingestor) finishCurrent() error {
 	}
 	in.src.mu.Lock()
 	have := t.have
-	t.complete = true
 	in.src.mu.Unlock()
 	if have != t.n {
 		return invalidf("tensor %q: received %d of its %d elements (shape %v) before the next tensor or the end of the stream", t.meta.Name, have, t.n, t.meta.Shape)

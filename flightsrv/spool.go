@@ -305,7 +305,6 @@ type spoolTensor struct {
 	fileSize int64    // bytes the file held before this tensor (a spare file)
 	reads    int      // ReadChunks reading the file
 	have     int64    // elements stored
-	complete bool
 	released bool
 }
 
@@ -321,14 +320,17 @@ type spareFile struct {
 // takeSpareLocked returns the spare file that best fits size bytes: the
 // smallest that holds them, else the largest; nil when none is spare.
 func (s *flightSource) takeSpareLocked(size int64) *spareFile {
+	better := func(a, b *spareFile) bool {
+		if aFits, bFits := a.size >= size, b.size >= size; aFits != bFits {
+			return aFits
+		} else if aFits {
+			return a.size < b.size
+		}
+		return a.size > b.size
+	}
 	best := -1
 	for i, sf := range s.spare {
-		if best < 0 {
-			best = i
-			continue
-		}
-		b := s.spare[best]
-		if fits, bestFits := sf.size >= size, b.size >= size; fits && (!bestFits || sf.size < b.size) || !fits && !bestFits && sf.size > b.size {
+		if best < 0 || better(sf, s.spare[best]) {
 			best = i
 		}
 	}
@@ -447,7 +449,8 @@ func (t *spoolTensor) store(raw []byte) error {
 				return ended(raw)
 			}
 		}
-		// Retained: close may free the tensor while this copy runs.
+		// The page is retained for the copy: close may free the tensor
+		// meanwhile.
 		var page *memory.Buffer
 		s.mu.Lock()
 		if freed = s.closed || t.released; !freed {

@@ -99,7 +99,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&c.TLSKeyFile, "tls-key", "", "TLS private key (PEM)")
 	f.IntVar(&maxMessageMB, "max-message-mb", 256, "largest gRPC message accepted or sent, in MiB")
 	f.Float64Var(&maxUploadGB, "max-upload-gb", 0, "largest DoPut upload in GiB of values (0 = unlimited)")
-	f.Int64Var(&spoolMemMB, "spool-memory-mb", 0, "memory in MiB all uploads together may hold received values in before they are quantized, instead of spool files (1200 holds two Dream-7B layers); past it an upload waits for quantization, or spills to files (0 = files only)")
+	f.Int64Var(&spoolMemMB, "spool-memory-mb", 0, "memory in MiB all uploads together may hold received values in before they are quantized, instead of spool files (a Dream-7B upload holds about two layers, ~0.9 GB, at once); past it an upload waits for quantization, or spills to files (0 = files only)")
 	f.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz here (e.g. 127.0.0.1:9464)")
 	f.DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "how long running calls may finish after SIGINT/SIGTERM")
 	f.IntVar(&c.MaxUploads, "max-uploads", flightsrv.DefaultMaxUploads, "concurrent uploads (DoPut, quantize action) in all; over it a call gets ResourceExhausted (-1 = unlimited)")
