@@ -64,6 +64,7 @@ func call(b *testing.B, ctx context.Context, name string, opts compute.FunctionO
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer out.Release() // the array holds its own reference
 	return out.(*compute.ArrayDatum).MakeArray()
 }
 

@@ -110,7 +110,7 @@ func execDequantizeSuperBlock(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *ex
 			return fmt.Errorf("kernels: dequantize_superblock: row %d: %d elements at %d bits need %d group_params bytes, have %d", i, c, bits, want, got)
 		}
 	}
-	res := newListBuilder(exec.GetAllocator(ctx.Ctx), ListF32, func(i int) int { return int(counts[i]) }, n)
+	res := newFilledListBuilder(exec.GetAllocator(ctx.Ctx), ListF32, func(i int) int { return int(counts[i]) }, n)
 	for i := 0; i < n; i++ {
 		if err := DequantizeSuperBlocks(res.float32s(i), codes.row(i), params.row(i), bits); err != nil {
 			res.finish().Release()

@@ -1,0 +1,98 @@
+package kernels_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"runtime/debug"
+	"testing"
+	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+
+	"github.com/arrowquant/arrowquant/internal/bufpool"
+	. "github.com/arrowquant/arrowquant/kernels"
+)
+
+// TestDequantizeFillsReusedBuffers: the dequantize kernels take their
+// output from a pool without clearing it (they write every value), so
+// with the pool primed with NaN bytes every output value must still be
+// the reference's, and the primed buffer must be the one reused.
+func TestDequantizeFillsReusedBuffers(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // keep the primed buffer in the pool
+	e := newEnv(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	rows := [][]float32{
+		seq(1000, func(int) float32 { return float32(rng.NormFloat64()) }),
+		seq(300, func(int) float32 { return float32(rng.NormFloat64()) }), // a ragged last group and super-block
+		seq(5, func(int) float32 { return float32(rng.NormFloat64()) }),
+	}
+	total := 0
+	for _, r := range rows {
+		total += len(r)
+	}
+	values := e.ListF32(rows...)
+	defer values.Release()
+	elems := array.NewInt64Builder(e.Mem)
+	for _, r := range rows {
+		elems.Append(int64(len(r)))
+	}
+	counts := elems.NewInt64Array()
+	elems.Release()
+	defer counts.Release()
+
+	dequantize := func(t *testing.T, fn string, opts *QuantOptions, args ...arrow.Array) []float32 {
+		pool := bufpool.New()
+		primed := pool.Allocate(4 * total)
+		for i := range primed {
+			primed[i] = 0xff // float32 NaN
+		}
+		pool.Free(primed)
+		datums := make([]compute.Datum, len(args))
+		for i, a := range args {
+			datums[i] = compute.NewDatum(a)
+			defer datums[i].Release()
+		}
+		out, err := compute.CallFunction(compute.WithAllocator(e.Ctx, pool), fn, opts, datums...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Release()
+		vals := out.(*compute.ArrayDatum).MakeArray().(*array.List)
+		defer vals.Release()
+		got := vals.ListValues().(*array.Float32).Float32Values()
+		if unsafe.SliceData(got) != (*float32)(unsafe.Pointer(unsafe.SliceData(primed))) {
+			t.Fatal("the output did not reuse the primed buffer: the test checks nothing")
+		}
+		return append([]float32(nil), got...)
+	}
+	same := func(t *testing.T, fn string, opts *QuantOptions, args ...arrow.Array) {
+		ref := e.MustCall(fn, opts, args...).(*array.List) // zeroed memory
+		defer ref.Release()
+		want := ref.ListValues().(*array.Float32).Float32Values()
+		got := dequantize(t, fn, opts, args...)
+		if len(got) != total || len(want) != total {
+			t.Fatalf("%s: %d and %d values, want %d", fn, len(got), len(want), total)
+		}
+		for k := range want {
+			if math.Float32bits(got[k]) != math.Float32bits(want[k]) || math.IsNaN(float64(got[k])) {
+				t.Fatalf("%s bits %d: value %d is %g from a reused buffer, %g from a cleared one", fn, opts.Bits, k, got[k], want[k])
+			}
+		}
+	}
+	for _, bits := range []int{2, 4, 8} {
+		opts := &QuantOptions{Bits: bits, GroupSize: 64}
+		params := e.MustCall("minmax_group_params", opts, values).(*array.Struct)
+		codes := e.MustCall(FuncPack, opts, values, params.Field(0), params.Field(1))
+		same(t, FuncDequantize, opts, codes, params.Field(0), params.Field(1), counts)
+		codes.Release()
+		params.Release()
+	}
+	for _, bits := range []int{2, 4} {
+		opts := &QuantOptions{Bits: bits}
+		q := e.MustCall("dq_quantize", opts, values).(*array.Struct)
+		same(t, FuncDequantizeSuperBlock, opts, q.Field(0), q.Field(5), counts)
+		q.Release()
+	}
+}
