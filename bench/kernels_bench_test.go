@@ -159,17 +159,35 @@ func BenchmarkFusedQuantize(b *testing.B) {
 }
 
 // BenchmarkWeightedQuantize: <method>_quantize_weighted, the path of
-// calibrated and equalized weights (per-element error weights), next to
-// the unweighted fused kernel of BenchmarkFusedQuantize; INT2/INT4 g128,
-// dq at its own block sizes. GB/s of fp32 input.
+// calibrated and equalized weights, next to the unweighted fused kernel of
+// BenchmarkFusedQuantize; INT2/INT4 g128, dq at its own block sizes. GB/s
+// of fp32 input. The weights are what the pipeline passes: one per input
+// channel (channelWeights), a row of 3584 (Dream 7B's hidden size) that the
+// kernel repeats along the chunk. per-element/lsq/int4 gives one weight
+// per value instead (a chunk-long second input, 4 MB more to read).
 func BenchmarkWeightedQuantize(b *testing.B) {
 	ctx := methods.Default().Context(context.Background())
 	values := normalRow(memory.DefaultAllocator, benchElems)
 	defer values.Release()
-	weights := normalRow(memory.DefaultAllocator, benchElems) // |N(0,1)| as weights
-	defer weights.Release()
-	for i, v := range weights.(*array.List).ListValues().(*array.Float32).Float32Values() {
-		weights.(*array.List).ListValues().(*array.Float32).Float32Values()[i] = v * v
+	squared := func(n int) arrow.Array { // |N(0,1)|² as weights
+		w := normalRow(memory.DefaultAllocator, n)
+		for i, v := range w.(*array.List).ListValues().(*array.Float32).Float32Values() {
+			w.(*array.List).ListValues().(*array.Float32).Float32Values()[i] = v * v
+		}
+		return w
+	}
+	channels, elements := squared(3584), squared(benchElems)
+	defer channels.Release()
+	defer elements.Release()
+	run := func(name string, m kernels.Method, bits int, weights arrow.Array) {
+		b.Run(name, func(b *testing.B) {
+			opts := &kernels.QuantOptions{Bits: bits, GroupSize: 128}
+			b.SetBytes(4 * benchElems)
+			defer cpuRate(b, 4*benchElems)()
+			for b.Loop() {
+				call(b, ctx, m.WeightedQuantizeFunc(), opts, values, weights).Release()
+			}
+		})
 	}
 	for _, name := range methods.Default().Names() {
 		m, err := methods.Default().Lookup(name)
@@ -180,14 +198,10 @@ func BenchmarkWeightedQuantize(b *testing.B) {
 			continue
 		}
 		for _, bits := range []int{2, 4} {
-			b.Run(fmt.Sprintf("%s/int%d", name, bits), func(b *testing.B) {
-				opts := &kernels.QuantOptions{Bits: bits, GroupSize: 128}
-				b.SetBytes(4 * benchElems)
-				defer cpuRate(b, 4*benchElems)()
-				for b.Loop() {
-					call(b, ctx, m.WeightedQuantizeFunc(), opts, values, weights).Release()
-				}
-			})
+			run(fmt.Sprintf("%s/int%d", name, bits), m, bits, channels)
+		}
+		if name == "lsq" {
+			run("per-element/lsq/int4", m, 4, elements)
 		}
 	}
 }
