@@ -9,9 +9,26 @@ var MinMax = Method{
 	GroupParams: MinMaxGroupParams,
 }
 
-// MinMaxGroupParams is minmax's GroupParamsFunc.
+// MinMaxGroupParams is minmax's GroupParamsFunc: whole groups eight at a
+// time (RangeParamsLanes), then the rest, and any batch with a non-finite
+// value or a range past fp16 again group by group, so the error is the
+// first group's.
 func MinMaxGroupParams(x []float32, bits, groupSize int, scales, mins []uint16, base int64) error {
-	for g := 0; g*groupSize < len(x); g++ {
+	var lo, hi [ParamLanes]float32
+	g := 0
+	for ; (g+ParamLanes)*groupSize <= len(x); g += ParamLanes {
+		finite := true
+		for k := range ParamLanes {
+			start := (g + k) * groupSize
+			l, h := groupMinMax(x[start : start+groupSize])
+			finite = finite && l-l == 0 && h-h == 0
+			lo[k], hi[k] = l, h
+		}
+		if !finite || RangeParamsLanes(&lo, &hi, bits, 1, (*[ParamLanes]uint16)(scales[g:]), (*[ParamLanes]uint16)(mins[g:])) != 0 {
+			break
+		}
+	}
+	for ; g*groupSize < len(x); g++ {
 		start := g * groupSize
 		grp := x[start:min(len(x), start+groupSize)]
 		lo, hi := groupMinMax(grp)

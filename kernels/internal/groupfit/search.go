@@ -146,8 +146,7 @@ func (s *Search) Accept(st *Stats) {
 // gets a usable start). Shrink(lo, hi, bits, 1) is minmax's params.
 func Shrink(lo, hi float32, bits int, beta float32) (scaleH, minH uint16) {
 	if beta != 1 {
-		c := lo/2 + hi/2
-		lo, hi = c-(c-lo)*beta, c+(hi-c)*beta
+		lo, hi = kernels.ShrinkRange(lo, hi, beta)
 	}
 	scaleH, minH, _ = kernels.MinMaxParams(lo, hi, bits)
 	return scaleH, minH

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/arrowquant/arrowquant/internal/fp"
+	"github.com/arrowquant/arrowquant/kernels"
 )
 
 // shrinkInput is a lane's (lo, hi): random spans and the edges that
@@ -57,7 +58,7 @@ func shrinkInput(rng *rand.Rand) (lo, hi float32) {
 func TestShrinkLanesIsShrink(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	betas := []float32{1, 0.4, 0.55, 0.6, 0.7, 0.85, 0.9, 0.95, 0.98}
-	t.Logf("vector shrink: %v", shrinkVector)
+	t.Logf("vector shrink: %v", kernels.VectorParams())
 	for it := range 200_000 {
 		var lo, hi [Lanes]float32
 		for k := range lo {
@@ -85,7 +86,7 @@ func TestShrinkLanesIsShrink(t *testing.T) {
 // sweep of float32 patterns in the fp16 range (the mins directly; the
 // scales through constant-free spans).
 func TestShrinkLanesRoundingSweep(t *testing.T) {
-	if !shrinkVector {
+	if !kernels.VectorParams() {
 		t.Skip("no vector shrink on this CPU or build")
 	}
 	var lo, hi [Lanes]float32

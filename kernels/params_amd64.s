@@ -2,32 +2,33 @@
 
 #include "textflag.h"
 
-DATA shrinkHalf<>+0(SB)/4, $0x3f000000 // 0.5
-DATA shrinkMax<>+0(SB)/4, $0x477fe000  // 65504
-DATA shrinkNegMax<>+0(SB)/4, $0xc77fe000 // -65504
-GLOBL shrinkHalf<>(SB), RODATA|NOPTR, $4
-GLOBL shrinkMax<>(SB), RODATA|NOPTR, $4
-GLOBL shrinkNegMax<>(SB), RODATA|NOPTR, $4
-DATA shrinkInf16<>+0(SB)/8, $0x7c007c007c007c00
-DATA shrinkInf16<>+8(SB)/8, $0x7c007c007c007c00
-GLOBL shrinkInf16<>(SB), RODATA|NOPTR, $16
+DATA paramsHalf<>+0(SB)/4, $0x3f000000 // 0.5
+DATA paramsMax<>+0(SB)/4, $0x477fe000  // 65504
+DATA paramsNegMax<>+0(SB)/4, $0xc77fe000 // -65504
+GLOBL paramsHalf<>(SB), RODATA|NOPTR, $4
+GLOBL paramsMax<>(SB), RODATA|NOPTR, $4
+GLOBL paramsNegMax<>(SB), RODATA|NOPTR, $4
+DATA paramsInf16<>+0(SB)/8, $0x7c007c007c007c00
+DATA paramsInf16<>+8(SB)/8, $0x7c007c007c007c00
+GLOBL paramsInf16<>(SB), RODATA|NOPTR, $16
 
-// func shrinkLanesF16C(lo, hi *[8]float32, beta, qmax float32, shrink bool, sh, mh *[8]uint16)
-// Shrink of 8 lanes, step for step in float32 (no fused products), with
-// F16C's directed roundings for HalfRoundDown (the min) and HalfRoundUp
-// (the scale).
-TEXT ·shrinkLanesF16C(SB), NOSPLIT, $0-48
+// func rangeParamsF16C(lo, hi *[8]float32, beta, qmax float32, shrink bool, scales, mins *[8]uint16) (bad uint8)
+// RangeParamsLanes' vector path, step for step in float32 (no fused
+// products), with F16C's directed roundings for HalfRoundDown (the min)
+// and HalfRoundUp (the scale); bad has bit k set where lane k's params
+// are out of fp16's range (then 0, 0), as MinMaxParams' !ok.
+TEXT ·rangeParamsF16C(SB), NOSPLIT, $0-49
 	MOVQ lo+0(FP), AX
 	MOVQ hi+8(FP), BX
-	MOVQ sh+32(FP), DI
-	MOVQ mh+40(FP), SI
+	MOVQ scales+32(FP), DI
+	MOVQ mins+40(FP), SI
 	VMOVUPS (AX), Y0 // lo
 	VMOVUPS (BX), Y1 // hi
 	MOVBLZX shrink+24(FP), CX
 	TESTQ CX, CX
 	JZ    ranged
 	VBROADCASTSS beta+16(FP), Y7
-	VBROADCASTSS shrinkHalf<>(SB), Y6
+	VBROADCASTSS paramsHalf<>(SB), Y6
 	VMULPS Y6, Y0, Y2  // lo/2
 	VMULPS Y6, Y1, Y3  // hi/2
 	VADDPS Y3, Y2, Y2  // c
@@ -39,9 +40,9 @@ TEXT ·shrinkLanesF16C(SB), NOSPLIT, $0-48
 	VADDPS Y3, Y2, Y1  // hi = c + (hi-c)*beta
 ranged:
 	// Out of range (lo < -65504 or 65504 < hi): params 0, 0.
-	VBROADCASTSS shrinkNegMax<>(SB), Y2
+	VBROADCASTSS paramsNegMax<>(SB), Y2
 	VCMPPS $1, Y2, Y0, Y8 // lo < -65504
-	VBROADCASTSS shrinkMax<>(SB), Y2
+	VBROADCASTSS paramsMax<>(SB), Y2
 	VCMPPS $1, Y1, Y2, Y9 // 65504 < hi
 	VORPS  Y9, Y8, Y8
 	VCVTPS2PH $1, Y0, X4 // min = HalfRoundDown(lo)
@@ -56,7 +57,7 @@ ranged:
 	VEXTRACTF128 $1, Y8, X10
 	VPACKSSDW X10, X8, X8
 	// An infinite scale: params 0, 0.
-	VMOVDQU shrinkInf16<>(SB), X10
+	VMOVDQU paramsInf16<>(SB), X10
 	VPAND  X10, X6, X11
 	VPCMPEQW X10, X11, X11
 	VPOR   X11, X8, X8
@@ -64,5 +65,8 @@ ranged:
 	VPANDN X4, X8, X4
 	VMOVDQU X6, (DI)
 	VMOVDQU X4, (SI)
+	VPACKSSWB X8, X8, X8 // a byte per lane, then a bit
+	VPMOVMSKB X8, AX
+	MOVB   AL, bad+48(FP)
 	VZEROUPPER
 	RET
