@@ -168,36 +168,53 @@ func packCodes(dst []byte, start int, codes []uint8, bits int) {
 
 // quantizeGroups quantizes x with per-group fp16 params into packed codes
 // (dst, PackedLen(len(x), bits) bytes), the reconstruction (recon, len(x)
-// values, or nil) and the similarity lanes: PackGroups, DequantizeGroups
-// and SimilarityOf in one pass. With l nil, the codes only (recon must be
-// nil too).
+// values) and the similarity lanes: PackGroups, DequantizeGroups and
+// SimilarityOf in one pass. With l nil, the codes only (recon nil too).
 func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize int, recon []float32, l *simLanes) {
 	var codes [quantChunk]uint8
-	var scratch [quantChunk]float32
 	qmax := float32(QMax(bits))
-	for g := 0; g*groupSize < len(x); g++ {
+	g := 0
+	if useAVX2 && l != nil && groupSize%8 == 0 && len(x) <= quantChunk {
+		// The whole groups in calls of up to 32, then one pack.
+		whole := len(x) / groupSize
+		var p [32]quantArgs
+		for g < whole {
+			n := min(len(p), whole-g)
+			for k := range n {
+				p[k] = groupArgs(scales[g+k], mins[g+k], qmax)
+			}
+			start := g * groupSize
+			quantSimGroupsAVX2(&x[start], n, groupSize, &p[0], &codes[start], &recon[start], l)
+			g += n
+		}
+		if g > 0 {
+			packCodes(dst, 0, codes[:g*groupSize], bits)
+		}
+	}
+	for ; g*groupSize < len(x); g++ {
 		start := g * groupSize
 		end := min(len(x), start+groupSize)
-		s, m := fp.HalfToFloat32(scales[g]), fp.HalfToFloat32(mins[g])
-		var inv float32
-		if s != 0 {
-			inv = 1 / s
-		}
-		p := quantArgs{s: s, m: m, inv: inv, qmax: qmax}
+		p := groupArgs(scales[g], mins[g], qmax)
 		for c := start; c < end; c += quantChunk {
 			part := x[c:min(end, c+quantChunk)]
 			if l == nil {
 				quantCodes(part, &p, codes[:len(part)])
 			} else {
-				rc := scratch[:len(part)]
-				if recon != nil {
-					rc = recon[c : c+len(part)]
-				}
-				quantSim(part, &p, codes[:len(part)], rc, l)
+				quantSim(part, &p, codes[:len(part)], recon[c:c+len(part)], l)
 			}
 			packCodes(dst, c, codes[:len(part)], bits)
 		}
 	}
+}
+
+// groupArgs are a group's params for the quantization loops.
+func groupArgs(scale, minv uint16, qmax float32) quantArgs {
+	s, m := fp.HalfToFloat32(scale), fp.HalfToFloat32(minv)
+	var inv float32
+	if s != 0 {
+		inv = 1 / s
+	}
+	return quantArgs{s: s, m: m, inv: inv, qmax: qmax}
 }
 
 // keyToFloat inverts the order-preserving key of minMaxKeysAVX2.

@@ -22,6 +22,9 @@ func minMaxKeysAVX2(x *float32, n int) (lo, hi int32)
 func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
 
 //go:noescape
+func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+
+//go:noescape
 func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8)
 
 //go:noescape

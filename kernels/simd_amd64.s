@@ -184,6 +184,77 @@ done:
 	VZEROUPPER
 	RET
 
+// func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+// quantSimAVX2 of groups whole groups in a row, group g with p[g]
+// (groupSize a multiple of 8, x at lane 0): the same codes,
+// reconstruction and sums as one call per group, the sums kept in
+// registers from group to group.
+TEXT ·quantSimGroupsAVX2(SB), NOSPLIT, $0-56
+	MOVQ    x+0(FP), SI
+	MOVQ    groups+8(FP), R8
+	MOVQ    groupSize+16(FP), R9
+	MOVQ    p+24(FP), AX
+	MOVQ    codes+32(FP), DI
+	MOVQ    recon+40(FP), DX
+	MOVQ    sums+48(FP), BX
+	VMOVUPD 0(BX), Y0             // aa
+	VMOVUPD 32(BX), Y1            // bb
+	VMOVUPD 64(BX), Y2            // ee
+	VXORPS  Y11, Y11, Y11         // 0
+	SHRQ    $3, R9                // iterations per group
+	TESTQ   R8, R8
+	JZ      gdone
+	TESTQ   R9, R9
+	JZ      gdone
+
+group:
+	VBROADCASTSS 0(AX), Y12       // s
+	VBROADCASTSS 4(AX), Y13       // m
+	VBROADCASTSS 8(AX), Y14       // inv
+	VBROADCASTSS 12(AX), Y15      // qmax
+	MOVQ         R9, CX
+
+gloop8:
+	CODES8
+	VMULPS       Y12, Y4, Y4
+	VADDPS       Y13, Y4, Y4      // x̂ = float32(f*s) + m
+	VMOVUPS      Y4, (DX)
+	VCVTPS2PD    X3, Y5
+	VCVTPS2PD    X4, Y6
+	VSUBPD       Y6, Y5, Y7
+	VMULPD       Y5, Y5, Y5
+	VADDPD       Y5, Y0, Y0
+	VMULPD       Y6, Y6, Y6
+	VADDPD       Y6, Y1, Y1
+	VMULPD       Y7, Y7, Y7
+	VADDPD       Y7, Y2, Y2
+	VEXTRACTF128 $1, Y3, X3
+	VEXTRACTF128 $1, Y4, X4
+	VCVTPS2PD    X3, Y5
+	VCVTPS2PD    X4, Y6
+	VSUBPD       Y6, Y5, Y7
+	VMULPD       Y5, Y5, Y5
+	VADDPD       Y5, Y0, Y0
+	VMULPD       Y6, Y6, Y6
+	VADDPD       Y6, Y1, Y1
+	VMULPD       Y7, Y7, Y7
+	VADDPD       Y7, Y2, Y2
+	ADDQ         $32, SI
+	ADDQ         $8, DI
+	ADDQ         $32, DX
+	DECQ         CX
+	JNZ          gloop8
+	ADDQ         $16, AX
+	DECQ         R8
+	JNZ          group
+
+gdone:
+	VMOVUPD Y0, 0(BX)
+	VMOVUPD Y1, 32(BX)
+	VMOVUPD Y2, 64(BX)
+	VZEROUPPER
+	RET
+
 // func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8)
 // n a multiple of 8: quantSimAVX2's code bytes alone.
 TEXT ·quantCodesAVX2(SB), NOSPLIT, $0-32

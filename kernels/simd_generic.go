@@ -17,6 +17,10 @@ func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32,
 
 func simAVX2(a, b *float32, n int, sums *simLanes) { panic("unreachable") }
 
+func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes) {
+	panic("unreachable")
+}
+
 func dequant4AVX2(out *float32, words int, codes *uint32, s, m float32) { panic("unreachable") }
 
 func dequantSBAVX2(out *float32, codes *byte, p *SuperBlockParams, d, dmin float32, bits int) {

@@ -122,6 +122,10 @@ func TestSharedKernelsMatchReference(t *testing.T) {
 		if it%10 == 0 {
 			n = 1 + rng.IntN(gs) // one ragged group, every length
 		}
+		if it%13 == 3 { // a fused block of many small groups (past 32 a call)
+			gs = 8 * (1 + rng.IntN(4))
+			n = rng.IntN(quantChunk + 1)
+		}
 		x := adversarialRow(rng, n, 0.25, -1, it/3)
 		if n == 0 {
 			continue
