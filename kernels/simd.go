@@ -174,21 +174,25 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 	var codes [quantChunk]uint8
 	qmax := float32(QMax(bits))
 	g := 0
-	if useAVX2 && l != nil && groupSize%8 == 0 && len(x) <= quantChunk {
-		// The whole groups in calls of up to 32, then one pack.
-		whole := len(x) / groupSize
+	if useAVX2 && groupSize%8 == 0 && groupSize <= quantChunk {
+		// Whole groups up to 32 (and quantChunk elements) a call, each
+		// span packed after it.
 		var p [32]quantArgs
-		for g < whole {
-			n := min(len(p), whole-g)
+		span := min(len(p), quantChunk/groupSize)
+		for whole := len(x) / groupSize; g < whole; {
+			n := min(span, whole-g)
 			for k := range n {
 				p[k] = groupArgs(scales[g+k], mins[g+k], qmax)
 			}
 			start := g * groupSize
-			quantSimGroupsAVX2(&x[start], n, groupSize, &p[0], &codes[start], &recon[start], l)
+			cs := codes[:n*groupSize]
+			if l == nil {
+				quantCodesGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0])
+			} else {
+				quantSimGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0], &recon[start], l)
+			}
+			packCodes(dst, start, cs, bits)
 			g += n
-		}
-		if g > 0 {
-			packCodes(dst, 0, codes[:g*groupSize], bits)
 		}
 	}
 	for ; g*groupSize < len(x); g++ {

@@ -25,6 +25,9 @@ func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32,
 func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
 
 //go:noescape
+func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8)
+
+//go:noescape
 func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8)
 
 //go:noescape

@@ -255,6 +255,41 @@ gdone:
 	VZEROUPPER
 	RET
 
+// func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8)
+// quantSimGroupsAVX2's code bytes alone.
+TEXT ·quantCodesGroupsAVX2(SB), NOSPLIT, $0-40
+	MOVQ   x+0(FP), SI
+	MOVQ   groups+8(FP), R8
+	MOVQ   groupSize+16(FP), R9
+	MOVQ   p+24(FP), AX
+	MOVQ   codes+32(FP), DI
+	VXORPS Y11, Y11, Y11          // 0
+	SHRQ   $3, R9                 // iterations per group
+	TESTQ  R8, R8
+	JZ     cgdone
+	TESTQ  R9, R9
+	JZ     cgdone
+
+cgroup:
+	VBROADCASTSS 4(AX), Y13       // m
+	VBROADCASTSS 8(AX), Y14       // inv
+	VBROADCASTSS 12(AX), Y15      // qmax
+	MOVQ         R9, CX
+
+cgloop8:
+	CODES8
+	ADDQ $32, SI
+	ADDQ $8, DI
+	DECQ CX
+	JNZ  cgloop8
+	ADDQ $16, AX
+	DECQ R8
+	JNZ  cgroup
+
+cgdone:
+	VZEROUPPER
+	RET
+
 // func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8)
 // n a multiple of 8: quantSimAVX2's code bytes alone.
 TEXT ·quantCodesAVX2(SB), NOSPLIT, $0-32

@@ -17,6 +17,10 @@ func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32,
 
 func simAVX2(a, b *float32, n int, sums *simLanes) { panic("unreachable") }
 
+func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8) {
+	panic("unreachable")
+}
+
 func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes) {
 	panic("unreachable")
 }

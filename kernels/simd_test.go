@@ -126,6 +126,9 @@ func TestSharedKernelsMatchReference(t *testing.T) {
 			gs = 8 * (1 + rng.IntN(4))
 			n = rng.IntN(quantChunk + 1)
 		}
+		if it%17 == 7 { // a row longer than a block
+			n = quantChunk + rng.IntN(2*quantChunk)
+		}
 		x := adversarialRow(rng, n, 0.25, -1, it/3)
 		if n == 0 {
 			continue
