@@ -3,6 +3,7 @@ package kernels_test
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"runtime/debug"
 	"testing"
 	"unsafe"
@@ -20,7 +21,11 @@ import (
 // with the pool primed with NaN bytes every output value must still be
 // the reference's, and the primed buffer must be the one reused.
 func TestDequantizeFillsReusedBuffers(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // keep the primed buffer in the pool
+	// Keep the primed buffer where the next Get finds it: no GC to empty
+	// the pool, and one P (a sync.Pool Get on another P does not see this
+	// P's private slot).
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	e := newEnv(t)
 	rng := rand.New(rand.NewPCG(7, 8))
 	rows := [][]float32{
