@@ -92,6 +92,35 @@ reduce:
 	VPACKUSWB    X5, X5, X5; \
 	MOVQ         X5, (DI)
 
+// QUANTSIM8: CODES8, then x̂ = float32(f*s) + m of the 8 values to (DX)
+// and their similarity sums, elements 0-3 then 4-7 into the four float64
+// lanes (Y0 aa, Y1 bb, Y2 ee; Y12 s).
+#define QUANTSIM8 \
+	CODES8; \
+	VMULPS       Y12, Y4, Y4; \
+	VADDPS       Y13, Y4, Y4; \
+	VMOVUPS      Y4, (DX); \
+	VCVTPS2PD    X3, Y5; \
+	VCVTPS2PD    X4, Y6; \
+	VSUBPD       Y6, Y5, Y7; \
+	VMULPD       Y5, Y5, Y5; \
+	VADDPD       Y5, Y0, Y0; \
+	VMULPD       Y6, Y6, Y6; \
+	VADDPD       Y6, Y1, Y1; \
+	VMULPD       Y7, Y7, Y7; \
+	VADDPD       Y7, Y2, Y2; \
+	VEXTRACTF128 $1, Y3, X3; \
+	VEXTRACTF128 $1, Y4, X4; \
+	VCVTPS2PD    X3, Y5; \
+	VCVTPS2PD    X4, Y6; \
+	VSUBPD       Y6, Y5, Y7; \
+	VMULPD       Y5, Y5, Y5; \
+	VADDPD       Y5, Y0, Y0; \
+	VMULPD       Y6, Y6, Y6; \
+	VADDPD       Y6, Y1, Y1; \
+	VMULPD       Y7, Y7, Y7; \
+	VADDPD       Y7, Y2, Y2
+
 // func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
 // n a multiple of 4. Per element, as quantCode and DequantizeValue:
 // f = trunc(clamp(float32(float32(v-m)*inv) + 0.5, 0, qmax)), code byte
@@ -118,31 +147,7 @@ TEXT ·quantSimAVX2(SB), NOSPLIT, $0-48
 	JLT          tail4
 
 loop8:
-	CODES8
-	VMULPS       Y12, Y4, Y4
-	VADDPS       Y13, Y4, Y4      // x̂ = float32(f*s) + m
-	VMOVUPS      Y4, (DX)
-	// elements 0-3, then 4-7, into the four float64 lanes
-	VCVTPS2PD    X3, Y5
-	VCVTPS2PD    X4, Y6
-	VSUBPD       Y6, Y5, Y7
-	VMULPD       Y5, Y5, Y5
-	VADDPD       Y5, Y0, Y0
-	VMULPD       Y6, Y6, Y6
-	VADDPD       Y6, Y1, Y1
-	VMULPD       Y7, Y7, Y7
-	VADDPD       Y7, Y2, Y2
-	VEXTRACTF128 $1, Y3, X3
-	VEXTRACTF128 $1, Y4, X4
-	VCVTPS2PD    X3, Y5
-	VCVTPS2PD    X4, Y6
-	VSUBPD       Y6, Y5, Y7
-	VMULPD       Y5, Y5, Y5
-	VADDPD       Y5, Y0, Y0
-	VMULPD       Y6, Y6, Y6
-	VADDPD       Y6, Y1, Y1
-	VMULPD       Y7, Y7, Y7
-	VADDPD       Y7, Y2, Y2
+	QUANTSIM8
 	ADDQ         $32, SI
 	ADDQ         $8, DI
 	ADDQ         $32, DX
@@ -215,30 +220,7 @@ group:
 	MOVQ         R9, CX
 
 gloop8:
-	CODES8
-	VMULPS       Y12, Y4, Y4
-	VADDPS       Y13, Y4, Y4      // x̂ = float32(f*s) + m
-	VMOVUPS      Y4, (DX)
-	VCVTPS2PD    X3, Y5
-	VCVTPS2PD    X4, Y6
-	VSUBPD       Y6, Y5, Y7
-	VMULPD       Y5, Y5, Y5
-	VADDPD       Y5, Y0, Y0
-	VMULPD       Y6, Y6, Y6
-	VADDPD       Y6, Y1, Y1
-	VMULPD       Y7, Y7, Y7
-	VADDPD       Y7, Y2, Y2
-	VEXTRACTF128 $1, Y3, X3
-	VEXTRACTF128 $1, Y4, X4
-	VCVTPS2PD    X3, Y5
-	VCVTPS2PD    X4, Y6
-	VSUBPD       Y6, Y5, Y7
-	VMULPD       Y5, Y5, Y5
-	VADDPD       Y5, Y0, Y0
-	VMULPD       Y6, Y6, Y6
-	VADDPD       Y6, Y1, Y1
-	VMULPD       Y7, Y7, Y7
-	VADDPD       Y7, Y2, Y2
+	QUANTSIM8
 	ADDQ         $32, SI
 	ADDQ         $8, DI
 	ADDQ         $32, DX
