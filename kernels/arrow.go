@@ -597,13 +597,18 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 				quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, nil, nil)
 				continue
 			}
+			if wb != nil {
+				// PackGroups and DequantizeGroups, then both similarities in one pass.
+				quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon[:len(blk)], nil)
+				s, ws := SimilaritiesOf(blk, recon[:len(blk)], wb)
+				sims[i].Add(s)
+				wsims[i].Add(ws)
+				continue
+			}
 			// PackGroups, DequantizeGroups and SimilarityOf in one pass.
 			var lanes simLanes
 			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon[:len(blk)], &lanes)
 			sims[i].Add(lanes.similarity(len(blk)))
-			if wb != nil {
-				wsims[i].Add(WeightedSimilarityOf(blk, recon[:len(blk)], wb))
-			}
 		}
 	}
 	codesData := binaryData(n, codeOffsets, codeData)

@@ -422,13 +422,27 @@ func WeightedSimilarityOf(a, b, w []float32) Similarity {
 	for i := n4; i < len(a); i++ {
 		l.add(0, a[i], b[i], w[i])
 	}
-	return Similarity{
-		Dot:  (l.dot[0] + l.dot[1]) + (l.dot[2] + l.dot[3]),
-		AA:   (l.aa[0] + l.aa[1]) + (l.aa[2] + l.aa[3]),
-		BB:   (l.bb[0] + l.bb[1]) + (l.bb[2] + l.bb[3]),
-		Err2: (l.ee[0] + l.ee[1]) + (l.ee[2] + l.ee[3]),
-		N:    int64(len(a)),
+	return l.similarity(len(a))
+}
+
+// SimilaritiesOf is (SimilarityOf(a, b), WeightedSimilarityOf(a, b, w)),
+// bit for bit, in one pass over the three.
+func SimilaritiesOf(a, b, w []float32) (plain, weighted Similarity) {
+	b, w = b[:len(a)], w[:len(a)]
+	var l simLanes
+	var wl wsimLanes
+	n4 := len(a) &^ 3
+	if useAVX2 && n4 > 0 {
+		simBothAVX2(&a[0], &b[0], &w[0], n4, &l, &wl)
+	} else {
+		simLanesOf(&l, a[:n4], b[:n4])
+		wsimGo(&wl, a[:n4], b[:n4], w[:n4])
 	}
+	for i := n4; i < len(a); i++ {
+		l.add(0, a[i], b[i])
+		wl.add(0, a[i], b[i], w[i])
+	}
+	return l.similarity(len(a)), wl.similarity(len(a))
 }
 
 // wsimLanes are WeightedSimilarityOf's four lanes of each sum (the layout
@@ -444,6 +458,17 @@ func (l *wsimLanes) add(k int, v, r, wt float32) {
 	l.aa[k] += c * x * x
 	l.bb[k] += c * y * y
 	l.ee[k] += c * d * d
+}
+
+// similarity is the Similarity of n elements from the lanes' sums.
+func (l *wsimLanes) similarity(n int) Similarity {
+	return Similarity{
+		Dot:  (l.dot[0] + l.dot[1]) + (l.dot[2] + l.dot[3]),
+		AA:   (l.aa[0] + l.aa[1]) + (l.aa[2] + l.aa[3]),
+		BB:   (l.bb[0] + l.bb[1]) + (l.bb[2] + l.bb[3]),
+		Err2: (l.ee[0] + l.ee[1]) + (l.ee[2] + l.ee[3]),
+		N:    int64(n),
+	}
 }
 
 // wsimGo is wsimAVX2 in Go: len(a) a multiple of 4, element i in lane i%4.

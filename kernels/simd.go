@@ -169,7 +169,8 @@ func packCodes(dst []byte, start int, codes []uint8, bits int) {
 // quantizeGroups quantizes x with per-group fp16 params into packed codes
 // (dst, PackedLen(len(x), bits) bytes), the reconstruction (recon, len(x)
 // values) and the similarity lanes: PackGroups, DequantizeGroups and
-// SimilarityOf in one pass. With l nil, the codes only (recon nil too).
+// SimilarityOf in one pass. With l nil, no sums; with recon nil too, the
+// codes only.
 func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize int, recon []float32, l *simLanes) {
 	var codes [quantChunk]uint8
 	qmax := float32(QMax(bits))
@@ -186,14 +187,21 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 			}
 			start := g * groupSize
 			cs := codes[:n*groupSize]
-			if l == nil {
+			if recon == nil {
 				quantCodesGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0])
 			} else {
-				quantSimGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0], &recon[start], l)
+				quantReconGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0], &recon[start])
+				if l != nil {
+					simAVX2(&x[start], &recon[start], n*groupSize, l)
+				}
 			}
 			packCodes(dst, start, cs, bits)
 			g += n
 		}
+	}
+	sums := l
+	if sums == nil {
+		sums = new(simLanes) // quantSim's sums of a recon without them: unused
 	}
 	for ; g*groupSize < len(x); g++ {
 		start := g * groupSize
@@ -201,10 +209,10 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 		p := groupArgs(scales[g], mins[g], qmax)
 		for c := start; c < end; c += quantChunk {
 			part := x[c:min(end, c+quantChunk)]
-			if l == nil {
+			if recon == nil {
 				quantCodes(part, &p, codes[:len(part)])
 			} else {
-				quantSim(part, &p, codes[:len(part)], recon[c:c+len(part)], l)
+				quantSim(part, &p, codes[:len(part)], recon[c:c+len(part)], sums)
 			}
 			packCodes(dst, c, codes[:len(part)], bits)
 		}

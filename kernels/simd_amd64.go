@@ -22,7 +22,7 @@ func minMaxKeysAVX2(x *float32, n int) (lo, hi int32)
 func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
 
 //go:noescape
-func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+func quantReconGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32)
 
 //go:noescape
 func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8)
@@ -47,6 +47,9 @@ func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
 
 //go:noescape
 func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
+
+//go:noescape
+func simBothAVX2(a, b, w *float32, n int, sums *simLanes, wsums *wsimLanes)
 
 //go:noescape
 func packCodes4AVX2(dst *byte, codes *uint8, blocks int)

@@ -92,14 +92,18 @@ reduce:
 	VPACKUSWB    X5, X5, X5; \
 	MOVQ         X5, (DI)
 
-// QUANTSIM8: CODES8, then x̂ = float32(f*s) + m of the 8 values to (DX)
-// and their similarity sums, elements 0-3 then 4-7 into the four float64
-// lanes (Y0 aa, Y1 bb, Y2 ee; Y12 s).
-#define QUANTSIM8 \
+// RECON8: CODES8, then x̂ = float32(f*s) + m of the 8 values to (DX),
+// left in Y4 (Y12 s).
+#define RECON8 \
 	CODES8; \
 	VMULPS       Y12, Y4, Y4; \
 	VADDPS       Y13, Y4, Y4; \
-	VMOVUPS      Y4, (DX); \
+	VMOVUPS      Y4, (DX)
+
+// QUANTSIM8: RECON8, then the similarity sums of the 8 values, elements
+// 0-3 then 4-7 into the four float64 lanes (Y0 aa, Y1 bb, Y2 ee).
+#define QUANTSIM8 \
+	RECON8; \
 	VCVTPS2PD    X3, Y5; \
 	VCVTPS2PD    X4, Y6; \
 	VSUBPD       Y6, Y5, Y7; \
@@ -189,56 +193,50 @@ done:
 	VZEROUPPER
 	RET
 
-// func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
-// quantSimAVX2 of groups whole groups in a row, group g with p[g]
-// (groupSize a multiple of 8, x at lane 0): the same codes,
-// reconstruction and sums as one call per group, the sums kept in
-// registers from group to group.
-TEXT ·quantSimGroupsAVX2(SB), NOSPLIT, $0-56
-	MOVQ    x+0(FP), SI
-	MOVQ    groups+8(FP), R8
-	MOVQ    groupSize+16(FP), R9
-	MOVQ    p+24(FP), AX
-	MOVQ    codes+32(FP), DI
-	MOVQ    recon+40(FP), DX
-	MOVQ    sums+48(FP), BX
-	VMOVUPD 0(BX), Y0             // aa
-	VMOVUPD 32(BX), Y1            // bb
-	VMOVUPD 64(BX), Y2            // ee
-	VXORPS  Y11, Y11, Y11         // 0
-	SHRQ    $3, R9                // iterations per group
-	TESTQ   R8, R8
-	JZ      gdone
-	TESTQ   R9, R9
-	JZ      gdone
+// func quantReconGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32)
+// The codes and reconstruction of groups whole groups in a row, group g
+// with p[g] (groupSize a multiple of 8), as quantSimAVX2 per group.
+// Without the sums: simAVX2 over the span afterwards adds them in the
+// same order, and two loops run faster than one that does both (the sums'
+// float64 chains and the codes' conversions compete for the same pipes).
+TEXT ·quantReconGroupsAVX2(SB), NOSPLIT, $0-48
+	MOVQ   x+0(FP), SI
+	MOVQ   groups+8(FP), R8
+	MOVQ   groupSize+16(FP), R9
+	MOVQ   p+24(FP), AX
+	MOVQ   codes+32(FP), DI
+	MOVQ   recon+40(FP), DX
+	VXORPS Y11, Y11, Y11          // 0
+	SHRQ   $3, R9                 // iterations per group
+	TESTQ  R8, R8
+	JZ     rgdone
+	TESTQ  R9, R9
+	JZ     rgdone
 
-group:
+rgroup:
 	VBROADCASTSS 0(AX), Y12       // s
 	VBROADCASTSS 4(AX), Y13       // m
 	VBROADCASTSS 8(AX), Y14       // inv
 	VBROADCASTSS 12(AX), Y15      // qmax
 	MOVQ         R9, CX
 
-gloop8:
-	QUANTSIM8
-	ADDQ         $32, SI
-	ADDQ         $8, DI
-	ADDQ         $32, DX
-	DECQ         CX
-	JNZ          gloop8
-	ADDQ         $16, AX
-	DECQ         R8
-	JNZ          group
+rgloop8:
+	RECON8
+	ADDQ $32, SI
+	ADDQ $8, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ  rgloop8
+	ADDQ $16, AX
+	DECQ R8
+	JNZ  rgroup
 
-gdone:
-	VMOVUPD Y0, 0(BX)
-	VMOVUPD Y1, 32(BX)
-	VMOVUPD Y2, 64(BX)
+rgdone:
 	VZEROUPPER
 	RET
 
 // func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8)
-// quantSimGroupsAVX2's code bytes alone.
+// quantReconGroupsAVX2's code bytes alone.
 TEXT ·quantCodesGroupsAVX2(SB), NOSPLIT, $0-40
 	MOVQ   x+0(FP), SI
 	MOVQ   groups+8(FP), R8
@@ -829,5 +827,64 @@ pc2loop:
 	JNZ       pc2loop
 
 pc2done:
+	VZEROUPPER
+	RET
+
+// func simBothAVX2(a, b, w *float32, n int, sums *simLanes, wsums *wsimLanes)
+// simAVX2 and wsimAVX2 of the same a, b (and w) in one pass: n a multiple
+// of 4, every sum's products and additions as in those two.
+TEXT ·simBothAVX2(SB), NOSPLIT, $0-48
+	MOVQ    a+0(FP), SI
+	MOVQ    b+8(FP), DX
+	MOVQ    w+16(FP), DI
+	MOVQ    n+24(FP), CX
+	MOVQ    sums+32(FP), AX
+	MOVQ    wsums+40(FP), BX
+	VMOVUPD 0(AX), Y0             // aa
+	VMOVUPD 32(AX), Y1            // bb
+	VMOVUPD 64(AX), Y2            // ee
+	VMOVUPD 0(BX), Y3             // w: dot
+	VMOVUPD 32(BX), Y4            // w: aa
+	VMOVUPD 64(BX), Y5            // w: bb
+	VMOVUPD 96(BX), Y6            // w: ee
+	SHRQ    $2, CX
+	JZ      bothdone
+
+bothloop:
+	VCVTPS2PD (SI), Y7            // a
+	VCVTPS2PD (DX), Y8            // b
+	VCVTPS2PD (DI), Y9            // w
+	VSUBPD    Y8, Y7, Y10         // d = a-b
+	VMULPD    Y7, Y7, Y11
+	VADDPD    Y11, Y0, Y0
+	VMULPD    Y8, Y8, Y12
+	VADDPD    Y12, Y1, Y1
+	VMULPD    Y10, Y10, Y13
+	VADDPD    Y13, Y2, Y2
+	VMULPD    Y7, Y9, Y14         // w·a
+	VMULPD    Y8, Y14, Y15
+	VADDPD    Y15, Y3, Y3
+	VMULPD    Y7, Y14, Y14
+	VADDPD    Y14, Y4, Y4
+	VMULPD    Y8, Y9, Y11         // w·b
+	VMULPD    Y8, Y11, Y11
+	VADDPD    Y11, Y5, Y5
+	VMULPD    Y10, Y9, Y12        // w·d
+	VMULPD    Y10, Y12, Y12
+	VADDPD    Y12, Y6, Y6
+	ADDQ      $16, SI
+	ADDQ      $16, DX
+	ADDQ      $16, DI
+	DECQ      CX
+	JNZ       bothloop
+
+bothdone:
+	VMOVUPD Y0, 0(AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 0(BX)
+	VMOVUPD Y4, 32(BX)
+	VMOVUPD Y5, 64(BX)
+	VMOVUPD Y6, 96(BX)
 	VZEROUPPER
 	RET

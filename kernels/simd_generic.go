@@ -21,7 +21,7 @@ func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes
 	panic("unreachable")
 }
 
-func quantSimGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes) {
+func quantReconGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32) {
 	panic("unreachable")
 }
 
@@ -36,6 +36,10 @@ func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32) { panic(
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32) { panic("unreachable") }
 
 func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes) { panic("unreachable") }
+
+func simBothAVX2(a, b, w *float32, n int, sums *simLanes, wsums *wsimLanes) {
+	panic("unreachable")
+}
 
 func absMaxAVX2(r, x *float32, n int) { panic("unreachable") }
 

@@ -182,6 +182,15 @@ func TestSharedKernelsMatchReference(t *testing.T) {
 		if !bytes.Equal(fused, want) || !same32(frec, wantRec) || !sameSim(l.similarity(n), similarityRef(x, wantRec)) {
 			t.Fatalf("it %d: INT%d g%d n %d: fused pass differs", it, bits, gs, n)
 		}
+		// Without the sums (the weighted kernels' pass): the same codes and values.
+		clear(fused)
+		for i := range frec {
+			frec[i] = float32(math.NaN())
+		}
+		quantizeGroups(fused, x, scales, mins, bits, gs, frec, nil)
+		if !bytes.Equal(fused, want) || !same32(frec, wantRec) {
+			t.Fatalf("it %d: INT%d g%d n %d: the pass without sums differs", it, bits, gs, n)
+		}
 	}
 }
 
@@ -212,10 +221,7 @@ func weightedSimilarityRef(a, b, w []float32) Similarity {
 	for i := n4; i < len(a); i++ {
 		l.add(0, a[i], b[i], w[i])
 	}
-	return Similarity{
-		Dot: (l.dot[0] + l.dot[1]) + (l.dot[2] + l.dot[3]), AA: (l.aa[0] + l.aa[1]) + (l.aa[2] + l.aa[3]),
-		BB: (l.bb[0] + l.bb[1]) + (l.bb[2] + l.bb[3]), Err2: (l.ee[0] + l.ee[1]) + (l.ee[2] + l.ee[3]), N: int64(len(a)),
-	}
+	return l.similarity(len(a))
 }
 
 // The vector weighted similarity equals the Go lanes bit for bit: every
@@ -242,10 +248,17 @@ func TestWeightedSimilarityMatchesGo(t *testing.T) {
 			a[rng.IntN(n)] = float32(math.NaN())
 			b[rng.IntN(n)] = float32(math.Inf(1 - 2*rng.IntN(2)))
 		}
+		same := func(got, want Similarity) bool {
+			return sameSim(got, want) || (math.IsNaN(got.Err2) && math.IsNaN(want.Err2) && got.N == want.N)
+		}
 		got, want := WeightedSimilarityOf(a, b, w), weightedSimilarityRef(a, b, w)
-		same := sameSim(got, want) || (math.IsNaN(got.Err2) && math.IsNaN(want.Err2) && got.N == want.N)
-		if !same {
+		if !same(got, want) {
 			t.Fatalf("it %d n %d (kernels %s): %+v, Go %+v", it, n, SIMD(), got, want)
+		}
+		// Both in one pass: each bit for bit its own.
+		plain, weighted := SimilaritiesOf(a, b, w)
+		if wantPlain := similarityRef(a, b); !same(plain, wantPlain) || !same(weighted, want) {
+			t.Fatalf("it %d n %d (kernels %s): SimilaritiesOf %+v %+v, Go %+v %+v", it, n, SIMD(), plain, weighted, wantPlain, want)
 		}
 	}
 	// Known values: weights 1 give SimilarityOf's sums and Dot exactly.

@@ -206,13 +206,15 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			if o.NoSimilarity {
 				continue
 			}
+			if wb != nil {
+				s, ws := SimilaritiesOf(blk, recon[:len(blk)], wb)
+				sims[i].Add(s)
+				wsims[i].Add(ws)
+				continue
+			}
 			s := SimilarityOf(blk, recon[:len(blk)])
 			sims[i].Add(s)
-			if wb != nil {
-				wsims[i].Add(WeightedSimilarityOf(blk, recon[:len(blk)], wb))
-			} else {
-				wsims[i].Add(s)
-			}
+			wsims[i].Add(s)
 		}
 	}
 	empty := func(int) int { return 0 }
