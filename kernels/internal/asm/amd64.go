@@ -16,7 +16,11 @@ import "bytes"
 //	weighted:   wd = w*d; wf = w*f; e += wd*d; r += wd; rq += wd*f; q += wf; qq += wf*f
 //
 // each product rounded to float32 before its sum (no FMA), each lane's
-// sums accumulated row by row in order.
+// sums accumulated row by row in order. A sum of a plain term (r += d,
+// q += f, and their weighted forms) is an FMA with 1.0 instead of an add:
+// t·1 is t exactly, so the one rounding is the add's, and the sum leaves
+// the add pipes (which bound these kernels on Zen 3) for the multiply
+// pipes.
 const (
 	offS, offM, offInv, offQmax    = 0, 64, 128, 192
 	offE, offR, offRQ, offQ, offQQ = 0, 64, 128, 192, 256
@@ -31,6 +35,7 @@ const (
 	dComment          = "// d = x - (float32(f*s) + m)"
 	weightLoadComment = "// w"
 	halfSym, zeroSym  = "·half<>(SB)", "·zero<>(SB)"
+	oneSym            = "·one<>(SB)"
 )
 
 func amd64EvalLanes() []byte {
@@ -46,6 +51,11 @@ func amd64EvalLanes() []byte {
 	p(&b, "DATA ·zero<>+16(SB)/8, $0")
 	p(&b, "DATA ·zero<>+24(SB)/8, $0")
 	p(&b, "GLOBL ·zero<>(SB), RODATA|NOPTR, $32")
+	p(&b, "DATA ·one<>+0(SB)/8, $0x3f8000003f800000")
+	p(&b, "DATA ·one<>+8(SB)/8, $0x3f8000003f800000")
+	p(&b, "DATA ·one<>+16(SB)/8, $0x3f8000003f800000")
+	p(&b, "DATA ·one<>+24(SB)/8, $0x3f8000003f800000")
+	p(&b, "GLOBL ·one<>(SB), RODATA|NOPTR, $32")
 	p(&b, "")
 	avx2(&b, avx2Int)
 	avx2(&b, avx2F32Q)
@@ -127,21 +137,21 @@ func avx2(b *bytes.Buffer, kind avx2Kind) {
 			p(b, "\tVMULPS     Y11, Y10, Y14")
 			p(b, "\tVMULPS     Y12, Y13, Y15")
 			p(b, "\tVADDPS     Y15, Y%d, Y%d", e, e)
-			p(b, "\tVADDPS     Y13, Y%d, Y%d", r, r)
+			p(b, "\tVFMADD231PS %s, Y13, Y%d", oneSym, r)
 			p(b, "\tVMULPS     Y11, Y13, Y15")
 			p(b, "\tVADDPS     Y15, Y%d, Y%d", rq, rq)
-			p(b, "\tVADDPS     Y14, Y%d, Y%d", q, q)
+			p(b, "\tVFMADD231PS %s, Y14, Y%d", oneSym, q)
 			p(b, "\tVMULPS     Y11, Y14, Y15")
 			p(b, "\tVADDPS     Y15, Y%d, Y%d", qq, qq)
 			continue
 		}
 		p(b, "\tVMULPS     Y12, Y12, Y13")
 		p(b, "\tVADDPS     Y13, Y%d, Y%d", e, e)
-		p(b, "\tVADDPS     Y12, Y%d, Y%d", r, r)
+		p(b, "\tVFMADD231PS %s, Y12, Y%d", oneSym, r)
 		p(b, "\tVMULPS     Y11, Y12, Y13")
 		p(b, "\tVADDPS     Y13, Y%d, Y%d", rq, rq)
 		if kind == avx2F32Q {
-			p(b, "\tVADDPS     Y11, Y%d, Y%d", q, q)
+			p(b, "\tVFMADD231PS %s, Y11, Y%d", oneSym, q)
 			p(b, "\tVFMADD231PS Y11, Y11, Y%d", qq)
 			continue
 		}

@@ -14,6 +14,11 @@ DATA ·zero<>+8(SB)/8, $0
 DATA ·zero<>+16(SB)/8, $0
 DATA ·zero<>+24(SB)/8, $0
 GLOBL ·zero<>(SB), RODATA|NOPTR, $32
+DATA ·one<>+0(SB)/8, $0x3f8000003f800000
+DATA ·one<>+8(SB)/8, $0x3f8000003f800000
+DATA ·one<>+16(SB)/8, $0x3f8000003f800000
+DATA ·one<>+24(SB)/8, $0x3f8000003f800000
+GLOBL ·one<>(SB), RODATA|NOPTR, $32
 
 // func evalLanesAVX2(xt *float32, rows int, a *laneArgs, o *laneOut)
 TEXT ·evalLanesAVX2(SB), NOSPLIT, $0-32
@@ -46,7 +51,7 @@ loop:
 	VSUBPS     Y12, Y10, Y12 // d = x - (float32(f*s) + m)
 	VMULPS     Y12, Y12, Y13
 	VADDPS     Y13, Y0, Y0
-	VADDPS     Y12, Y1, Y1
+	VFMADD231PS ·one<>(SB), Y12, Y1
 	VMULPS     Y11, Y12, Y13
 	VADDPS     Y13, Y2, Y2
 	VCVTTPS2DQ Y11, Y13
@@ -66,7 +71,7 @@ loop:
 	VSUBPS     Y12, Y10, Y12 // d = x - (float32(f*s) + m)
 	VMULPS     Y12, Y12, Y13
 	VADDPS     Y13, Y5, Y5
-	VADDPS     Y12, Y6, Y6
+	VFMADD231PS ·one<>(SB), Y12, Y6
 	VMULPS     Y11, Y12, Y13
 	VADDPS     Y13, Y7, Y7
 	VCVTTPS2DQ Y11, Y13
@@ -124,10 +129,10 @@ loop:
 	VSUBPS     Y12, Y10, Y12 // d = x - (float32(f*s) + m)
 	VMULPS     Y12, Y12, Y13
 	VADDPS     Y13, Y0, Y0
-	VADDPS     Y12, Y1, Y1
+	VFMADD231PS ·one<>(SB), Y12, Y1
 	VMULPS     Y11, Y12, Y13
 	VADDPS     Y13, Y2, Y2
-	VADDPS     Y11, Y3, Y3
+	VFMADD231PS ·one<>(SB), Y11, Y3
 	VFMADD231PS Y11, Y11, Y4
 	VMOVUPS    32(SI), Y10
 	VSUBPS     96(AX), Y10, Y11
@@ -141,10 +146,10 @@ loop:
 	VSUBPS     Y12, Y10, Y12 // d = x - (float32(f*s) + m)
 	VMULPS     Y12, Y12, Y13
 	VADDPS     Y13, Y5, Y5
-	VADDPS     Y12, Y6, Y6
+	VFMADD231PS ·one<>(SB), Y12, Y6
 	VMULPS     Y11, Y12, Y13
 	VADDPS     Y13, Y7, Y7
-	VADDPS     Y11, Y8, Y8
+	VFMADD231PS ·one<>(SB), Y11, Y8
 	VFMADD231PS Y11, Y11, Y9
 	ADDQ $64, SI
 	DECQ CX
@@ -202,10 +207,10 @@ loop:
 	VMULPS     Y11, Y10, Y14
 	VMULPS     Y12, Y13, Y15
 	VADDPS     Y15, Y0, Y0
-	VADDPS     Y13, Y1, Y1
+	VFMADD231PS ·one<>(SB), Y13, Y1
 	VMULPS     Y11, Y13, Y15
 	VADDPS     Y15, Y2, Y2
-	VADDPS     Y14, Y3, Y3
+	VFMADD231PS ·one<>(SB), Y14, Y3
 	VMULPS     Y11, Y14, Y15
 	VADDPS     Y15, Y4, Y4
 	VMOVUPS    32(SI), Y10
@@ -223,10 +228,10 @@ loop:
 	VMULPS     Y11, Y10, Y14
 	VMULPS     Y12, Y13, Y15
 	VADDPS     Y15, Y5, Y5
-	VADDPS     Y13, Y6, Y6
+	VFMADD231PS ·one<>(SB), Y13, Y6
 	VMULPS     Y11, Y13, Y15
 	VADDPS     Y15, Y7, Y7
-	VADDPS     Y14, Y8, Y8
+	VFMADD231PS ·one<>(SB), Y14, Y8
 	VMULPS     Y11, Y14, Y15
 	VADDPS     Y15, Y9, Y9
 	ADDQ $64, SI
