@@ -14,6 +14,11 @@ DATA ·halves<>+8(SB)/8, $0x3f0000003f000000
 DATA ·halves<>+16(SB)/8, $0x3f0000003f000000
 DATA ·halves<>+24(SB)/8, $0x3f0000003f000000
 GLOBL ·halves<>(SB), RODATA|NOPTR, $32
+DATA ·ones<>+0(SB)/8, $0x3f8000003f800000
+DATA ·ones<>+8(SB)/8, $0x3f8000003f800000
+DATA ·ones<>+16(SB)/8, $0x3f8000003f800000
+DATA ·ones<>+24(SB)/8, $0x3f8000003f800000
+GLOBL ·ones<>(SB), RODATA|NOPTR, $32
 
 // PASSPARAMS: the prologue of statsPassUAVX2 and statsPassAVX2 (their
 // arguments lb, p, at, j0, f into SI, AX, BX, DX, DI): p's b and inv for
@@ -167,7 +172,10 @@ mdone:
 
 
 // UROW: one row of statsPassUAVX2 at off(SI), its Σv·c into acc (AX the
-// params, Y12 0.5, Y15 0; Y0 Σc, Y1 Σc²).
+// params, Y12 0.5, Y15 0; Y0 Σc, Y1 Σc²). The clamped t truncates in
+// place (VROUNDPS: int32 and back gives the same for t in [0, qmax]);
+// Σc and Σc² are FMAs (c·1 and c·c are exact: the one rounding is the
+// add's), which the multiply pipes take off the add pipes.
 #define UROW(off, acc) \
 	VMOVUPS    off(SI), Y10; \
 	VSUBPS     0(AX), Y10, Y11; \
@@ -175,13 +183,11 @@ mdone:
 	VADDPS     Y12, Y11, Y11; \
 	VMAXPS     Y15, Y11, Y11; \
 	VMINPS     64(AX), Y11, Y11; \
-	VCVTTPS2DQ Y11, Y11; \
-	VCVTDQ2PS  Y11, Y11; \
-	VADDPS     Y11, Y0, Y0; \
+	VROUNDPS   $3, Y11, Y11; \
+	VFMADD231PS ·ones<>(SB), Y11, Y0; \
 	VMULPS     Y11, Y10, Y10; \
 	VADDPS     Y10, acc, acc; \
-	VMULPS     Y11, Y11, Y11; \
-	VADDPS     Y11, Y1, Y1
+	VFMADD231PS Y11, Y11, Y1
 
 // MROW: one row of momentsLanesUAVX2 at off(SI) into Σx sum and Σx² sq
 // (Y6, Y7 the range keys).
