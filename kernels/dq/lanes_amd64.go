@@ -79,9 +79,16 @@ func statsPass(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs) bool {
 	if !useAVX2 {
 		return false
 	}
-	statsPassAVX2(lb, p, at, j0, f)
+	if p.qmax <= 15 {
+		statsPass4AVX2(lb, p, at, j0, f)
+	} else {
+		statsPassAVX2(lb, p, at, j0, f)
+	}
 	return true
 }
 
 //go:noescape
 func statsPassAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
+
+//go:noescape
+func statsPass4AVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)

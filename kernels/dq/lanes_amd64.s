@@ -57,12 +57,14 @@ GLOBL ·ones<>(SB), RODATA|NOPTR, $32
 	VBLENDVPD    mask, off(DI), Y10, Y10; \
 	VMOVUPD      Y10, off(DI)
 
-// WROWS(loop, done): statsPassAVX2's rows (SI the values, AX the params,
-// CX the rows) into Y5/Y6 Σw·c, Y7/Y8 Σw·c·c and Y9/Y10 Σw·c·v (lanes
-// 0-3/4-7); the weights follow the values at 1024(SI). Per row: t =
+// WROWS(loop, done, XQ): statsPassAVX2's rows (SI the values, AX the
+// params, CX the rows) into Y5/Y6 Σw·c, Y7/Y8 Σw·c·c and Y9/Y10 Σw·c·v
+// (lanes 0-3/4-7); the weights follow the values at 1024(SI). Per row: t =
 // (v-b)·inv + 0.5 in float32, c = clamp(int32(t), 0, qmax) (0x80000000
-// when out of range), wc = float64(w)·c, then Σwc, Σwc·c, Σwc·float64(v).
-#define WROWS(loop, done) \
+// when out of range), wc = float64(w)·c, then Σwc, Σwc·c, Σwc·float64(v),
+// the last by XQ (XQMUL or XQFMA). wc·c is exact in float64 (24 + 16
+// bits), so its sum is an FMA: the same one rounding.
+#define WROWS(loop, done, XQ) \
 	LEAQ         1024(SI), DX; \
 	VMOVUPS      0(AX), Y0; \
 	VMOVUPS      32(AX), Y1; \
@@ -96,21 +98,49 @@ loop: \
 	VMULPD       Y12, Y15, Y15; \
 	VADDPD       Y14, Y5, Y5; \
 	VADDPD       Y15, Y6, Y6; \
-	VMULPD       Y14, Y13, Y13; \
-	VMULPD       Y15, Y12, Y12; \
-	VADDPD       Y13, Y7, Y7; \
-	VADDPD       Y12, Y8, Y8; \
+	VFMADD231PD  Y13, Y14, Y7; \
+	VFMADD231PD  Y12, Y15, Y8; \
 	VCVTPS2PD    X11, Y13; \
 	VEXTRACTF128 $1, Y11, X11; \
 	VCVTPS2PD    X11, Y11; \
-	VMULPD       Y14, Y13, Y13; \
-	VMULPD       Y15, Y11, Y11; \
-	VADDPD       Y13, Y9, Y9; \
-	VADDPD       Y11, Y10, Y10; \
+	XQ; \
 	ADDQ         $32, SI; \
 	ADDQ         $32, DX; \
 	DECQ         CX; \
 	JNZ          loop;
+
+// XQMUL: Σwc·v with the product rounded to float64 before its sum.
+#define XQMUL \
+	VMULPD       Y14, Y13, Y13; \
+	VMULPD       Y15, Y11, Y11; \
+	VADDPD       Y13, Y9, Y9; \
+	VADDPD       Y11, Y10, Y10
+
+// XQFMA: XQMUL for c <= 15, where wc·v is exact in float64 (24 + 4 + 24
+// bits), as one FMA each.
+#define XQFMA \
+	VFMADD231PD  Y14, Y13, Y9; \
+	VFMADD231PD  Y15, Y11, Y10
+
+// WSTORE: statsPassAVX2's sums of the lanes on into f's q, qq and xq.
+#define WSTORE \
+	VPMOVSXDQ    100(AX), Y11; \
+	VPMOVSXDQ    116(AX), Y12; \
+	VPCMPEQD     Y13, Y13, Y13; \
+	VPXOR        Y13, Y11, Y11; \
+	VPXOR        Y13, Y12, Y12; \
+	VBLENDVPD    Y11, 512(DI), Y5, Y5; \
+	VMOVUPD      Y5, 512(DI); \
+	VBLENDVPD    Y12, 544(DI), Y6, Y6; \
+	VMOVUPD      Y6, 544(DI); \
+	VBLENDVPD    Y11, 640(DI), Y7, Y7; \
+	VMOVUPD      Y7, 640(DI); \
+	VBLENDVPD    Y12, 672(DI), Y8, Y8; \
+	VMOVUPD      Y8, 672(DI); \
+	VBLENDVPD    Y11, 768(DI), Y9, Y9; \
+	VMOVUPD      Y9, 768(DI); \
+	VBLENDVPD    Y12, 800(DI), Y10, Y10; \
+	VMOVUPD      Y10, 800(DI)
 
 // func momentsLanesAVX2(lb *laneBlock, o *laneSums)
 TEXT ·momentsLanesAVX2(SB), NOSPLIT, $0-16
@@ -388,31 +418,28 @@ pdone:
 // func statsPassAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
 // lockstep.stats' weighted pass of sub-blocks j0..j0+7: their params
 // from at (PASSPARAMS), statsLanesGo's sums (the same float32 code and
-// float64 products and sums per lane, row by row, no FMA), and f's q, qq
-// and xq of the sub-blocks on.
+// float64 products and sums per lane, row by row; an FMA only where its
+// product is exact), and f's q, qq and xq of the sub-blocks on.
 TEXT ·statsPassAVX2(SB), NOSPLIT, $0-40
 	PASSPARAMS
 	LEAQ         (DI)(DX*8), DI      // f's arrays from j0
 	MOVQ         2048(SI), CX
-	WROWS(wloop, wdone)
+	WROWS(wloop, wdone, XQMUL)
 
 wdone:
-	VPMOVSXDQ    100(AX), Y11        // on, lanes 0-3 as float64 masks
-	VPMOVSXDQ    116(AX), Y12        // lanes 4-7
-	VPCMPEQD     Y13, Y13, Y13
-	VPXOR        Y13, Y11, Y11       // off
-	VPXOR        Y13, Y12, Y12
-	VBLENDVPD    Y11, 512(DI), Y5, Y5
-	VMOVUPD      Y5, 512(DI)
-	VBLENDVPD    Y12, 544(DI), Y6, Y6
-	VMOVUPD      Y6, 544(DI)
-	VBLENDVPD    Y11, 640(DI), Y7, Y7
-	VMOVUPD      Y7, 640(DI)
-	VBLENDVPD    Y12, 672(DI), Y8, Y8
-	VMOVUPD      Y8, 672(DI)
-	VBLENDVPD    Y11, 768(DI), Y9, Y9
-	VMOVUPD      Y9, 768(DI)
-	VBLENDVPD    Y12, 800(DI), Y10, Y10
-	VMOVUPD      Y10, 800(DI)
+	WSTORE
+	VZEROUPPER
+	RET
+
+// func statsPass4AVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
+// statsPassAVX2 for qmax <= 15, its Σwc·v by FMA (exact products).
+TEXT ·statsPass4AVX2(SB), NOSPLIT, $0-40
+	PASSPARAMS
+	LEAQ         (DI)(DX*8), DI      // f's arrays from j0
+	MOVQ         2048(SI), CX
+	WROWS(w4loop, w4done, XQFMA)
+
+w4done:
+	WSTORE
 	VZEROUPPER
 	RET
