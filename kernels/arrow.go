@@ -483,7 +483,48 @@ func execCosine(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult)
 
 // fusedBlock is the number of elements processed per cache-resident block;
 // a multiple of every group size.
-const fusedBlock = 4096
+const fusedBlock = FusedBlockElems
+
+// FusedBlockElems is the block of a row the fused kernels quantize at a
+// time: a row's similarity sums are SimilarityOf's of each block against
+// its reconstruction, added in block order (Similarity.Add).
+const FusedBlockElems = 4096
+
+// fusedScratch are the fused kernels' block buffers (values, scaled
+// values, reconstruction: two of each, so that blockSims can hold a
+// block while the next one is made; weights).
+type fusedScratch struct {
+	x, y, recon [2][fusedBlock]float32
+	w           [fusedBlock]float32
+}
+
+// blockSims adds the similarities of a row's blocks to *sum in block
+// order, two blocks at a time (similarityPair): add holds a block back
+// until the next one comes, so its slices must stay unchanged until the
+// next add or flush.
+type blockSims struct {
+	sum  *Similarity
+	x, r []float32 // the block held back, and its reconstruction
+}
+
+func (b *blockSims) add(x, recon []float32) {
+	if b.x == nil {
+		b.x, b.r = x, recon
+		return
+	}
+	s1, s2 := similarityPair(b.x, b.r, x, recon)
+	b.sum.Add(s1)
+	b.sum.Add(s2)
+	b.x, b.r = nil, nil
+}
+
+// flush adds the block held back, if any.
+func (b *blockSims) flush() {
+	if b.x != nil {
+		b.sum.Add(SimilarityOf(b.x, b.r))
+		b.x, b.r = nil, nil
+	}
+}
 
 func newQuantizeFunction(m Method) compute.Function {
 	run := func(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult) error {
@@ -567,7 +608,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	codeOffsets, codeData := newBinaryBuffers(mem, n, func(i int) int64 { return PackedLen(int64(in.len(i)), o.Bits) })
 	offs := arrow.Int32Traits.CastFromBytes(codeOffsets.Bytes())
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	var recon, wbuf, xbuf, ybuf [fusedBlock]float32
+	var buf fusedScratch
 	codes := codeData.Bytes()
 	for i := 0; i < n; i++ {
 		rowLen := in.len(i)
@@ -577,13 +618,16 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 		}
 		rowCodes := codes[offs[i]:offs[i+1]]
 		sc, mn := scales.uint16s(i), mins.uint16s(i)
+		bs := blockSims{sum: &sims[i]}
 		for start := 0; start < rowLen; start += fusedBlock {
-			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), xbuf[:], ybuf[:]) // block by block, in cache
+			// This block's buffers (its predecessor may be held in the other).
+			k := start / fusedBlock & 1
+			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), buf.x[k][:], buf.y[k][:]) // block by block, in cache
 			g0 := start / o.GroupSize
 			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
 			var wb []float32
 			if w != nil {
-				wb = blockWeights(w, rowLen, start, len(blk), wbuf[:])
+				wb = blockWeights(w, rowLen, start, len(blk), buf.w[:])
 			}
 			if err := params(blk, wb, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
 				scales.finish().Release()
@@ -594,22 +638,21 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 			}
 			c0, c1 := start*o.Bits/8, int(int64(start)*int64(o.Bits)/8+PackedLen(int64(len(blk)), o.Bits))
 			if o.NoSimilarity {
-				quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, nil, nil)
+				quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, nil)
 				continue
 			}
+			// PackGroups and DequantizeGroups in one pass, then the similarities.
+			recon := buf.recon[k][:len(blk)]
+			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon)
 			if wb != nil {
-				// PackGroups and DequantizeGroups, then both similarities in one pass.
-				quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon[:len(blk)], nil)
-				s, ws := SimilaritiesOf(blk, recon[:len(blk)], wb)
+				s, ws := SimilaritiesOf(blk, recon, wb)
 				sims[i].Add(s)
 				wsims[i].Add(ws)
 				continue
 			}
-			// PackGroups, DequantizeGroups and SimilarityOf in one pass.
-			var lanes simLanes
-			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon[:len(blk)], &lanes)
-			sims[i].Add(lanes.similarity(len(blk)))
+			bs.add(blk, recon)
 		}
+		bs.flush()
 	}
 	codesData := binaryData(n, codeOffsets, codeData)
 	if weighted {

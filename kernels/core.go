@@ -200,7 +200,7 @@ func PackGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize 
 	if bits != 2 && bits != 4 && bits != 8 {
 		panic(fmt.Sprintf("kernels: unsupported bit width %d", bits))
 	}
-	quantizeGroups(dst, x, scales, mins, bits, groupSize, nil, nil)
+	quantizeGroups(dst, x, scales, mins, bits, groupSize, nil)
 }
 
 // quantCode is the fast-path code formula; inv == 0 yields code 0. The
@@ -423,6 +423,24 @@ func WeightedSimilarityOf(a, b, w []float32) Similarity {
 		l.add(0, a[i], b[i], w[i])
 	}
 	return l.similarity(len(a))
+}
+
+// similarityPair is (SimilarityOf(a1, b1), SimilarityOf(a2, b2)), bit for
+// bit: two blocks' sums side by side in one pass, which runs faster than
+// two (one block's float64 chains wait on their adds). Each block's
+// elements past the shorter one's go on in its own lanes.
+func similarityPair(a1, b1, a2, b2 []float32) (Similarity, Similarity) {
+	b1, b2 = b1[:len(a1)], b2[:len(a2)]
+	var l1, l2 simLanes
+	c := min(len(a1), len(a2)) &^ 3
+	if useAVX2 && c > 0 {
+		sim2AVX2(&a1[0], &b1[0], &a2[0], &b2[0], c, &l1, &l2)
+	} else {
+		c = 0
+	}
+	simLanesOf(&l1, a1[c:], b1[c:])
+	simLanesOf(&l2, a2[c:], b2[c:])
+	return l1.similarity(len(a1)), l2.similarity(len(a2))
 }
 
 // SimilaritiesOf is (SimilarityOf(a, b), WeightedSimilarityOf(a, b, w)),

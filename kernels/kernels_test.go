@@ -316,3 +316,35 @@ func TestFusedQuantizeEqualsComposition(t *testing.T) {
 		values.Release()
 	}
 }
+
+// The fused kernel's similarity sums are those of its output against the
+// input, block by block (methodtest.BlockSimilarity), bit for bit: rows
+// of one block, two (the second ragged), three, five, and shorter ones.
+func TestFusedSimilarityIsBlockwise(t *testing.T) {
+	e := newEnv(t)
+	b := FusedBlockElems
+	rows := [][]float32{
+		methodtest.Normal(b+1000, 1), methodtest.Normal(3*b+5, 2), methodtest.Normal(5*b, 3),
+		methodtest.Normal(b, 4), methodtest.Normal(37, 5), {},
+	}
+	values := e.ListF32(rows...)
+	defer values.Release()
+	for _, method := range []string{"minmax", "lsq"} {
+		for _, bits := range []int{2, 4, 8} {
+			want := e.Composed(method, values, bits, 128)
+			got, err := e.Fused(method, values, bits, 128)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for r, x := range rows {
+				if string(got[r].Codes) != string(want[r].Codes) {
+					t.Fatalf("%s INT%d row %d: codes differ", method, bits, r)
+				}
+				ref := methodtest.BlockSimilarity(x, want[r].Recon)
+				if s := got[r].Sim; s.AA != ref.AA || s.BB != ref.BB || s.Err2 != ref.Err2 || s.N != ref.N {
+					t.Fatalf("%s INT%d row %d (%d values): fused sums %+v, block by block %+v", method, bits, r, len(x), s, ref)
+				}
+			}
+		}
+	}
+}

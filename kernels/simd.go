@@ -61,36 +61,27 @@ func simLanesOf(l *simLanes, a, b []float32) {
 	}
 }
 
-// quantChunk is the most elements quantSim handles at once.
+// quantChunk is the most elements quantRecon handles at once.
 const quantChunk = 4096
 
-// quantSim quantizes x (len <= quantChunk) with p: one code per byte into
-// codes, the reconstruction into recon, and the similarity of x against
-// it into the lanes. x starts at lane 0 (a multiple of 4 elements into
-// its block); its elements past a multiple of 4 go to lane 0 (x ends its
-// block then).
-func quantSim(x []float32, p *quantArgs, codes []uint8, recon []float32, l *simLanes) {
+// quantRecon quantizes x (len <= quantChunk) with p: one code per byte
+// into codes and the reconstruction into recon.
+func quantRecon(x []float32, p *quantArgs, codes []uint8, recon []float32) {
 	n4 := len(x) &^ 3
 	codes, recon = codes[:len(x)], recon[:len(x)]
 	if useAVX2 && n4 > 0 {
-		quantSimAVX2(&x[0], n4, p, &codes[0], &recon[0], l)
+		quantReconAVX2(&x[0], n4, p, &codes[0], &recon[0])
 	} else {
-		for i := 0; i < n4; i++ {
-			f := codeOf(x[i], p)
-			codes[i] = uint8(f)
-			recon[i] = float32(f*p.s) + p.m
-			l.add(i&3, x[i], recon[i])
-		}
+		n4 = 0
 	}
 	for i := n4; i < len(x); i++ {
 		f := codeOf(x[i], p)
 		codes[i] = uint8(f)
 		recon[i] = float32(f*p.s) + p.m
-		l.add(0, x[i], recon[i])
 	}
 }
 
-// quantCodes is quantSim's codes alone.
+// quantCodes is quantRecon's codes alone.
 func quantCodes(x []float32, p *quantArgs, codes []uint8) {
 	n8 := len(x) &^ 7
 	codes = codes[:len(x)]
@@ -167,11 +158,10 @@ func packCodes(dst []byte, start int, codes []uint8, bits int) {
 }
 
 // quantizeGroups quantizes x with per-group fp16 params into packed codes
-// (dst, PackedLen(len(x), bits) bytes), the reconstruction (recon, len(x)
-// values) and the similarity lanes: PackGroups, DequantizeGroups and
-// SimilarityOf in one pass. With l nil, no sums; with recon nil too, the
-// codes only.
-func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize int, recon []float32, l *simLanes) {
+// (dst, PackedLen(len(x), bits) bytes) and the reconstruction (recon,
+// len(x) values): PackGroups and DequantizeGroups in one pass. With recon
+// nil, the codes only.
+func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupSize int, recon []float32) {
 	var codes [quantChunk]uint8
 	qmax := float32(QMax(bits))
 	g := 0
@@ -191,17 +181,10 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 				quantCodesGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0])
 			} else {
 				quantReconGroupsAVX2(&x[start], n, groupSize, &p[0], &cs[0], &recon[start])
-				if l != nil {
-					simAVX2(&x[start], &recon[start], n*groupSize, l)
-				}
 			}
 			packCodes(dst, start, cs, bits)
 			g += n
 		}
-	}
-	sums := l
-	if sums == nil {
-		sums = new(simLanes) // quantSim's sums of a recon without them: unused
 	}
 	for ; g*groupSize < len(x); g++ {
 		start := g * groupSize
@@ -212,7 +195,7 @@ func quantizeGroups(dst []byte, x []float32, scales, mins []uint16, bits, groupS
 			if recon == nil {
 				quantCodes(part, &p, codes[:len(part)])
 			} else {
-				quantSim(part, &p, codes[:len(part)], recon[c:c+len(part)], sums)
+				quantRecon(part, &p, codes[:len(part)], recon[c:c+len(part)])
 			}
 			packCodes(dst, c, codes[:len(part)], bits)
 		}

@@ -19,7 +19,7 @@ func SIMD() string {
 func minMaxKeysAVX2(x *float32, n int) (lo, hi int32)
 
 //go:noescape
-func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+func quantReconAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32)
 
 //go:noescape
 func quantReconGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32)
@@ -47,6 +47,9 @@ func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
 
 //go:noescape
 func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
+
+//go:noescape
+func sim2AVX2(a1, b1, a2, b2 *float32, n int, s1, s2 *simLanes)
 
 //go:noescape
 func simBothAVX2(a, b, w *float32, n int, sums *simLanes, wsums *wsimLanes)

@@ -100,58 +100,27 @@ reduce:
 	VADDPS       Y13, Y4, Y4; \
 	VMOVUPS      Y4, (DX)
 
-// QUANTSIM8: RECON8, then the similarity sums of the 8 values, elements
-// 0-3 then 4-7 into the four float64 lanes (Y0 aa, Y1 bb, Y2 ee).
-#define QUANTSIM8 \
-	RECON8; \
-	VCVTPS2PD    X3, Y5; \
-	VCVTPS2PD    X4, Y6; \
-	VSUBPD       Y6, Y5, Y7; \
-	VMULPD       Y5, Y5, Y5; \
-	VADDPD       Y5, Y0, Y0; \
-	VMULPD       Y6, Y6, Y6; \
-	VADDPD       Y6, Y1, Y1; \
-	VMULPD       Y7, Y7, Y7; \
-	VADDPD       Y7, Y2, Y2; \
-	VEXTRACTF128 $1, Y3, X3; \
-	VEXTRACTF128 $1, Y4, X4; \
-	VCVTPS2PD    X3, Y5; \
-	VCVTPS2PD    X4, Y6; \
-	VSUBPD       Y6, Y5, Y7; \
-	VMULPD       Y5, Y5, Y5; \
-	VADDPD       Y5, Y0, Y0; \
-	VMULPD       Y6, Y6, Y6; \
-	VADDPD       Y6, Y1, Y1; \
-	VMULPD       Y7, Y7, Y7; \
-	VADDPD       Y7, Y2, Y2
-
-// func quantSimAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32, sums *simLanes)
+// func quantReconAVX2(x *float32, n int, p *quantArgs, codes *uint8, recon *float32)
 // n a multiple of 4. Per element, as quantCode and DequantizeValue:
 // f = trunc(clamp(float32(float32(v-m)*inv) + 0.5, 0, qmax)), code byte
-// int(f), x̂ = float32(f*s) + m; then SimilarityOf's float64 sums in four
-// lanes (element i in lane i%4, in order): aa += v², bb += x̂², ee += (v-x̂)².
+// int(f), x̂ = float32(f*s) + m.
 // quantArgs: s, m, inv, qmax float32 (bytes 0, 4, 8, 12).
-// simLanes: aa, bb, ee [4]float64 (bytes 0, 32, 64).
-TEXT ·quantSimAVX2(SB), NOSPLIT, $0-48
+TEXT ·quantReconAVX2(SB), NOSPLIT, $0-40
 	MOVQ         x+0(FP), SI
 	MOVQ         n+8(FP), CX
 	MOVQ         p+16(FP), AX
 	MOVQ         codes+24(FP), DI
 	MOVQ         recon+32(FP), DX
-	MOVQ         sums+40(FP), BX
 	VBROADCASTSS 0(AX), Y12       // s
 	VBROADCASTSS 4(AX), Y13       // m
 	VBROADCASTSS 8(AX), Y14       // inv
 	VBROADCASTSS 12(AX), Y15      // qmax
-	VMOVUPD      0(BX), Y0        // aa
-	VMOVUPD      32(BX), Y1       // bb
-	VMOVUPD      64(BX), Y2       // ee
 	VXORPS       Y11, Y11, Y11    // 0
 	CMPQ         CX, $8
 	JLT          tail4
 
 loop8:
-	QUANTSIM8
+	RECON8
 	ADDQ         $32, SI
 	ADDQ         $8, DI
 	ADDQ         $32, DX
@@ -176,29 +145,17 @@ tail4:
 	VMULPS       X12, X4, X4
 	VADDPS       X13, X4, X4
 	VMOVUPS      X4, (DX)
-	VCVTPS2PD    X3, Y5
-	VCVTPS2PD    X4, Y6
-	VSUBPD       Y6, Y5, Y7
-	VMULPD       Y5, Y5, Y5
-	VADDPD       Y5, Y0, Y0
-	VMULPD       Y6, Y6, Y6
-	VADDPD       Y6, Y1, Y1
-	VMULPD       Y7, Y7, Y7
-	VADDPD       Y7, Y2, Y2
 
 done:
-	VMOVUPD Y0, 0(BX)
-	VMOVUPD Y1, 32(BX)
-	VMOVUPD Y2, 64(BX)
 	VZEROUPPER
 	RET
 
 // func quantReconGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32)
 // The codes and reconstruction of groups whole groups in a row, group g
-// with p[g] (groupSize a multiple of 8), as quantSimAVX2 per group.
-// Without the sums: simAVX2 over the span afterwards adds them in the
-// same order, and two loops run faster than one that does both (the sums'
-// float64 chains and the codes' conversions compete for the same pipes).
+// with p[g] (groupSize a multiple of 8), as quantReconAVX2 per group. The
+// similarity sums are a pass of their own (simAVX2, sim2AVX2): one loop
+// doing both ran slower than the two (the sums' float64 chains and the
+// codes' conversions compete for the same pipes).
 TEXT ·quantReconGroupsAVX2(SB), NOSPLIT, $0-48
 	MOVQ   x+0(FP), SI
 	MOVQ   groups+8(FP), R8
@@ -271,7 +228,7 @@ cgdone:
 	RET
 
 // func quantCodesAVX2(x *float32, n int, p *quantArgs, codes *uint8)
-// n a multiple of 8: quantSimAVX2's code bytes alone.
+// n a multiple of 8: quantReconAVX2's code bytes alone.
 TEXT ·quantCodesAVX2(SB), NOSPLIT, $0-32
 	MOVQ         x+0(FP), SI
 	MOVQ         n+8(FP), CX
@@ -832,7 +789,8 @@ pc2done:
 
 // func simBothAVX2(a, b, w *float32, n int, sums *simLanes, wsums *wsimLanes)
 // simAVX2 and wsimAVX2 of the same a, b (and w) in one pass: n a multiple
-// of 4, every sum's products and additions as in those two.
+// of 4, every sum's products and additions as in those two (the exact
+// squares a² and b² as FMAs).
 TEXT ·simBothAVX2(SB), NOSPLIT, $0-48
 	MOVQ    a+0(FP), SI
 	MOVQ    b+8(FP), DX
@@ -855,10 +813,8 @@ bothloop:
 	VCVTPS2PD (DX), Y8            // b
 	VCVTPS2PD (DI), Y9            // w
 	VSUBPD    Y8, Y7, Y10         // d = a-b
-	VMULPD    Y7, Y7, Y11
-	VADDPD    Y11, Y0, Y0
-	VMULPD    Y8, Y8, Y12
-	VADDPD    Y12, Y1, Y1
+	VFMADD231PD Y7, Y7, Y0        // a², b²: exact, one rounding as add
+	VFMADD231PD Y8, Y8, Y1
 	VMULPD    Y10, Y10, Y13
 	VADDPD    Y13, Y2, Y2
 	VMULPD    Y7, Y9, Y14         // w·a
@@ -886,5 +842,61 @@ bothdone:
 	VMOVUPD Y4, 32(BX)
 	VMOVUPD Y5, 64(BX)
 	VMOVUPD Y6, 96(BX)
+	VZEROUPPER
+	RET
+
+// func sim2AVX2(a1, b1, a2, b2 *float32, n int, s1, s2 *simLanes)
+// simAVX2 of (a1, b1) into s1 and of (a2, b2) into s2, n a multiple of 4:
+// each sum added in its own order, so each is simAVX2's bit for bit. The
+// squares of a and b are exact in float64, so their sums are FMAs (the
+// one rounding is the add's): fewer operations, and the FMA's longer
+// latency is hidden by the other block's chains (one block alone is bound
+// by it).
+TEXT ·sim2AVX2(SB), NOSPLIT, $0-56
+	MOVQ    a1+0(FP), SI
+	MOVQ    b1+8(FP), DX
+	MOVQ    a2+16(FP), R8
+	MOVQ    b2+24(FP), R9
+	MOVQ    n+32(FP), CX
+	MOVQ    s1+40(FP), AX
+	MOVQ    s2+48(FP), BX
+	VMOVUPD 0(AX), Y0
+	VMOVUPD 32(AX), Y1
+	VMOVUPD 64(AX), Y2
+	VMOVUPD 0(BX), Y3
+	VMOVUPD 32(BX), Y4
+	VMOVUPD 64(BX), Y5
+	SHRQ    $2, CX
+	JZ      sim2done
+
+sim2loop:
+	VCVTPS2PD (SI), Y6
+	VCVTPS2PD (DX), Y7
+	VSUBPD    Y7, Y6, Y8
+	VFMADD231PD Y6, Y6, Y0
+	VFMADD231PD Y7, Y7, Y1
+	VMULPD    Y8, Y8, Y8
+	VADDPD    Y8, Y2, Y2
+	VCVTPS2PD (R8), Y9
+	VCVTPS2PD (R9), Y10
+	VSUBPD    Y10, Y9, Y11
+	VFMADD231PD Y9, Y9, Y3
+	VFMADD231PD Y10, Y10, Y4
+	VMULPD    Y11, Y11, Y11
+	VADDPD    Y11, Y5, Y5
+	ADDQ      $16, SI
+	ADDQ      $16, DX
+	ADDQ      $16, R8
+	ADDQ      $16, R9
+	DECQ      CX
+	JNZ       sim2loop
+
+sim2done:
+	VMOVUPD Y0, 0(AX)
+	VMOVUPD Y1, 32(AX)
+	VMOVUPD Y2, 64(AX)
+	VMOVUPD Y3, 0(BX)
+	VMOVUPD Y4, 32(BX)
+	VMOVUPD Y5, 64(BX)
 	VZEROUPPER
 	RET

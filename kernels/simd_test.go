@@ -174,41 +174,15 @@ func TestSharedKernelsMatchReference(t *testing.T) {
 		if got, want := SimilarityOf(x, rec), similarityRef(x, wantRec); !sameSim(got, want) {
 			t.Fatalf("it %d: similarity %+v, reference %+v", it, got, want)
 		}
-		// The fused pass.
-		var l simLanes
+		// The fused pass: the same codes and values.
 		fused := make([]byte, len(want))
 		frec := make([]float32, n)
-		quantizeGroups(fused, x, scales, mins, bits, gs, frec, &l)
-		if !bytes.Equal(fused, want) || !same32(frec, wantRec) || !sameSim(l.similarity(n), similarityRef(x, wantRec)) {
-			t.Fatalf("it %d: INT%d g%d n %d: fused pass differs", it, bits, gs, n)
-		}
-		// Without the sums (the weighted kernels' pass): the same codes and values.
-		clear(fused)
 		for i := range frec {
 			frec[i] = float32(math.NaN())
 		}
-		quantizeGroups(fused, x, scales, mins, bits, gs, frec, nil)
+		quantizeGroups(fused, x, scales, mins, bits, gs, frec)
 		if !bytes.Equal(fused, want) || !same32(frec, wantRec) {
-			t.Fatalf("it %d: INT%d g%d n %d: the pass without sums differs", it, bits, gs, n)
-		}
-	}
-}
-
-// The fused pass over a ragged block: groups of every size, the block
-// tail in lane 0, as SimilarityOf of the block.
-func TestQuantizeGroupsBlockSimilarity(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	for it := range 500 {
-		gs := 4 * (1 + rng.IntN(64))
-		n := 1 + rng.IntN(4096)
-		x := adversarialRow(rng, n, 0, 0, 0)
-		scales, mins := randomParamsFor(rng, x, 4, gs)
-		codes := make([]byte, PackedLen(int64(n), 4))
-		rec := make([]float32, n)
-		var l simLanes
-		quantizeGroups(codes, x, scales, mins, 4, gs, rec, &l)
-		if got, want := l.similarity(n), similarityRef(x, rec); !sameSim(got, want) {
-			t.Fatalf("it %d: %+v, reference %+v", it, got, want)
+			t.Fatalf("it %d: INT%d g%d n %d: fused pass differs", it, bits, gs, n)
 		}
 	}
 }
@@ -377,5 +351,24 @@ func TestSimilarityOfPiecesIsSimilarityOf(t *testing.T) {
 		return dst, nil
 	}); !errors.Is(err, stop) {
 		t.Fatalf("fill error: %v", err)
+	}
+}
+
+// similarityPair is SimilarityOf of each of its two blocks bit for bit:
+// every pair of lengths (either one the shorter, ragged tails), adversarial
+// values.
+func TestSimilarityPairIsTwoSimilarities(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for it := range 3000 {
+		n1, n2 := rng.IntN(300), rng.IntN(300)
+		if it%50 == 0 {
+			n1, n2 = quantChunk, quantChunk-rng.IntN(9)
+		}
+		a1, b1 := adversarialRow(rng, n1, 0.25, -1, it), adversarialRow(rng, n1, 0.25, -1, it/7)
+		a2, b2 := adversarialRow(rng, n2, 0.25, -1, it/3), adversarialRow(rng, n2, 0.25, -1, it/5)
+		s1, s2 := similarityPair(a1, b1, a2, b2)
+		if w1, w2 := similarityRef(a1, b1), similarityRef(a2, b2); !sameSim(s1, w1) || !sameSim(s2, w2) {
+			t.Fatalf("it %d n %d, %d (kernels %s): %+v %+v, reference %+v %+v", it, n1, n2, SIMD(), s1, s2, w1, w2)
+		}
 	}
 }

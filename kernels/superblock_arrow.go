@@ -176,7 +176,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 	pOffs := arrow.Int32Traits.CastFromBytes(parOffsets.Bytes())
 	codes, params := codeData.Bytes(), parData.Bytes()
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	var recon, wbuf, xbuf, ybuf [fusedBlock]float32
+	var buf fusedScratch
 	for i := 0; i < n; i++ {
 		rowLen := in.len(i)
 		var w []float32
@@ -184,11 +184,14 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			w = weights.f32[weights.offsets[i]:weights.offsets[i+1]]
 		}
 		rowCodes, rowParams := codes[cOffs[i]:cOffs[i+1]], params[pOffs[i]:pOffs[i+1]]
+		bs := blockSims{sum: &sims[i]}
 		for start := 0; start < rowLen; start += fusedBlock {
-			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), xbuf[:], ybuf[:]) // block by block, in cache
+			k := start / fusedBlock & 1                                                                // the buffers of this block (its predecessor may be held in the other)
+			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), buf.x[k][:], buf.y[k][:]) // block by block, in cache
+			recon := buf.recon[k][:len(blk)]
 			var wb []float32
 			if w != nil {
-				wb = blockWeights(w, rowLen, start, len(blk), wbuf[:])
+				wb = blockWeights(w, rowLen, start, len(blk), buf.w[:])
 			}
 			c0 := start * bits / 8
 			c1 := c0 + int(PackedLen(int64(len(blk)), bits))
@@ -196,7 +199,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			p1 := p0 + int(SuperBlockParamsLen(int64(len(blk)), bits))
 			err := fn(blk, wb, bits, rowCodes[c0:c1], rowParams[p0:p1], int64(start))
 			if err == nil && !o.NoSimilarity {
-				err = DequantizeSuperBlocks(recon[:len(blk)], rowCodes[c0:c1], rowParams[p0:p1], bits)
+				err = DequantizeSuperBlocks(recon, rowCodes[c0:c1], rowParams[p0:p1], bits)
 			}
 			if err != nil {
 				binaryData(n, codeOffsets, codeData).Release()
@@ -207,14 +210,16 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 				continue
 			}
 			if wb != nil {
-				s, ws := SimilaritiesOf(blk, recon[:len(blk)], wb)
+				s, ws := SimilaritiesOf(blk, recon, wb)
 				sims[i].Add(s)
 				wsims[i].Add(ws)
 				continue
 			}
-			s := SimilarityOf(blk, recon[:len(blk)])
-			sims[i].Add(s)
-			wsims[i].Add(s)
+			bs.add(blk, recon)
+		}
+		bs.flush()
+		if w == nil && !o.NoSimilarity {
+			wsims[i] = sims[i] // unweighted: the same sums
 		}
 	}
 	empty := func(int) int { return 0 }

@@ -112,6 +112,7 @@ func TestRoundTrip(t *testing.T) {
 			return float32(rng.NormFloat64())
 		}),
 		{},
+		methodtest.Normal(3*kernels.FusedBlockElems+300, 9), // a pair of fused blocks, then one
 	}
 	values := e.ListF32(rows...)
 	defer values.Release()
@@ -126,6 +127,9 @@ func TestRoundTrip(t *testing.T) {
 			want := kernels.SimilarityOf(x, q.recon)
 			if !near(q.sim.AA, want.AA) || !near(q.sim.BB, want.BB) || !near(q.sim.Err2, want.Err2) || q.sim.N != int64(len(x)) {
 				t.Errorf("int%d row %d: fused sums %+v, dequantized %+v", bits, r, q.sim, want)
+			}
+			if b := methodtest.BlockSimilarity(x, q.recon); q.sim != b {
+				t.Errorf("int%d row %d: fused sums %+v, block by block %+v", bits, r, q.sim, b)
 			}
 			if q.wsim != q.sim {
 				t.Errorf("int%d row %d: unweighted weighted_similarity differs", bits, r)

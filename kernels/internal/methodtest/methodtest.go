@@ -127,6 +127,18 @@ type Row struct {
 	Sim          kernels.Similarity
 }
 
+// BlockSimilarity is the similarity the fused kernels report for a row x
+// and its reconstruction: SimilarityOf of each kernels.FusedBlockElems
+// block, added in block order.
+func BlockSimilarity(x, recon []float32) kernels.Similarity {
+	var s kernels.Similarity
+	for a := 0; a < len(x); a += kernels.FusedBlockElems {
+		b := min(len(x), a+kernels.FusedBlockElems)
+		s.Add(kernels.SimilarityOf(x[a:b], recon[a:b]))
+	}
+	return s
+}
+
 // Composed runs <method>_group_params, aq_pack, aq_dequantize and aq_cosine.
 func (e *Env) Composed(method string, values arrow.Array, bits, groupSize int) []Row {
 	e.T.Helper()
