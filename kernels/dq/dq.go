@@ -78,7 +78,14 @@ type subs struct {
 // saved are the sub-blocks' float fits and code sums kept across a pass.
 type saved struct{ s, b, q, qq, xq [16]float64 }
 
-func (f *subs) save(v *saved) { v.s, v.b, v.q, v.qq, v.xq = f.s, f.b, f.q, f.qq, f.xq }
+// save copies the first ns sub-blocks' fits and sums into v.
+func (f *subs) save(v *saved, ns int) {
+	copy(v.s[:ns], f.s[:ns])
+	copy(v.b[:ns], f.b[:ns])
+	copy(v.q[:ns], f.q[:ns])
+	copy(v.qq[:ns], f.qq[:ns])
+	copy(v.xq[:ns], f.xq[:ns])
+}
 
 func (f *subs) restore(v *saved, j int) {
 	f.s[j], f.b[j], f.q[j], f.qq[j], f.xq[j] = v.s[j], v.b[j], v.q[j], v.qq[j], v.xq[j]
@@ -171,7 +178,7 @@ func fit(p *kernels.SuperBlockParams, ls *lockstep, x, w []float32, bits, g, pb 
 	for _, st := range cfg.starts {
 		at.on = [16]bool{}
 		if multi { // the best start so far stays in (s, b) and its sums
-			f.save(best)
+			f.save(best, ns)
 		}
 		f.start(at, ns, st, qmax)
 		ls.stats(ns, at, x, w, g, qmax)
@@ -183,7 +190,9 @@ func fit(p *kernels.SuperBlockParams, ls *lockstep, x, w []float32, bits, g, pb 
 	for it := 0; it < cfg.iters; it++ {
 		at.on = [16]bool{}
 		if it == 0 {
-			best.q, best.qq, best.xq = f.q, f.qq, f.xq
+			copy(best.q[:ns], f.q[:ns])
+			copy(best.qq[:ns], f.qq[:ns])
+			copy(best.xq[:ns], f.xq[:ns])
 		}
 		for j := range ns {
 			if !f.done[j] {

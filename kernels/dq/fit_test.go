@@ -128,7 +128,7 @@ func TestFitStepsMatchGo(t *testing.T) {
 		var best saved
 		var other subs
 		randomSubs(rng, &other, x, w)
-		other.save(&best)
+		other.save(&best, 16)
 		for j := range 16 {
 			f.e[j] = []float64{math.Inf(1), math.NaN(), 0, rng.ExpFloat64() * f.xx[j], v.errAt(j)}[rng.IntN(5)]
 		}
