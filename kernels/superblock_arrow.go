@@ -176,7 +176,8 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 	pOffs := arrow.Int32Traits.CastFromBytes(parOffsets.Bytes())
 	codes, params := codeData.Bytes(), parData.Bytes()
 	sims, wsims := make([]Similarity, n), make([]Similarity, n)
-	var buf fusedScratch
+	buf := scratchPool.Get().(*fusedScratch) // every buffer is written before it is read
+	defer scratchPool.Put(buf)
 	for i := 0; i < n; i++ {
 		rowLen := in.len(i)
 		var w []float32
