@@ -58,9 +58,14 @@ func TestMessageLimit(t *testing.T) {
 	// grpc-go writes this status itself, before the handler returns.
 	wantCode(t, err, codes.ResourceExhausted, "larger than max (5242")
 	wantCode(t, err, codes.ResourceExhausted, "vs. 1048576)")
-	// The request log (and the error the handler sees) explain it.
-	if !strings.Contains(logs.String(), "receive limit of 1048576 bytes (1 MiB; server --max-message-bytes") {
-		t.Errorf("log does not explain the limit:\n%s", logs.String())
+	// The request log (and the error the handler sees) explain it. The
+	// client has its status before the handler returns and logs: wait.
+	const explained = "receive limit of 1048576 bytes (1 MiB; server --max-message-bytes"
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), explained); {
+		if time.Now().After(deadline) {
+			t.Fatalf("log does not explain the limit:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// The server still works for small messages.
 	if got, err := doAction(ctx, c, "echo", []byte("ok")); err != nil || string(got) != "ok" {
