@@ -502,16 +502,24 @@ type fusedScratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return new(fusedScratch) }}
 
-// blockSims adds the similarities of a row's blocks to *sum in block
-// order, two blocks at a time (similarityPair): add holds a block back
-// until the next one comes, so its slices must stay unchanged until the
-// next add or flush.
+// blockSims adds the similarities of a row's blocks to *sum (and the
+// weighted ones to *wsum) in block order. Unweighted blocks go two at a
+// time (similarityPair): add holds a block back until the next one comes,
+// so its slices must stay unchanged until the next add or flush.
 type blockSims struct {
-	sum  *Similarity
-	x, r []float32 // the block held back, and its reconstruction
+	sum, wsum *Similarity
+	x, r      []float32 // the block held back, and its reconstruction
 }
 
-func (b *blockSims) add(x, recon []float32) {
+// add adds block x's similarity to its reconstruction, and with weights w
+// its weighted similarity (both in one pass).
+func (b *blockSims) add(x, recon, w []float32) {
+	if w != nil {
+		s, ws := SimilaritiesOf(x, recon, w)
+		b.sum.Add(s)
+		b.wsum.Add(ws)
+		return
+	}
 	if b.x == nil {
 		b.x, b.r = x, recon
 		return
@@ -623,7 +631,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 		}
 		rowCodes := codes[offs[i]:offs[i+1]]
 		sc, mn := scales.uint16s(i), mins.uint16s(i)
-		bs := blockSims{sum: &sims[i]}
+		bs := blockSims{sum: &sims[i], wsum: &wsims[i]}
 		for start := 0; start < rowLen; start += fusedBlock {
 			// This block's buffers (its predecessor may be held in the other).
 			k := start / fusedBlock & 1
@@ -649,13 +657,7 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 			// PackGroups and DequantizeGroups in one pass, then the similarities.
 			recon := buf.recon[k][:len(blk)]
 			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon)
-			if wb != nil {
-				s, ws := SimilaritiesOf(blk, recon, wb)
-				sims[i].Add(s)
-				wsims[i].Add(ws)
-				continue
-			}
-			bs.add(blk, recon)
+			bs.add(blk, recon, wb)
 		}
 		bs.flush()
 	}

@@ -150,6 +150,44 @@ done:
 	VZEROUPPER
 	RET
 
+// GROUPS(BODY, STEP, group, loop, done): BODY then STEP R9/8 times for
+// each of R8 groups (SI the values at lane 0, AX the groups' quantArgs, 16
+// bytes each), with the group's s, m, inv and qmax in Y12-Y15 and 0 in
+// Y11; the labels are the caller's.
+#define GROUPS(BODY, STEP, group, loop, done) \
+	VXORPS       Y11, Y11, Y11; \
+	SHRQ         $3, R9; \
+	TESTQ        R8, R8; \
+	JZ           done; \
+	TESTQ        R9, R9; \
+	JZ           done; \
+group: \
+	VBROADCASTSS 0(AX), Y12; \
+	VBROADCASTSS 4(AX), Y13; \
+	VBROADCASTSS 8(AX), Y14; \
+	VBROADCASTSS 12(AX), Y15; \
+	MOVQ         R9, CX; \
+loop: \
+	BODY; \
+	STEP; \
+	DECQ         CX; \
+	JNZ          loop; \
+	ADDQ         $16, AX; \
+	DECQ         R8; \
+	JNZ          group; \
+done:
+
+// RECONSTEP and CODESTEP advance past 8 values (and their codes, and
+// their reconstruction).
+#define RECONSTEP \
+	ADDQ $32, SI; \
+	ADDQ $8, DI; \
+	ADDQ $32, DX
+
+#define CODESTEP \
+	ADDQ $32, SI; \
+	ADDQ $8, DI
+
 // func quantReconGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8, recon *float32)
 // The codes and reconstruction of groups whole groups in a row, group g
 // with p[g] (groupSize a multiple of 8), as quantReconAVX2 per group. The
@@ -157,73 +195,25 @@ done:
 // doing both ran slower than the two (the sums' float64 chains and the
 // codes' conversions compete for the same pipes).
 TEXT ·quantReconGroupsAVX2(SB), NOSPLIT, $0-48
-	MOVQ   x+0(FP), SI
-	MOVQ   groups+8(FP), R8
-	MOVQ   groupSize+16(FP), R9
-	MOVQ   p+24(FP), AX
-	MOVQ   codes+32(FP), DI
-	MOVQ   recon+40(FP), DX
-	VXORPS Y11, Y11, Y11          // 0
-	SHRQ   $3, R9                 // iterations per group
-	TESTQ  R8, R8
-	JZ     rgdone
-	TESTQ  R9, R9
-	JZ     rgdone
-
-rgroup:
-	VBROADCASTSS 0(AX), Y12       // s
-	VBROADCASTSS 4(AX), Y13       // m
-	VBROADCASTSS 8(AX), Y14       // inv
-	VBROADCASTSS 12(AX), Y15      // qmax
-	MOVQ         R9, CX
-
-rgloop8:
-	RECON8
-	ADDQ $32, SI
-	ADDQ $8, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ  rgloop8
-	ADDQ $16, AX
-	DECQ R8
-	JNZ  rgroup
-
-rgdone:
+	MOVQ x+0(FP), SI
+	MOVQ groups+8(FP), R8
+	MOVQ groupSize+16(FP), R9
+	MOVQ p+24(FP), AX
+	MOVQ codes+32(FP), DI
+	MOVQ recon+40(FP), DX
+	GROUPS(RECON8, RECONSTEP, rgroup, rgloop8, rgdone)
 	VZEROUPPER
 	RET
 
 // func quantCodesGroupsAVX2(x *float32, groups, groupSize int, p *quantArgs, codes *uint8)
 // quantReconGroupsAVX2's code bytes alone.
 TEXT ·quantCodesGroupsAVX2(SB), NOSPLIT, $0-40
-	MOVQ   x+0(FP), SI
-	MOVQ   groups+8(FP), R8
-	MOVQ   groupSize+16(FP), R9
-	MOVQ   p+24(FP), AX
-	MOVQ   codes+32(FP), DI
-	VXORPS Y11, Y11, Y11          // 0
-	SHRQ   $3, R9                 // iterations per group
-	TESTQ  R8, R8
-	JZ     cgdone
-	TESTQ  R9, R9
-	JZ     cgdone
-
-cgroup:
-	VBROADCASTSS 4(AX), Y13       // m
-	VBROADCASTSS 8(AX), Y14       // inv
-	VBROADCASTSS 12(AX), Y15      // qmax
-	MOVQ         R9, CX
-
-cgloop8:
-	CODES8
-	ADDQ $32, SI
-	ADDQ $8, DI
-	DECQ CX
-	JNZ  cgloop8
-	ADDQ $16, AX
-	DECQ R8
-	JNZ  cgroup
-
-cgdone:
+	MOVQ x+0(FP), SI
+	MOVQ groups+8(FP), R8
+	MOVQ groupSize+16(FP), R9
+	MOVQ p+24(FP), AX
+	MOVQ codes+32(FP), DI
+	GROUPS(CODES8, CODESTEP, cgroup, cgloop8, cgdone)
 	VZEROUPPER
 	RET
 

@@ -185,7 +185,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			w = weights.f32[weights.offsets[i]:weights.offsets[i+1]]
 		}
 		rowCodes, rowParams := codes[cOffs[i]:cOffs[i+1]], params[pOffs[i]:pOffs[i+1]]
-		bs := blockSims{sum: &sims[i]}
+		bs := blockSims{sum: &sims[i], wsum: &wsims[i]}
 		for start := 0; start < rowLen; start += fusedBlock {
 			k := start / fusedBlock & 1                                                                // the buffers of this block (its predecessor may be held in the other)
 			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), buf.x[k][:], buf.y[k][:]) // block by block, in cache
@@ -210,13 +210,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			if o.NoSimilarity {
 				continue
 			}
-			if wb != nil {
-				s, ws := SimilaritiesOf(blk, recon, wb)
-				sims[i].Add(s)
-				wsims[i].Add(ws)
-				continue
-			}
-			bs.add(blk, recon)
+			bs.add(blk, recon, wb)
 		}
 		bs.flush()
 		if w == nil && !o.NoSimilarity {

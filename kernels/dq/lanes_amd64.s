@@ -415,31 +415,28 @@ pdone:
 	VZEROUPPER
 	RET
 
+// STATSPASS(XQ, loop, done): the body of statsPassAVX2 and
+// statsPass4AVX2, with their Σwc·v by XQ.
+#define STATSPASS(XQ, loop, done) \
+	PASSPARAMS; \
+	LEAQ         (DI)(DX*8), DI; \
+	MOVQ         2048(SI), CX; \
+	WROWS(loop, done, XQ); \
+done: \
+	WSTORE; \
+	VZEROUPPER; \
+	RET
+
 // func statsPassAVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
 // lockstep.stats' weighted pass of sub-blocks j0..j0+7: their params
 // from at (PASSPARAMS), statsLanesGo's sums (the same float32 code and
 // float64 products and sums per lane, row by row; an FMA only where its
-// product is exact), and f's q, qq and xq of the sub-blocks on.
+// product is exact), and f's q, qq and xq of the sub-blocks on (f's
+// arrays from j0).
 TEXT ·statsPassAVX2(SB), NOSPLIT, $0-40
-	PASSPARAMS
-	LEAQ         (DI)(DX*8), DI      // f's arrays from j0
-	MOVQ         2048(SI), CX
-	WROWS(wloop, wdone, XQMUL)
-
-wdone:
-	WSTORE
-	VZEROUPPER
-	RET
+	STATSPASS(XQMUL, wloop, wdone)
 
 // func statsPass4AVX2(lb *laneBlock, p *laneParams, at *pass, j0 int, f *subs)
 // statsPassAVX2 for qmax <= 15, its Σwc·v by FMA (exact products).
 TEXT ·statsPass4AVX2(SB), NOSPLIT, $0-40
-	PASSPARAMS
-	LEAQ         (DI)(DX*8), DI      // f's arrays from j0
-	MOVQ         2048(SI), CX
-	WROWS(w4loop, w4done, XQFMA)
-
-w4done:
-	WSTORE
-	VZEROUPPER
-	RET
+	STATSPASS(XQFMA, w4loop, w4done)
