@@ -409,20 +409,11 @@ func SimilarityOfPieces(n, piece int, fill func(off int, dst []float32) (a []flo
 // WeightedSimilarityOf is SimilarityOf with a weight per element on every
 // sum (Dot = Σw·a·b exactly, not derived), accumulated in float64 over four
 // lanes like SimilarityOf (element i in lane i%4, a tail of fewer than 4 in
-// lane 0): four independent chains per sum instead of one.
+// lane 0): four independent chains per sum instead of one. (The fused
+// kernels want both similarities: SimilaritiesOf.)
 func WeightedSimilarityOf(a, b, w []float32) Similarity {
-	b, w = b[:len(a)], w[:len(a)]
-	var l wsimLanes
-	n4 := len(a) &^ 3
-	if useAVX2 && n4 > 0 {
-		wsimAVX2(&a[0], &b[0], &w[0], n4, &l)
-	} else {
-		wsimGo(&l, a[:n4], b[:n4], w[:n4])
-	}
-	for i := n4; i < len(a); i++ {
-		l.add(0, a[i], b[i], w[i])
-	}
-	return l.similarity(len(a))
+	_, weighted := SimilaritiesOf(a, b, w)
+	return weighted
 }
 
 // similarityPair is (SimilarityOf(a1, b1), SimilarityOf(a2, b2)), bit for
@@ -464,11 +455,11 @@ func SimilaritiesOf(a, b, w []float32) (plain, weighted Similarity) {
 }
 
 // wsimLanes are WeightedSimilarityOf's four lanes of each sum (the layout
-// wsimAVX2 reads and writes).
+// simBothAVX2 reads and writes).
 type wsimLanes struct{ dot, aa, bb, ee [4]float64 }
 
 // add accumulates one element into lane k: each product is (w·x)·y in
-// float64, as wsimAVX2 computes it.
+// float64, as simBothAVX2 computes it.
 func (l *wsimLanes) add(k int, v, r, wt float32) {
 	x, y, c := float64(v), float64(r), float64(wt)
 	d := x - y
@@ -489,7 +480,7 @@ func (l *wsimLanes) similarity(n int) Similarity {
 	}
 }
 
-// wsimGo is wsimAVX2 in Go: len(a) a multiple of 4, element i in lane i%4.
+// wsimGo is simBothAVX2's weighted sums in Go: len(a) a multiple of 4, element i in lane i%4.
 func wsimGo(l *wsimLanes, a, b, w []float32) {
 	for i := 0; i+4 <= len(a); i += 4 {
 		x, y, c := a[i:i+4:i+4], b[i:i+4:i+4], w[i:i+4:i+4]

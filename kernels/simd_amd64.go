@@ -46,9 +46,6 @@ func dequantSBAVX2(out *float32, codes *byte, p *SuperBlockParams, d, dmin float
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32)
 
 //go:noescape
-func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
-
-//go:noescape
 func sim2AVX2(a1, b1, a2, b2 *float32, n int, s1, s2 *simLanes)
 
 //go:noescape

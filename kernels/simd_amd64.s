@@ -374,53 +374,6 @@ d8done:
 	VZEROUPPER
 	RET
 
-// func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes)
-// n a multiple of 4; element i in lane i%4 of dot, aa, bb, ee (float64):
-// dot += (w·a)·b, aa += (w·a)·a, bb += (w·b)·b, ee += (w·d)·d with d = a-b,
-// the products and sums in wsimLanes.add's order (no FMA).
-TEXT ·wsimAVX2(SB), NOSPLIT, $0-40
-	MOVQ    a+0(FP), SI
-	MOVQ    b+8(FP), DX
-	MOVQ    w+16(FP), DI
-	MOVQ    n+24(FP), CX
-	MOVQ    sums+32(FP), BX
-	VMOVUPD 0(BX), Y0
-	VMOVUPD 32(BX), Y1
-	VMOVUPD 64(BX), Y2
-	VMOVUPD 96(BX), Y3
-	SHRQ    $2, CX
-	JZ      wsimdone
-
-wsimloop:
-	VCVTPS2PD (SI), Y5
-	VCVTPS2PD (DX), Y6
-	VCVTPS2PD (DI), Y7
-	VSUBPD    Y6, Y5, Y8
-	VMULPD    Y5, Y7, Y9
-	VMULPD    Y6, Y9, Y10
-	VADDPD    Y10, Y0, Y0
-	VMULPD    Y5, Y9, Y9
-	VADDPD    Y9, Y1, Y1
-	VMULPD    Y6, Y7, Y10
-	VMULPD    Y6, Y10, Y10
-	VADDPD    Y10, Y2, Y2
-	VMULPD    Y8, Y7, Y11
-	VMULPD    Y8, Y11, Y11
-	VADDPD    Y11, Y3, Y3
-	ADDQ      $16, SI
-	ADDQ      $16, DX
-	ADDQ      $16, DI
-	DECQ      CX
-	JNZ       wsimloop
-
-wsimdone:
-	VMOVUPD Y0, 0(BX)
-	VMOVUPD Y1, 32(BX)
-	VMOVUPD Y2, 64(BX)
-	VMOVUPD Y3, 96(BX)
-	VZEROUPPER
-	RET
-
 // func absMaxAVX2(r, x *float32, n int)
 // n a multiple of 8: r[i] = max(r[i], |x[i]|), NaN where either is NaN.
 // VMAXPS returns its second source (r) when either is NaN; the blend
@@ -778,9 +731,11 @@ pc2done:
 	RET
 
 // func simBothAVX2(a, b, w *float32, n int, sums *simLanes, wsums *wsimLanes)
-// simAVX2 and wsimAVX2 of the same a, b (and w) in one pass: n a multiple
-// of 4, every sum's products and additions as in those two (the exact
-// squares a² and b² as FMAs).
+// simAVX2's sums of a and b, and the weighted sums of WeightedSimilarityOf
+// (element i in lane i%4 of dot, aa, bb, ee: dot += (w·a)·b, aa += (w·a)·a,
+// bb += (w·b)·b, ee += (w·d)·d with d = a-b, the products and sums in
+// wsimLanes.add's order), in one pass: n a multiple of 4; the exact
+// squares a² and b² of the unweighted sums as FMAs.
 TEXT ·simBothAVX2(SB), NOSPLIT, $0-48
 	MOVQ    a+0(FP), SI
 	MOVQ    b+8(FP), DX

@@ -9,7 +9,7 @@ import (
 // two blocks of FusedBlockElems in cache (GB/s of the two blocks' float32
 // inputs): one block at a time (SimilarityOf, whose float64 chains wait on
 // their adds) against two side by side (similarityPair), and a weighted
-// block's two similarities in two passes against one (SimilaritiesOf).
+// block's two similarities (SimilaritiesOf, one pass).
 //
 //	go test -run '^$' -bench SimilarityBlocks -cpu 1 ./kernels/
 func BenchmarkSimilarityBlocks(b *testing.B) {
@@ -36,14 +36,7 @@ func BenchmarkSimilarityBlocks(b *testing.B) {
 			sink, _ = similarityPair(a1, b1, a2, b2)
 		}
 	})
-	b.Run("weighted/two-passes", func(b *testing.B) {
-		b.SetBytes(3 * 4 * FusedBlockElems)
-		for b.Loop() {
-			sink = SimilarityOf(a1, b1)
-			sink = WeightedSimilarityOf(a1, b1, w)
-		}
-	})
-	b.Run("weighted/one-pass", func(b *testing.B) {
+	b.Run("weighted/both", func(b *testing.B) {
 		b.SetBytes(3 * 4 * FusedBlockElems)
 		for b.Loop() {
 			sink, _ = SimilaritiesOf(a1, b1, w)

@@ -35,8 +35,6 @@ func dequant2AVX2(out *float32, words int, codes *uint32, s, m float32) { panic(
 
 func dequant8AVX2(out *float32, n int, codes *uint8, s, m float32) { panic("unreachable") }
 
-func wsimAVX2(a, b, w *float32, n int, sums *wsimLanes) { panic("unreachable") }
-
 func sim2AVX2(a1, b1, a2, b2 *float32, n int, s1, s2 *simLanes) {
 	panic("unreachable")
 }
