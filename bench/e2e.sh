@@ -18,6 +18,10 @@ if [ ! -f "$work/dream-7b/model.safetensors.index.json" ]; then
   echo "== gen-model --preset dream-7b (bf16) into $work/dream-7b"
   /usr/bin/time -f "gen-model: wall %e s, peak RSS %M KB" "$bin" gen-model --preset dream-7b --dtype bf16 --output "$work/dream-7b" --seed 1
 fi
+# Read the model once, so the page cache holds it (as in flight_e2e.sh). On a
+# machine with little more memory than the model, outputs of earlier runs left
+# on disk compete for the cache: remove them, or the run re-reads the model.
+cat "$work"/dream-7b/*.safetensors >/dev/null
 flags=${AQ_E2E_FLAGS:-}
 label=$profile$(echo "$flags" | tr -cs 'a-zA-Z0-9' '-' | sed 's/-*$//')
 echo "== quantize --profile $profile $flags"
