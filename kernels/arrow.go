@@ -482,13 +482,10 @@ func execCosine(ctx *exec.KernelCtx, batch *exec.ExecSpan, out *exec.ExecResult)
 // Its output equals <method>_group_params + aq_pack + aq_dequantize +
 // aq_cosine, which the tests check.
 
-// fusedBlock is the number of elements processed per cache-resident block;
-// a multiple of every group size.
-const fusedBlock = FusedBlockElems
-
 // FusedBlockElems is the block of a row the fused kernels quantize at a
-// time: a row's similarity sums are SimilarityOf's of each block against
-// its reconstruction, added in block order (Similarity.Add).
+// time, in cache (a multiple of every group size they take): a row's
+// similarity sums are SimilarityOf's of each block against its
+// reconstruction, added in block order (Similarity.Add).
 const FusedBlockElems = 4096
 
 // fusedScratch are the fused kernels' block buffers (values, scaled
@@ -496,11 +493,25 @@ const FusedBlockElems = 4096
 // block while the next one is made; weights). 112 KB: pooled, not on
 // the stack of every chunk's goroutine.
 type fusedScratch struct {
-	x, y, recon [2][fusedBlock]float32
-	w           [fusedBlock]float32
+	x, y, recon [2][FusedBlockElems]float32
+	w           [FusedBlockElems]float32
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(fusedScratch) }}
+
+// block is row i's block at start (its values, channel-scaled when o says
+// so), the buffer for its reconstruction and, with the row's weights w,
+// its weights. Consecutive blocks take alternate buffers, so that
+// blockSims can hold one while the next is made.
+func (s *fusedScratch) block(o *QuantOptions, in rows, i, start int, w []float32) (x, recon, wb []float32) {
+	k := start / FusedBlockElems & 1
+	rowLen := in.len(i)
+	x = o.inputBlock(in, i, start, min(rowLen-start, FusedBlockElems), s.x[k][:], s.y[k][:])
+	if w != nil {
+		wb = blockWeights(w, rowLen, start, len(x), s.w[:])
+	}
+	return x, s.recon[k][:len(x)], wb
+}
 
 // blockSims adds the similarities of a row's blocks to *sum (and the
 // weighted ones to *wsum) in block order. Unweighted blocks go two at a
@@ -605,8 +616,8 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 	if err != nil {
 		return err
 	}
-	if fusedBlock%o.GroupSize != 0 {
-		return fmt.Errorf("kernels: group size %d must divide %d for the fused kernel", o.GroupSize, fusedBlock)
+	if FusedBlockElems%o.GroupSize != 0 {
+		return fmt.Errorf("kernels: group size %d must divide %d for the fused kernel", o.GroupSize, FusedBlockElems)
 	}
 	in, weights, err := valuesAndWeights(batch, weighted)
 	if err != nil {
@@ -632,16 +643,10 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 		rowCodes := codes[offs[i]:offs[i+1]]
 		sc, mn := scales.uint16s(i), mins.uint16s(i)
 		bs := blockSims{sum: &sims[i], wsum: &wsims[i]}
-		for start := 0; start < rowLen; start += fusedBlock {
-			// This block's buffers (its predecessor may be held in the other).
-			k := start / fusedBlock & 1
-			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), buf.x[k][:], buf.y[k][:]) // block by block, in cache
+		for start := 0; start < rowLen; start += FusedBlockElems {
+			blk, recon, wb := buf.block(&o, in, i, start, w) // block by block, in cache
 			g0 := start / o.GroupSize
 			g1 := g0 + int(NumGroups(int64(len(blk)), o.GroupSize))
-			var wb []float32
-			if w != nil {
-				wb = blockWeights(w, rowLen, start, len(blk), buf.w[:])
-			}
 			if err := params(blk, wb, o.Bits, o.GroupSize, sc[g0:g1], mn[g0:g1], int64(start)); err != nil {
 				scales.finish().Release()
 				mins.finish().Release()
@@ -655,7 +660,6 @@ func execQuantize(params WeightedGroupParamsFunc, weighted bool, ctx *exec.Kerne
 				continue
 			}
 			// PackGroups and DequantizeGroups in one pass, then the similarities.
-			recon := buf.recon[k][:len(blk)]
 			quantizeGroups(rowCodes[c0:c1], blk, sc[g0:g1], mn[g0:g1], o.Bits, o.GroupSize, recon)
 			bs.add(blk, recon, wb)
 		}

@@ -341,7 +341,7 @@ func TestFusedSimilarityIsBlockwise(t *testing.T) {
 					t.Fatalf("%s INT%d row %d: codes differ", method, bits, r)
 				}
 				ref := methodtest.BlockSimilarity(x, want[r].Recon)
-				if s := got[r].Sim; s.AA != ref.AA || s.BB != ref.BB || s.Err2 != ref.Err2 || s.N != ref.N {
+				if s := got[r].Sim; s != ref {
 					t.Fatalf("%s INT%d row %d (%d values): fused sums %+v, block by block %+v", method, bits, r, len(x), s, ref)
 				}
 			}

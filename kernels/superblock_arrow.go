@@ -186,14 +186,8 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 		}
 		rowCodes, rowParams := codes[cOffs[i]:cOffs[i+1]], params[pOffs[i]:pOffs[i+1]]
 		bs := blockSims{sum: &sims[i], wsum: &wsims[i]}
-		for start := 0; start < rowLen; start += fusedBlock {
-			k := start / fusedBlock & 1                                                                // the buffers of this block (its predecessor may be held in the other)
-			blk := o.inputBlock(in, i, start, min(rowLen-start, fusedBlock), buf.x[k][:], buf.y[k][:]) // block by block, in cache
-			recon := buf.recon[k][:len(blk)]
-			var wb []float32
-			if w != nil {
-				wb = blockWeights(w, rowLen, start, len(blk), buf.w[:])
-			}
+		for start := 0; start < rowLen; start += FusedBlockElems {
+			blk, recon, wb := buf.block(&o, in, i, start, w) // block by block, in cache
 			c0 := start * bits / 8
 			c1 := c0 + int(PackedLen(int64(len(blk)), bits))
 			p0 := start / SuperBlockElems * bpsb
@@ -213,7 +207,7 @@ func execSuperBlockQuantize(fn SuperBlockFunc, weighted bool, ctx *exec.KernelCt
 			bs.add(blk, recon, wb)
 		}
 		bs.flush()
-		if w == nil && !o.NoSimilarity {
+		if w == nil {
 			wsims[i] = sims[i] // unweighted: the same sums
 		}
 	}

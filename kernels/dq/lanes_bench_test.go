@@ -35,22 +35,16 @@ func BenchmarkStatsPass(b *testing.B) {
 				lp.qmaxf[k] = float32(c.qmax)
 			}
 			var f subs
-			ok := true
-			if c.weighted {
-				ok = statsPass(&lb, &lp, &at, 0, &f)
-			} else {
-				_, ok = statsPassU(&lb, &lp, &at, 0, &f)
+			pass := func() bool { return statsPass(&lb, &lp, &at, 0, &f) }
+			if !c.weighted {
+				pass = func() bool { _, ok := statsPassU(&lb, &lp, &at, 0, &f); return ok }
 			}
-			if !ok {
+			if !pass() {
 				b.Skip("no vector kernel on this machine")
 			}
 			b.SetBytes(4 * 32 * lanes)
 			for b.Loop() {
-				if c.weighted {
-					statsPass(&lb, &lp, &at, 0, &f)
-				} else {
-					statsPassU(&lb, &lp, &at, 0, &f)
-				}
+				pass()
 			}
 		})
 	}

@@ -41,21 +41,9 @@ const (
 func amd64EvalLanes() []byte {
 	var b bytes.Buffer
 	header(&b, "!purego")
-	p(&b, "DATA ·half<>+0(SB)/8, $0x3f0000003f000000")
-	p(&b, "DATA ·half<>+8(SB)/8, $0x3f0000003f000000")
-	p(&b, "DATA ·half<>+16(SB)/8, $0x3f0000003f000000")
-	p(&b, "DATA ·half<>+24(SB)/8, $0x3f0000003f000000")
-	p(&b, "GLOBL ·half<>(SB), RODATA|NOPTR, $32")
-	p(&b, "DATA ·zero<>+0(SB)/8, $0")
-	p(&b, "DATA ·zero<>+8(SB)/8, $0")
-	p(&b, "DATA ·zero<>+16(SB)/8, $0")
-	p(&b, "DATA ·zero<>+24(SB)/8, $0")
-	p(&b, "GLOBL ·zero<>(SB), RODATA|NOPTR, $32")
-	p(&b, "DATA ·one<>+0(SB)/8, $0x3f8000003f800000")
-	p(&b, "DATA ·one<>+8(SB)/8, $0x3f8000003f800000")
-	p(&b, "DATA ·one<>+16(SB)/8, $0x3f8000003f800000")
-	p(&b, "DATA ·one<>+24(SB)/8, $0x3f8000003f800000")
-	p(&b, "GLOBL ·one<>(SB), RODATA|NOPTR, $32")
+	vector32(&b, "half", "$0x3f0000003f000000")
+	vector32(&b, "zero", "$0")
+	vector32(&b, "one", "$0x3f8000003f800000")
 	p(&b, "")
 	avx2(&b, avx2Int)
 	avx2(&b, avx2F32Q)
@@ -63,6 +51,15 @@ func amd64EvalLanes() []byte {
 	avx512(&b, false)
 	avx512(&b, true)
 	return b.Bytes()
+}
+
+// vector32 emits a 32-byte read-only constant ·name<> of four 8-byte
+// words, each word.
+func vector32(b *bytes.Buffer, name, word string) {
+	for off := 0; off < 32; off += 8 {
+		p(b, "DATA ·%s<>+%d(SB)/8, %s", name, off, word)
+	}
+	p(b, "GLOBL ·%s<>(SB), RODATA|NOPTR, $32", name)
 }
 
 func prologue(b *bytes.Buffer, name string, weighted bool) {
