@@ -58,6 +58,7 @@ arm64test:
 lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 
 # Every Go fuzz target for FUZZTIME each (CI: 30s on the seed corpus);
 # prints executions and new corpus entries per target.
