@@ -4,6 +4,8 @@
 # wall time and peak RSS from /usr/bin/time -v. Needs ~20 GB of free disk.
 #   bash bench/e2e.sh [profile] [workdir]      (defaults: edge, a temp dir)
 # Extra quantize flags go in AQ_E2E_FLAGS, e.g. AQ_E2E_FLAGS="--method dq".
+# The quantized output is removed after the report (AQ_E2E_KEEP=1 keeps it):
+# outputs left on disk compete with the model for the page cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-edge}
@@ -24,6 +26,7 @@ fi
 cat "$work"/dream-7b/*.safetensors >/dev/null
 flags=${AQ_E2E_FLAGS:-}
 label=$profile$(echo "$flags" | tr -cs 'a-zA-Z0-9' '-' | sed 's/-*$//')
+rm -rf "$work/q-$label"   # no earlier output next to the new one during the run
 echo "== quantize --profile $profile $flags"
 # shellcheck disable=SC2086
 /usr/bin/time -v "$bin" quantize --model "$work/dream-7b" --output "$work/q-$label" --profile "$profile" $flags --overwrite --json \
@@ -41,4 +44,5 @@ print(f"method {r['method']}; spatial: {r['spatial'].get('reason', 'off')}")
 if eq.get("pairs"):
     print(f"equalized {len(eq['pairs'])} of {eq['considered']} layer pairs")
 PY
+[ "${AQ_E2E_KEEP:-}" = 1 ] || rm -rf "$work/q-$label"
 echo "(work dir: $work; remove it when done)"

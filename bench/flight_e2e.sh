@@ -7,7 +7,10 @@
 #   bash bench/flight_e2e.sh [profile] [workdir]     (defaults: edge, a temp dir)
 #   AQ_BIN=/path/to/arrowquant bash bench/flight_e2e.sh ...   (that binary, not built: A/B runs)
 #   SERVE_ARGS="--spool-memory-mb 1200" bash bench/flight_e2e.sh ...   (extra serve flags)
-# The model is read once before the push, so the page cache holds it.
+# The model is read once before the push, so the page cache holds it. The
+# server's store and the pulled copy are removed after the report
+# (AQ_E2E_KEEP=1 keeps them): outputs left on disk compete with the model
+# for the page cache in later runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-edge}
@@ -53,4 +56,5 @@ if "--spool-memory-mb" in os.environ.get("SERVE_ARGS", ""):
 print(f"push client: {cu:.1f} user + {cs:.1f} sys s, peak RSS {crss:.0f} MB")
 print(f"cosine {r['cosine_similarity']:.4f}, artifact {r['model_size_mb']:.0f} MB, fallbacks {len(r['fallbacks'])}")
 PY
+[ "${AQ_E2E_KEEP:-}" = 1 ] || rm -rf "$work/data" "$work/pulled-$profile"
 echo "(work dir: $work)"
