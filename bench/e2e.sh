@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end benchmark on the real Dream 7B layout (339 tensors, 7.6B params,
 # 15.2 GB of BF16): generate the model, quantize it with a profile, and report
-# wall time and peak RSS from /usr/bin/time -v. Needs ~20 GB of free disk.
+# wall time, CPU time and peak RSS from /usr/bin/time -v, and the machine's
+# load average before the run (other tenants' load moves these figures by
+# 15-45% on shared hosts). Needs ~20 GB of free disk.
 #   bash bench/e2e.sh [profile] [workdir]      (defaults: edge, a temp dir)
 # Extra quantize flags go in AQ_E2E_FLAGS, e.g. AQ_E2E_FLAGS="--method dq".
 # The quantized output is removed after the report (AQ_E2E_KEEP=1 keeps it):
@@ -27,11 +29,11 @@ cat "$work"/dream-7b/*.safetensors >/dev/null
 flags=${AQ_E2E_FLAGS:-}
 label=$profile$(echo "$flags" | tr -cs 'a-zA-Z0-9' '-' | sed 's/-*$//')
 rm -rf "$work/q-$label"   # no earlier output next to the new one during the run
-echo "== quantize --profile $profile $flags"
+echo "== quantize --profile $profile $flags (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
 # shellcheck disable=SC2086
 /usr/bin/time -v "$bin" quantize --model "$work/dream-7b" --output "$work/q-$label" --profile "$profile" $flags --overwrite --json \
   >"$work/result-$label.json" 2>"$work/time-$label.txt" || { cat "$work/time-$label.txt"; exit 1; }
-grep -E "Elapsed \(wall|Maximum resident" "$work/time-$label.txt"
+grep -E "Elapsed \(wall|User time|System time|Maximum resident" "$work/time-$label.txt"
 python3 - "$work/result-$label.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -29,6 +29,7 @@ port=$((20000 + RANDOM % 20000))
 server=$!
 for _ in $(seq 100); do grep -q serving "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
 src_bytes=$(du -cb "$work"/dream-7b/*.safetensors | tail -1 | cut -f1)
+echo "load average before the push: $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s.%N)
 /usr/bin/time -v -o "$work/push-time.txt" "$bin" push --server grpc://127.0.0.1:$port --model "$work/dream-7b" --name dream-7b --profile "$profile" --json >"$work/push-$profile.json"
 t1=$(date +%s.%N)
