@@ -66,9 +66,10 @@ FUZZTIME ?= 60s
 fuzz:
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
-# Kernel throughput (GB/s of fp32 input, one core) and pipeline benchmarks.
+# Kernel throughput (GB/s of fp32 input, one core) and pipeline benchmarks;
+# bench/pipes: the clock and the vector pipes each instruction kind uses.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -cpu 1 ./bench/
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -cpu 1 ./bench/ ./bench/pipes/
 
 # Quality of every quantization method (cosine, rel MSE, bits/weight, GB/s on
 # one core) on synthetic weights; regenerates docs/QUALITY.md.
