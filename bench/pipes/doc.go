@@ -3,6 +3,6 @@
 // instructions of each kind it retires per cycle from 12 independent
 // chains (BenchmarkPipes). On Zen 3, for example, adds, max/min, rounding
 // and conversions share two of the four vector pipes and multiplies and
-// FMAs the other two, which is what bounds the search kernels
-// (docs/PERF.md). Nothing outside the benchmarks uses it.
+// FMAs the other two; docs/PERF.md compares the search kernels with those
+// bounds. Nothing outside the benchmarks uses it.
 package pipes

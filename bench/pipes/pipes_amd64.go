@@ -2,7 +2,6 @@
 
 package pipes
 
-//go:noescape
 func clockLoop(n int) int // n iterations of 8 dependent integer adds; returns 8n
 
 // loopX(n): n iterations of 12 independent X instructions (pipes_amd64.s).

@@ -18,6 +18,10 @@
 // BIN2X6(a, b): a on the even registers of Y0-Y11, b on the odd ones.
 #define BIN2X6(a, b) a Y15, Y0, Y0; b Y15, Y1, Y1; a Y15, Y2, Y2; b Y15, Y3, Y3; a Y15, Y4, Y4; b Y15, Y5, Y5; a Y15, Y6, Y6; b Y15, Y7, Y7; a Y15, Y8, Y8; b Y15, Y9, Y9; a Y15, Y10, Y10; b Y15, Y11, Y11
 
+// THROUGHPUT(body): a loop function's whole body, n+0(FP) iterations of body
+// with Y0-Y15 cleared first (labels are local to each TEXT block).
+#define THROUGHPUT(body) MOVQ n+0(FP), CX; ZERO16; loop: body; DECQ CX; JNZ loop; VZEROUPPER; RET
+
 // func clockLoop(n int) int: n iterations of 8 dependent integer adds (1 cycle each).
 TEXT ·clockLoop(SB), NOSPLIT, $0-16
 	MOVQ n+0(FP), CX
@@ -38,110 +42,40 @@ clock:
 
 // func loopAdd(n int)
 TEXT ·loopAdd(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-add:
-	BIN12(VADDPS)
-	DECQ CX
-	JNZ  add
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN12(VADDPS))
 
 // func loopMul(n int)
 TEXT ·loopMul(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-mul:
-	BIN12(VMULPS)
-	DECQ CX
-	JNZ  mul
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN12(VMULPS))
 
 // func loopFMA(n int)
 TEXT ·loopFMA(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-fma:
-	FMA12(VFMADD231PS)
-	DECQ CX
-	JNZ  fma
-	VZEROUPPER
-	RET
+	THROUGHPUT(FMA12(VFMADD231PS))
 
 // func loopMax(n int)
 TEXT ·loopMax(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-max:
-	BIN12(VMAXPS)
-	DECQ CX
-	JNZ  max
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN12(VMAXPS))
 
 // func loopRound(n int)
 TEXT ·loopRound(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-round:
-	RND12(VROUNDPS)
-	DECQ CX
-	JNZ  round
-	VZEROUPPER
-	RET
+	THROUGHPUT(RND12(VROUNDPS))
 
 // func loopCvtt(n int)
 TEXT ·loopCvtt(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-cvtt:
-	UN12(VCVTTPS2DQ)
-	DECQ CX
-	JNZ  cvtt
-	VZEROUPPER
-	RET
+	THROUGHPUT(UN12(VCVTTPS2DQ))
 
 // func loopPMaxSD(n int)
 TEXT ·loopPMaxSD(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-pmaxsd:
-	BIN12(VPMAXSD)
-	DECQ CX
-	JNZ  pmaxsd
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN12(VPMAXSD))
 
 // func loopAddMul(n int)
 TEXT ·loopAddMul(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-addmul:
-	BIN2X6(VADDPS, VMULPS)
-	DECQ CX
-	JNZ  addmul
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN2X6(VADDPS, VMULPS))
 
 // func loopMaxMul(n int)
 TEXT ·loopMaxMul(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-maxmul:
-	BIN2X6(VMAXPS, VMULPS)
-	DECQ CX
-	JNZ  maxmul
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN2X6(VMAXPS, VMULPS))
 
 // func loopAddMax(n int)
 TEXT ·loopAddMax(SB), NOSPLIT, $0-8
-	MOVQ n+0(FP), CX
-	ZERO16
-addmax:
-	BIN2X6(VADDPS, VMAXPS)
-	DECQ CX
-	JNZ  addmax
-	VZEROUPPER
-	RET
+	THROUGHPUT(BIN2X6(VADDPS, VMAXPS))
